@@ -1,0 +1,15 @@
+"""lorun_peft: deep LoRA-unfolding networks on Hugging Face PEFT.
+
+>>> import lorun_peft
+>>> lorun_peft.gamma_rank(64, 64, 10)
+7
+"""
+
+from . import errors
+from .adapters import gamma_rank
+from .train import train
+from .unfold import UnfoldedNetwork, unfold
+
+__version__ = "0.1.0"
+
+__all__ = ["unfold", "UnfoldedNetwork", "gamma_rank", "train", "errors", "__version__"]

@@ -1,0 +1,309 @@
+"""Everything that touches PEFT: the gamma rank rule, adapter configs, and K per-stage adapters
+over one frozen base with cheap, gradient-safe stage switching.
+
+Why not ``PeftModel.set_adapter`` per stage: it also sets ``requires_grad=False`` on every other
+adapter, so after one forward over K stages only the last stage's adapter gets a gradient, and it
+costs 8-15 ms per call. Here each tuner layer's active adapter is set directly on a cached layer
+list (PEFT's private ``_active_adapter``; pinned by ``tests/test_adapters.py``).
+
+>>> import torch
+>>> from torch import nn
+>>> base = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1, 3, padding=1))
+>>> stages = StageAdapters(base, K=3, gamma=25.0)
+>>> stages.adapter_names
+['stage_0', 'stage_1', 'stage_2']
+>>> stages(1, torch.rand(1, 1, 8, 8)).shape
+torch.Size([1, 1, 8, 8])
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Callable, Sequence
+
+import torch
+from peft import LoHaConfig, LoKrConfig, LoraConfig, PeftConfig, get_peft_model
+from peft.tuners.tuners_utils import BaseTunerLayer
+from torch import nn
+
+from .errors import InvalidArgumentError
+
+__all__ = [
+    "gamma_rank",
+    "stage_name",
+    "LayerRank",
+    "RankTable",
+    "StageAdapters",
+    "ADAPTER_KINDS",
+    "find_layers",
+]
+
+ADAPTABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+def gamma_rank(in_dim: int, out_dim: int, gamma: float) -> int:
+    """The paper's rank rule r = ceil(min(in_dim, out_dim) * gamma / 100).
+
+    ``gamma`` is a percentage in (0, 100]; dims are channels (convolutions) or features (linear).
+    Computed with exact fractions so that, e.g., 30 channels at gamma 10 give 3, not 4.
+
+    >>> gamma_rank(64, 32, 10)
+    4
+    >>> gamma_rank(30, 30, 10)
+    3
+    """
+    check_gamma(gamma)
+    for name, dim in (("in_dim", in_dim), ("out_dim", out_dim)):
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise InvalidArgumentError(f"{name} must be a positive int, got {dim!r}")
+    return max(1, math.ceil(Fraction(min(in_dim, out_dim)) * Fraction(str(gamma)) / 100))
+
+
+def check_gamma(gamma: Any) -> None:
+    """Raise InvalidArgumentError unless gamma is a real number in (0, 100]."""
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 < gamma <= 100:
+        raise InvalidArgumentError(f"gamma must be a number in (0, 100] (a percentage), got {gamma!r}")
+
+
+def stage_name(k: int) -> str:
+    """The adapter name of stage k: ``stage_k``."""
+    return f"stage_{k}"
+
+
+def layer_dims(module: nn.Module) -> tuple[int, int]:
+    """(in_dim, out_dim) of a conv (channels) or linear (features) layer."""
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features
+    return module.in_channels, module.out_channels
+
+
+@dataclass(frozen=True)
+class LayerRank:
+    """One row of the rank table: an adapted layer and its per-stage rank."""
+
+    name: str
+    kind: str
+    in_dim: int
+    out_dim: int
+    rank: int
+
+
+@dataclass(frozen=True)
+class RankTable:
+    """Every adapted layer with its rank, and the weight layers left shared-only (with why)."""
+
+    gamma: float
+    adapter: str
+    layers: tuple[LayerRank, ...]
+    shared_only: tuple[tuple[str, str, str], ...]  # (name, kind, reason)
+
+    def __str__(self) -> str:
+        width = max([len(r.name) for r in self.layers] + [len(n) for n, _, _ in self.shared_only] + [5])
+        lines = [f"{self.adapter} adapters, gamma = {self.gamma}%", f"{'layer':<{width}}  {'type':<8} {'in':>5} {'out':>5} {'rank':>4}"]
+        lines += [f"{r.name:<{width}}  {r.kind:<8} {r.in_dim:>5} {r.out_dim:>5} {r.rank:>4}" for r in self.layers]
+        if self.shared_only:
+            lines.append("shared-only (no per-stage adapter):")
+            lines += [f"  {name:<{width}}  {kind:<8} {reason}" for name, kind, reason in self.shared_only]
+        return "\n".join(lines)
+
+
+def find_layers(
+    model: nn.Module, target_modules: Sequence[str] | str | None = None
+) -> tuple[dict[str, nn.Module], list[tuple[str, str, str]]]:
+    """Split a model's weight layers into adaptable targets and shared-only layers.
+
+    Default targets: every Conv1d/Conv2d/Conv3d/Linear with groups == 1. ``target_modules`` may be
+    a list of names (a name matches a module whose full name equals it or ends with ``.name``, as
+    in PEFT) or a regex string matched against full names with ``re.fullmatch``.
+    """
+    targets: dict[str, nn.Module] = {}
+    shared: list[tuple[str, str, str]] = []
+    wanted = _target_matcher(target_modules)
+    matched_any: set[str] = set()
+    for name, module in model.named_modules():
+        if not name or not any(True for _ in module.parameters(recurse=False)):
+            continue
+        kind = type(module).__name__
+        hit = wanted(name)
+        if hit is not None:
+            matched_any.add(hit)
+        if target_modules is not None and hit is None:
+            shared.append((name, kind, "not in target_modules"))
+        elif not isinstance(module, ADAPTABLE_TYPES):
+            reason = "PEFT cannot adapt this layer type"
+            if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+                reason = "PEFT cannot adapt transposed convolutions"
+            if target_modules is not None:
+                raise InvalidArgumentError(f"target_modules selects {name!r} ({kind}), which {reason[0].lower() + reason[1:]}")
+            shared.append((name, kind, reason))
+        elif getattr(module, "groups", 1) != 1:
+            if target_modules is not None:
+                raise InvalidArgumentError(f"target_modules selects {name!r}, a grouped convolution, which is not adapted")
+            shared.append((name, kind, "grouped convolution"))
+        else:
+            targets[name] = module
+    if isinstance(target_modules, (list, tuple)):
+        missing = [t for t in target_modules if t not in matched_any]
+        if missing:
+            raise InvalidArgumentError(f"target_modules names {missing} that match no layer with weights in the denoiser")
+    return targets, shared
+
+
+def _target_matcher(target_modules: Sequence[str] | str | None) -> Callable[[str], str | None]:
+    if target_modules is None:
+        return lambda name: name
+    if isinstance(target_modules, str):
+        try:
+            pattern = re.compile(target_modules)
+        except re.error as err:
+            raise InvalidArgumentError(f"target_modules is not a valid regex: {err}") from err
+        return lambda name: target_modules if pattern.fullmatch(name) else None
+    if not all(isinstance(t, str) for t in target_modules):
+        raise InvalidArgumentError(f"target_modules must be a regex string or a list of names, got {target_modules!r}")
+
+    def match(name: str) -> str | None:
+        return next((t for t in target_modules if name == t or name.endswith("." + t)), None)
+
+    return match
+
+
+def _anchored(name: str) -> str:
+    # PEFT matches pattern keys as re.match(rf"(.*\.)?({key})$", module_name): "^" pins the key to
+    # the start, so "conv1" cannot also hit "block.conv1".
+    return "^" + re.escape(name)
+
+
+def _lora(ranks: dict[str, int], options: dict[str, Any], dora: bool = False) -> PeftConfig:
+    patterns = {_anchored(n): r for n, r in ranks.items()}
+    return LoraConfig(
+        r=max(ranks.values()),
+        lora_alpha=max(ranks.values()),
+        target_modules=_fullmatch(ranks),
+        rank_pattern=patterns,
+        alpha_pattern=dict(patterns),
+        use_dora=dora,
+        **options,
+    )
+
+
+def _lycoris(config_cls: type) -> Callable[[dict[str, int], dict[str, Any]], PeftConfig]:
+    def build(ranks: dict[str, int], options: dict[str, Any]) -> PeftConfig:
+        patterns = {_anchored(n): r for n, r in ranks.items()}
+        return config_cls(
+            r=max(ranks.values()),
+            alpha=max(ranks.values()),
+            target_modules=_fullmatch(ranks),
+            rank_pattern=patterns,
+            alpha_pattern=dict(patterns),
+            **options,
+        )
+
+    return build
+
+
+def _fullmatch(ranks: dict[str, int]) -> str:
+    # A str target_modules is matched with re.fullmatch against each module's full name.
+    return "(" + "|".join(re.escape(n) for n in sorted(ranks)) + ")"
+
+
+ADAPTER_KINDS: dict[str, Callable[[dict[str, int], dict[str, Any]], PeftConfig]] = {
+    "lora": _lora,
+    "dora": lambda ranks, options: _lora(ranks, options, dora=True),
+    "loha": _lycoris(LoHaConfig),
+    "lokr": _lycoris(LoKrConfig),
+}
+
+
+def plan_ranks(
+    model: nn.Module, gamma: float, adapter: str = "lora", target_modules: Sequence[str] | str | None = None
+) -> RankTable:
+    """The rank table for ``model`` at ``gamma``, computed before PEFT rewrites the model."""
+    check_gamma(gamma)
+    if adapter not in ADAPTER_KINDS:
+        raise InvalidArgumentError(f"adapter must be one of {sorted(ADAPTER_KINDS)}, got {adapter!r}")
+    targets, shared = find_layers(model, target_modules)
+    if not targets:
+        raise InvalidArgumentError(
+            f"the denoiser {type(model).__name__} has no layer PEFT can adapt "
+            "(expected at least one Conv1d/Conv2d/Conv3d/Linear with groups=1)"
+        )
+    rows = tuple(
+        LayerRank(name, type(m).__name__, *layer_dims(m), gamma_rank(*layer_dims(m), gamma)) for name, m in targets.items()
+    )
+    return RankTable(gamma=gamma, adapter=adapter, layers=rows, shared_only=tuple(shared))
+
+
+class StageAdapters(nn.Module):
+    """K named PEFT adapters (``stage_0`` ... ``stage_{K-1}``) over one frozen base denoiser.
+
+    ``forward(k, *args)`` runs the base with stage k's adapter only. All K adapters stay
+    trainable; the base weights are frozen. The base module is wrapped in place.
+    """
+
+    def __init__(
+        self,
+        base: nn.Module,
+        K: int,  # noqa: N803
+        gamma: float = 10.0,
+        adapter: str = "lora",
+        target_modules: Sequence[str] | str | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.table = plan_ranks(base, gamma, adapter, target_modules)  # before PEFT rewrites `base`
+        ranks = {row.name: row.rank for row in self.table.layers}
+        try:
+            config = ADAPTER_KINDS[adapter](ranks, dict(options or {}))
+        except TypeError as err:
+            raise InvalidArgumentError(f"adapter_options do not fit the {adapter!r} PEFT config: {err}") from err
+        self.adapter_names = [stage_name(k) for k in range(K)]
+        self.peft_model = get_peft_model(base, config, adapter_name=self.adapter_names[0])
+        for name in self.adapter_names[1:]:
+            self.peft_model.add_adapter(name, config)
+        # add_adapter leaves only the first adapter trainable: turn them all on.
+        self.peft_model.set_requires_grad(self.adapter_names, True)
+        self._tuner_layers = [m for m in self.peft_model.modules() if isinstance(m, BaseTunerLayer)]
+
+    @property
+    def model(self) -> nn.Module:
+        """The base denoiser with PEFT's tuner layers injected."""
+        return self.peft_model.base_model.model
+
+    def activate(self, k: int) -> None:
+        """Make ``stage_k`` the active adapter of every tuner layer (no requires_grad side effects)."""
+        name = self.adapter_names[k]
+        for layer in self._tuner_layers:
+            layer._active_adapter = name  # PEFT-private; pinned by test_activate_matches_peft
+
+    def forward(self, k: int, *args: Any) -> torch.Tensor:
+        self.activate(k)
+        return self.model(*args)
+
+    def adapter_parameters(self, k: int) -> list[nn.Parameter]:
+        """The parameters of stage k's adapter (PEFT keeps them in dicts keyed by adapter name)."""
+        name = self.adapter_names[k]
+        params = []
+        for layer in self._tuner_layers:
+            for pname, p in layer.named_parameters():
+                parts = pname.split(".")
+                if parts[0] != "base_layer" and len(parts) >= 2 and parts[1] == name:
+                    params.append(p)
+        return params
+
+    def base_parameters(self) -> list[nn.Parameter]:
+        """The shared base weights (everything that is not an adapter)."""
+        adapter_ids = {id(p) for k in range(len(self.adapter_names)) for p in self.adapter_parameters(k)}
+        return [p for p in self.peft_model.parameters() if id(p) not in adapter_ids]
+
+    def layer_ranks(self, k: int) -> dict[str, int]:
+        """The rank PEFT actually built for each adapted layer of stage k (LoRA-family ``r`` dicts)."""
+        name = self.adapter_names[k]
+        prefix = "base_model.model."
+        return {
+            n.removeprefix(prefix): int(m.r[name])
+            for n, m in self.peft_model.named_modules()
+            if isinstance(m, BaseTunerLayer) and name in getattr(m, "r", {})
+        }

@@ -1,0 +1,109 @@
+"""The operator protocol every data step relies on (deepinv's names, so a deepinv
+``LinearPhysics`` plugs in unchanged), and a base class that fills in the optional parts.
+
+An operator needs ``A(x)`` and ``A_adjoint(y)``; it may offer ``prox_l2(z, y, gamma)`` =
+argmin_x gamma/2 ||A x - y||^2 + 1/2 ||x - z||^2 and ``initial_estimate(y)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..errors import InvalidArgumentError
+from ..linalg import conjugate_gradient
+
+__all__ = ["LinearOperator", "register_operator", "operator_from_config", "OPERATORS"]
+
+OPERATORS: dict[str, type["LinearOperator"]] = {}
+
+
+def register_operator(cls: type["LinearOperator"]) -> type["LinearOperator"]:
+    """Class decorator: make ``cls`` rebuildable from its ``config()`` by name."""
+    OPERATORS[cls.__name__] = cls
+    return cls
+
+
+def operator_from_config(config: dict[str, Any]) -> "LinearOperator":
+    """Rebuild an operator from ``op.config()`` (its learnable state comes from its state_dict).
+
+    >>> from lorun_peft.operators import BlockCS
+    >>> op = BlockCS(0.25, block=8)
+    >>> operator_from_config(op.config()).config() == op.config()
+    True
+    """
+    if not isinstance(config, dict) or "type" not in config:
+        raise InvalidArgumentError(f"operator config must be a dict with a 'type' key, got {config!r}")
+    kind = config["type"]
+    if kind not in OPERATORS:
+        raise InvalidArgumentError(
+            f"operator config names unknown type {kind!r}; known: {sorted(OPERATORS)}"
+        )
+    kwargs = {k: v for k, v in config.items() if k != "type"}
+    try:
+        return OPERATORS[kind].from_config(kwargs)
+    except TypeError as err:
+        raise InvalidArgumentError(f"operator config for {kind} has bad keys: {err}") from err
+
+
+class LinearOperator(nn.Module):
+    """Base class for a linear degradation y = A x (+ noise).
+
+    Subclasses implement ``A``, ``A_adjoint`` and ``_config_args``; they may override
+    ``prox_l2`` with a closed form and ``initial_estimate`` with something better than A^T y.
+    """
+
+    cg_iterations: int = 50
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:  # noqa: N802 (deepinv's name)
+        raise NotImplementedError
+
+    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:  # noqa: N802
+        raise NotImplementedError
+
+    def prox_l2(self, z: torch.Tensor, y: torch.Tensor, gamma: float | torch.Tensor) -> torch.Tensor:
+        """argmin_x gamma/2 ||A x - y||^2 + 1/2 ||x - z||^2, by conjugate gradients."""
+        return prox_l2_cg(self.A, self.A_adjoint, z, y, gamma, self.cg_iterations)
+
+    def initial_estimate(self, y: torch.Tensor) -> torch.Tensor:
+        """The first estimate x_0 handed to stage 0 (A^T y unless a subclass knows better)."""
+        return self.A_adjoint(y)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        noise_sigma: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Simulate a measurement y = A x + noise_sigma * n with n standard Gaussian."""
+        y = self.A(x)
+        if noise_sigma:
+            noise = torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device)
+            y = y + noise_sigma * noise
+        return y
+
+    def _config_args(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """A JSON-able dict from which ``operator_from_config`` rebuilds this operator."""
+        return {"type": type(self).__name__, **self._config_args()}
+
+    @classmethod
+    def from_config(cls, kwargs: dict[str, Any]) -> "LinearOperator":
+        return cls(**kwargs)
+
+
+def prox_l2_cg(
+    A: Callable[[torch.Tensor], torch.Tensor],  # noqa: N803
+    A_adjoint: Callable[[torch.Tensor], torch.Tensor],  # noqa: N803
+    z: torch.Tensor,
+    y: torch.Tensor,
+    gamma: float | torch.Tensor,
+    iterations: int,
+) -> torch.Tensor:
+    """Solve (I + gamma A^T A) x = z + gamma A^T y with differentiable conjugate gradients."""
+    rhs = z + gamma * A_adjoint(y)
+    return conjugate_gradient(lambda v: v + gamma * A_adjoint(A(v)), rhs, x0=z, iterations=iterations)

@@ -1,0 +1,208 @@
+"""``unfold()`` and ``UnfoldedNetwork``: K stages of (data step, denoiser) as in the LoRun paper.
+
+>>> import torch
+>>> from torch import nn
+>>> from lorun_peft.operators import BlockCS
+>>> denoiser = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1, 3, padding=1))
+>>> net = unfold(denoiser, BlockCS(0.25, block=8), K=3)
+>>> net.adapter_names
+['stage_0', 'stage_1', 'stage_2']
+>>> y = net.operator(torch.rand(1, 1, 16, 16))
+>>> net(y).shape
+torch.Size([1, 1, 16, 16])
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Sequence
+
+import torch
+import torch.utils.checkpoint
+from torch import nn
+
+from .adapters import ADAPTER_KINDS, RankTable, StageAdapters, check_gamma, plan_ranks
+from .errors import InvalidArgumentError
+from .report import ParameterReport, count
+from .sharing import SHARE_MODES, IndependentDenoisers, SharedDenoiser
+from .steps import STEPS
+
+__all__ = ["unfold", "UnfoldedNetwork"]
+
+
+def unfold(
+    denoiser: nn.Module,
+    operator: Any,
+    K: int = 9,  # noqa: N803
+    *,
+    algorithm: str = "pgd",
+    gamma: float = 10.0,
+    share: str = "lora",
+    adapter: str = "lora",
+    target_modules: Sequence[str] | str | None = None,
+    noise_level: bool = False,
+    checkpoint: bool = False,
+    adapter_options: dict[str, Any] | None = None,
+) -> "UnfoldedNetwork":
+    """Unfold ``denoiser`` and ``operator`` into a K-stage network.
+
+    share="lora" (LoRun): one frozen base + K PEFT adapters ``stage_0..stage_{K-1}``;
+    share="base" (Block-1): one shared trainable denoiser; share="none" (Block-K): K copies.
+    The denoiser is copied, so the module you pass is left untouched. ``noise_level=True`` calls
+    the denoiser as ``D(z, sigma)`` with a per-sample sigma tensor. ``adapter_options`` go to the
+    PEFT config (for example ``{"init_lora_weights": False}``).
+    """
+    return UnfoldedNetwork(
+        denoiser, operator, K, algorithm=algorithm, gamma=gamma, share=share, adapter=adapter,
+        target_modules=target_modules, noise_level=noise_level, checkpoint=checkpoint,
+        adapter_options=adapter_options,
+    )
+
+
+class UnfoldedNetwork(nn.Module):
+    """A K-stage deep unfolding network; see :func:`unfold`."""
+
+    def __init__(
+        self,
+        denoiser: nn.Module,
+        operator: Any,
+        K: int = 9,  # noqa: N803
+        *,
+        algorithm: str = "pgd",
+        gamma: float = 10.0,
+        share: str = "lora",
+        adapter: str = "lora",
+        target_modules: Sequence[str] | str | None = None,
+        noise_level: bool = False,
+        checkpoint: bool = False,
+        adapter_options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        _check_arguments(denoiser, operator, K, algorithm, gamma, share, adapter)
+        if share == "lora":  # fail on a denoiser without adaptable layers before building anything
+            plan_ranks(denoiser, gamma, adapter, target_modules)
+        self.K, self.algorithm, self.gamma, self.share = K, algorithm, gamma, share
+        self.adapter, self.target_modules, self.noise_level = adapter, target_modules, noise_level
+        self.checkpoint, self.adapter_options = checkpoint, dict(adapter_options or {})
+        self.operator = operator
+        self.steps = STEPS[algorithm](K, noise_level)
+        denoiser = copy.deepcopy(denoiser)
+        if share == "lora":
+            self.denoisers = StageAdapters(denoiser, K, gamma, adapter, target_modules, self.adapter_options)
+        elif share == "base":
+            self.denoisers = SharedDenoiser(denoiser)
+        else:
+            self.denoisers = IndependentDenoisers(denoiser, K)
+
+    # ---- the stage loop -------------------------------------------------------------------
+    def forward(self, y: torch.Tensor, return_stages: bool = False):
+        """Restore from measurement ``y``; with ``return_stages`` also the K per-stage outputs."""
+        x = self._initial_estimate(y)
+        stages = []
+        for k in range(self.K):
+            z = self.steps(k, x, y, self.operator)  # data step: PGD gradient step or HQS prox
+            x = self._denoise(k, z)  # proximal step: D_k(z) (stage k's adapter)
+            stages.append(x)
+        return (x, stages) if return_stages else x
+
+    def _denoise(self, k: int, z: torch.Tensor) -> torch.Tensor:
+        args = (z, self.steps.noise_sigma(k).expand(z.shape[0])) if self.noise_level else (z,)
+        if self.checkpoint and self.training and torch.is_grad_enabled():
+            # The adapter is switched inside the checkpointed call, so recomputation uses stage k.
+            out = torch.utils.checkpoint.checkpoint(self.denoisers, k, *args, use_reentrant=False)
+        else:
+            out = self.denoisers(k, *args)
+        if not isinstance(out, torch.Tensor) or out.shape != z.shape:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise InvalidArgumentError(
+                f"denoiser output shape {shape} differs from its input shape {tuple(z.shape)}; "
+                "the denoiser must map an image to an image of the same shape"
+            )
+        return out
+
+    def _initial_estimate(self, y: torch.Tensor) -> torch.Tensor:
+        """x_0 from the operator (its ``initial_estimate`` or A^T y), after checking y."""
+        if not isinstance(y, torch.Tensor) or not y.is_floating_point():
+            raise InvalidArgumentError(f"y must be a floating-point tensor, got {type(y).__name__} {getattr(y, 'dtype', '')}")
+        reference = self.steps.parameters().__next__()
+        if y.dtype != reference.dtype or y.device != reference.device:
+            raise InvalidArgumentError(
+                f"y is {y.dtype} on {y.device} but the network is {reference.dtype} on {reference.device}; "
+                "move one of them with .to()"
+            )
+        if not bool(torch.isfinite(y).all()):
+            raise InvalidArgumentError("y contains NaN or Inf values")
+        initial = getattr(self.operator, "initial_estimate", self.operator.A_adjoint)
+        try:
+            x0 = initial(y)
+            with torch.no_grad():
+                fits = self.operator.A(x0).shape == y.shape
+        except (RuntimeError, ValueError, IndexError) as err:
+            raise InvalidArgumentError(f"y of shape {tuple(y.shape)} does not fit the operator: {err}") from err
+        if not fits:
+            raise InvalidArgumentError(f"y of shape {tuple(y.shape)} does not fit the operator (A(A^T y) has another shape)")
+        return x0
+
+    # ---- structure ------------------------------------------------------------------------
+    @property
+    def adapter_names(self) -> list[str]:
+        """``["stage_0", ...]`` in LoRun mode, ``[]`` for Block-1 and Block-K."""
+        return list(self.denoisers.adapter_names)
+
+    def to_lora(self, gamma: float | None = None) -> "UnfoldedNetwork":
+        """Phase 2 of Algorithm 1: freeze the trained shared denoiser and add K adapters.
+
+        Keeps the trained base, the step parameters and the operator's state. In place; returns self.
+        """
+        if self.share != "base":
+            what = "already LoRun" if self.share == "lora" else "Block-K (share='none')"
+            raise InvalidArgumentError(f"to_lora needs a share='base' (Block-1) network; this one is {what}")
+        gamma = self.gamma if gamma is None else gamma
+        base = self.denoisers.denoiser
+        plan_ranks(base, gamma, self.adapter, self.target_modules)  # validate before changing anything
+        self.denoisers = StageAdapters(base, self.K, gamma, self.adapter, self.target_modules, self.adapter_options)
+        self.share, self.gamma = "lora", gamma
+        return self
+
+    def rank_table(self) -> RankTable:
+        """Every adapted layer with in/out dims and rank, plus the shared-only layers."""
+        if self.share == "lora":
+            return self.denoisers.table
+        base = self.denoisers.denoiser if self.share == "base" else self.denoisers.denoisers[0]
+        return plan_ranks(base, self.gamma, self.adapter, self.target_modules)
+
+    def parameter_report(self) -> ParameterReport:
+        """Parameter counts: base, per-stage adapters, step, operator, trainable, total, Block-K."""
+        if self.share == "lora":
+            base = count(self.denoisers.base_parameters())
+            adapters = {n: count(self.denoisers.adapter_parameters(k)) for k, n in enumerate(self.adapter_names)}
+        else:
+            one = self.denoisers.denoiser if self.share == "base" else self.denoisers.denoisers[0]
+            base, adapters = count(one.parameters()), {}
+        step = count(self.steps.parameters())
+        operator = count(self.operator.parameters()) if isinstance(self.operator, nn.Module) else 0
+        return ParameterReport(
+            K=self.K, share=self.share, base=base, adapters=adapters, step=step, operator=operator,
+            trainable=count(p for p in self.parameters() if p.requires_grad),
+            total=count(self.parameters()), block_k=self.K * base + step + operator,
+        )
+
+
+def _check_arguments(denoiser, operator, K, algorithm, gamma, share, adapter) -> None:  # noqa: N803
+    if isinstance(K, bool) or not isinstance(K, int) or K < 1:
+        raise InvalidArgumentError(f"K (the number of stages) must be an int >= 1, got {K!r}")
+    check_gamma(gamma)
+    if algorithm not in STEPS:
+        raise InvalidArgumentError(f"algorithm must be one of {sorted(STEPS)}, got {algorithm!r}")
+    if share not in SHARE_MODES:
+        raise InvalidArgumentError(f"share must be one of {list(SHARE_MODES)}, got {share!r}")
+    if adapter not in ADAPTER_KINDS:
+        raise InvalidArgumentError(f"adapter must be one of {sorted(ADAPTER_KINDS)}, got {adapter!r}")
+    if not isinstance(denoiser, nn.Module):
+        raise InvalidArgumentError(f"denoiser must be a torch.nn.Module, got {type(denoiser).__name__}")
+    missing = [name for name in ("A", "A_adjoint") if not callable(getattr(operator, name, None))]
+    if missing:
+        raise InvalidArgumentError(
+            f"operator {type(operator).__name__} lacks {' and '.join(missing)}; an operator needs "
+            "A(x) and A_adjoint(y) (and optionally prox_l2(z, y, gamma), deepinv's names)"
+        )

@@ -1,0 +1,63 @@
+"""Small models and operators defined here so the core tests need nothing else."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+torch.set_num_threads(1)  # tiny tensors: one thread is as fast and immune to oversubscription
+
+
+class TinyDenoiser(nn.Module):
+    """conv-relu-conv-relu-conv with a residual; 3 adaptable Conv2d layers."""
+
+    def __init__(self, channels: int = 1, width: int = 8) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(channels, width, 3, padding=1)
+        self.body = nn.Conv2d(width, width, 3, padding=1)
+        self.tail = nn.Conv2d(width, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.tail(torch.relu(self.body(torch.relu(self.head(x)))))
+
+
+class SigmaDenoiser(TinyDenoiser):
+    """Takes a per-sample noise level like deepinv denoisers: forward(x, sigma)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen_sigma: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        self.seen_sigma = sigma
+        return super().forward(x) * (1 + 0 * sigma.view(-1, 1, 1, 1))
+
+
+class MatrixOperator(nn.Module):
+    """y = Phi vec(x) for a fixed random Gaussian matrix over a C x H x W image."""
+
+    def __init__(self, shape=(1, 8, 8), m: int = 24, seed: int = 0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        n = shape[0] * shape[1] * shape[2]
+        self.shape = shape
+        self.register_buffer("phi", torch.randn(m, n, generator=g) / n**0.5)
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:  # noqa: N802
+        return x.flatten(1) @ self.phi.T
+
+    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:  # noqa: N802
+        return (y @ self.phi).view(-1, *self.shape)
+
+
+@pytest.fixture
+def operator() -> MatrixOperator:
+    return MatrixOperator()
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    smooth = torch.nn.functional.avg_pool2d(torch.rand(16, 1, 10, 10, generator=g), 3, 1)
+    return smooth

@@ -1,0 +1,48 @@
+"""Property checks every linear operator must pass; used by the operator test modules.
+
+Each helper takes an operator (already in float64 where precision matters) and an input shape.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lorun_peft.linalg import conjugate_gradient
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def check_adjoint(op, x_shape, tol: float = 1e-5, seed: int = 0) -> None:
+    """<A x, y> == <x, A^T y> for random x and y."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(x_shape, generator=g, dtype=torch.float64)
+    Ax = op.A(x)
+    y = torch.randn(Ax.shape, generator=g, dtype=torch.float64)
+    lhs = (Ax * y).sum()
+    rhs = (x * op.A_adjoint(y)).sum()
+    assert abs(float(lhs - rhs)) <= tol * max(abs(float(lhs)), abs(float(rhs)), 1e-12), (lhs, rhs)
+
+
+def check_vjp(op, x_shape, tol: float = 1e-6, seed: int = 1) -> None:
+    """The vector-Jacobian product of A (autograd) equals A^T."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(x_shape, generator=g, dtype=torch.float64, requires_grad=True)
+    Ax = op.A(x)
+    v = torch.randn(Ax.shape, generator=g, dtype=torch.float64)
+    (grad,) = torch.autograd.grad(Ax, x, v)
+    assert relative_error(grad, op.A_adjoint(v).detach()) <= tol
+
+
+def check_prox(op, x_shape, gamma: float = 0.7, tol: float = 1e-6, seed: int = 2) -> None:
+    """prox_l2(z, y, gamma) equals the CG solution of (I + gamma A^T A) x = z + gamma A^T y."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(x_shape, generator=g, dtype=torch.float64)
+    y = op.A(torch.randn(x_shape, generator=g, dtype=torch.float64))
+    y = y + 0.1 * torch.randn(y.shape, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        ours = op.prox_l2(z, y, gamma)
+        rhs = z + gamma * op.A_adjoint(y)
+        ref = conjugate_gradient(lambda v: v + gamma * op.A_adjoint(op.A(v)), rhs, iterations=500, tol=1e-13)
+    assert relative_error(ours, ref) <= tol, relative_error(ours, ref)
