@@ -1,0 +1,23 @@
+"""Degradation operators for the paper's three tasks, all following one small protocol.
+
+>>> import torch
+>>> from lorun_peft.operators import BlockCS
+>>> op = BlockCS(0.25, block=8)
+>>> op.A(torch.rand(1, 1, 16, 16)).shape
+torch.Size([1, 16, 2, 2])
+"""
+
+from .base import OPERATORS, LinearOperator, operator_from_config, register_operator
+from .cassi import CASSI
+from .cs import BlockCS
+from .sr import BlurDownsample
+
+__all__ = [
+    "LinearOperator",
+    "BlockCS",
+    "BlurDownsample",
+    "CASSI",
+    "OPERATORS",
+    "operator_from_config",
+    "register_operator",
+]
