@@ -1,0 +1,282 @@
+"""A small U-Net denoiser after the LoRun paper's appendix (Fig. 14), built for LoRA adaptation.
+
+Every weight layer is an ``nn.Conv2d`` (groups=1), so a PEFT LoRA adapter can target each one:
+down-sampling is max pooling (no weights) and up-sampling is interpolation followed by a 3x3
+``Conv2d`` (``ConvTranspose2d`` cannot be a PEFT LoRA target). There is no normalisation layer
+(BatchNorm running statistics would be shared by all unfolding stages).
+
+>>> import torch
+>>> from lorun_peft.denoisers import UNet
+>>> net = UNet(1, width=8, depth=2)
+>>> net(torch.rand(2, 1, 17, 23), sigma=0.1).shape
+torch.Size([2, 1, 17, 23])
+
+This module also holds the small helpers shared by the reference denoisers (argument checks,
+the noise-level map, padding to a multiple).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lorun_peft.errors import InvalidArgumentError
+
+__all__ = ["UNet"]
+
+Sigma = float | torch.Tensor | None
+
+# --------------------------------------------------------------------------------------------
+# Helpers shared with transformer.py
+# --------------------------------------------------------------------------------------------
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    """Return ``value`` if it is an int >= ``minimum``; otherwise raise InvalidArgumentError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidArgumentError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise InvalidArgumentError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def _check_input(x: Any, in_channels: int) -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != in_channels:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise InvalidArgumentError(
+            f"x must be a tensor of shape (N, {in_channels}, H, W), got {shape}"
+        )
+
+
+def noise_level_map(sigma: Sigma, x: torch.Tensor) -> torch.Tensor:
+    """Expand a noise level into a constant map of shape (N, 1, H, W) like ``x``.
+
+    ``sigma`` may be None (meaning 0), a python number, a 0-dim tensor, or a per-sample tensor
+    with N elements, e.g. of shape (N,) or (N, 1, 1, 1) (deepinv's convention). Tensors keep
+    their autograd graph, so a learnable noise level gets gradients.
+
+    >>> import torch
+    >>> noise_level_map(torch.tensor([0.1, 0.2]), torch.zeros(2, 3, 4, 5)).shape
+    torch.Size([2, 1, 4, 5])
+    """
+    n, _, h, w = x.shape
+    if sigma is None:
+        return x.new_zeros(n, 1, h, w)
+    if isinstance(sigma, (int, float)) and not isinstance(sigma, bool):
+        return x.new_full((n, 1, h, w), float(sigma))
+    if not isinstance(sigma, torch.Tensor):
+        raise InvalidArgumentError(
+            f"sigma must be None, a number or a tensor, got {type(sigma).__name__}"
+        )
+    if sigma.numel() not in (1, n):
+        raise InvalidArgumentError(
+            f"sigma must have 1 or N={n} elements (shape (), (N,) or (N, 1, 1, 1)), "
+            f"got shape {tuple(sigma.shape)}"
+        )
+    return sigma.to(dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1).expand(n, 1, h, w)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad the bottom and right of ``x`` (replicating the border) so H and W divide ``multiple``."""
+    h, w = x.shape[-2:]
+    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    if pad_h == 0 and pad_w == 0:
+        return x
+    return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+
+
+class DenoiserConfig(dict):
+    """The constructor arguments of a denoiser: a JSON-able dict that can also be called.
+
+    ``net.config()`` returns a plain-dict copy, ``net.config["width"]`` reads one value. It is a
+    dict, not a method, because PEFT reads ``model.config`` as a Hugging Face-style config dict
+    (``merge_and_unload`` and ``save_pretrained`` fail on a model whose ``config`` is a method).
+
+    >>> cfg = DenoiserConfig(width=8)
+    >>> cfg(), cfg["width"], cfg.get("tie_word_embeddings")
+    ({'width': 8}, 8, None)
+    """
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self)
+
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+}
+
+# --------------------------------------------------------------------------------------------
+# U-Net
+# --------------------------------------------------------------------------------------------
+
+
+class DoubleConv(nn.Module):
+    """conv3x3 - act - conv3x3 - act."""
+
+    def __init__(self, in_channels: int, out_channels: int, act: str, bias: bool) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=bias)
+        self.act1 = _ACTIVATIONS[act]()
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=bias)
+        self.act2 = _ACTIVATIONS[act]()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act2(self.conv2(self.act1(self.conv1(x))))
+
+
+class Up(nn.Module):
+    """Interpolate x2 then conv3x3 halving the channels (a LoRA-friendly transposed conv)."""
+
+    def __init__(self, in_channels: int, out_channels: int, mode: str, bias: bool) -> None:
+        super().__init__()
+        self.mode = mode
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "nearest":
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+        else:
+            x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        return self.conv(x)
+
+
+class UNet(nn.Module):
+    """U-Net denoiser: ``D(x, sigma) = x + conv_out(U(x, noise map))``.
+
+    Channels are ``width * 2**i`` at level ``i`` (``depth`` max-pool down-samplings, so level
+    ``depth`` is the bottleneck); the decoder up-samples by interpolation + Conv2d, concatenates
+    the skip connection and applies a double convolution. Inputs of any H x W are padded to a
+    multiple of ``2**depth`` and cropped back.
+
+    Args:
+        in_channels: channels of the input image (1 gray, 3 RGB, 28 CASSI bands, ...).
+        out_channels: output channels; default ``in_channels``.
+        width: channels of the first level.
+        depth: number of down-samplings (0 gives a plain double convolution).
+        noise_level: if True, ``sigma`` is fed as an extra constant input channel;
+            if False, ``sigma`` is ignored.
+        residual: add the input to the output (needs ``out_channels == in_channels``).
+        upsample: ``"bilinear"`` or ``"nearest"`` interpolation before each up-convolution.
+        act: ``"relu"``, ``"leaky_relu"``, ``"gelu"`` or ``"silu"``.
+        bias: use biases in the convolutions.
+
+    Attributes:
+        config: the constructor arguments, a JSON-able dict; ``net.config()`` returns a copy.
+
+    Parameter counts (gray input, noise_level=True): default (width 16, depth 2) 129,697;
+    preset ``"paper-cs"`` (width 32, depth 2) 517,441, about the paper's CS U-Net Block-9
+    (4.65M) divided by 9 stages.
+
+    >>> import torch
+    >>> net = UNet.preset("paper-cs")
+    >>> sum(p.numel() for p in net.parameters())
+    517441
+    >>> UNet(3)(torch.rand(1, 3, 33, 33), sigma=torch.tensor([0.05])).shape
+    torch.Size([1, 3, 33, 33])
+    """
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper-cs": {"in_channels": 1, "width": 32, "depth": 2},
+    }
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int | None = None,
+        width: int = 16,
+        depth: int = 2,
+        noise_level: bool = True,
+        residual: bool = True,
+        upsample: str = "bilinear",
+        act: str = "relu",
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        _check_int("in_channels", in_channels, 1)
+        out_channels = in_channels if out_channels is None else out_channels
+        _check_int("out_channels", out_channels, 1)
+        _check_int("width", width, 1)
+        _check_int("depth", depth, 0)
+        _check_choice("upsample", upsample, ("bilinear", "nearest"))
+        _check_choice("act", act, tuple(_ACTIVATIONS))
+        for name, flag in (("noise_level", noise_level), ("residual", residual), ("bias", bias)):
+            if not isinstance(flag, bool):
+                raise InvalidArgumentError(f"{name} must be a bool, got {flag!r}")
+        if residual and out_channels != in_channels:
+            raise InvalidArgumentError(
+                f"residual=True needs out_channels == in_channels, got out_channels={out_channels}"
+                f" and in_channels={in_channels}"
+            )
+        # A dict that can be called: see DenoiserConfig (PEFT reads model.config).
+        self.config = DenoiserConfig(
+            in_channels=in_channels,
+            out_channels=out_channels,
+            width=width,
+            depth=depth,
+            noise_level=noise_level,
+            residual=residual,
+            upsample=upsample,
+            act=act,
+            bias=bias,
+        )
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.depth, self.noise_level, self.residual = depth, noise_level, residual
+
+        channels = [width * 2**i for i in range(depth + 1)]
+        first = in_channels + (1 if noise_level else 0)
+        self.encoders = nn.ModuleList(
+            [DoubleConv(first, channels[0], act, bias)]
+            + [DoubleConv(channels[i - 1], channels[i], act, bias) for i in range(1, depth + 1)]
+        )
+        self.pool = nn.MaxPool2d(2)
+        # ups[j] / decoders[j] go from level depth-j up to level depth-j-1.
+        self.ups = nn.ModuleList(
+            [Up(channels[i], channels[i - 1], upsample, bias) for i in range(depth, 0, -1)]
+        )
+        self.decoders = nn.ModuleList(
+            [DoubleConv(2 * channels[i - 1], channels[i - 1], act, bias) for i in range(depth, 0, -1)]
+        )
+        self.conv_out = nn.Conv2d(channels[0], out_channels, 1, bias=bias)
+
+    def forward(self, x: torch.Tensor, sigma: Sigma = None) -> torch.Tensor:
+        """Denoise ``x`` (N, C, H, W) at noise level ``sigma``; returns (N, out_channels, H, W)."""
+        _check_input(x, self.in_channels)
+        h, w = x.shape[-2:]
+        z = pad_to_multiple(x, 2**self.depth)
+        if self.noise_level:
+            z = torch.cat([z, noise_level_map(sigma, z)], dim=1)
+
+        skips = []
+        for i, encoder in enumerate(self.encoders):
+            z = encoder(z if i == 0 else self.pool(z))
+            skips.append(z)
+        skips.pop()  # the bottleneck output is not a skip
+        for up, decoder in zip(self.ups, self.decoders):
+            z = decoder(torch.cat([up(z), skips.pop()], dim=1))
+
+        out = self.conv_out(z)[..., :h, :w]
+        return x + out if self.residual else out
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> UNet:
+        """Build a UNet from ``net.config()`` (a JSON-able dict of constructor arguments)."""
+        return cls(**config)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> UNet:
+        """Build a named preset (see ``UNet.PRESETS``); keyword arguments override its values."""
+        if name not in cls.PRESETS:
+            raise InvalidArgumentError(
+                f"name: unknown UNet preset {name!r}; available: {sorted(cls.PRESETS)}"
+            )
+        return cls(**{**cls.PRESETS[name], **overrides})
