@@ -120,7 +120,9 @@ class CASSI(LinearOperator):
         expected = f"(N, {self.bands}, {self.height}, {self.width})"
         if not isinstance(x, torch.Tensor) or x.dim() != 4:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise InvalidArgumentError(f"{name} must be a 4-D cube of shape {expected} (N x bands x H x W), got {shape}")
+            raise InvalidArgumentError(
+                f"{name} must be a 4-D cube of shape {expected} (N x bands x H x W), got {shape}"
+            )
         if x.shape[1] != self.bands:
             raise InvalidArgumentError(
                 f"{name} has {x.shape[1]} bands but this CASSI has bands={self.bands}: "

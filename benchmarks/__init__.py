@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that measure ratios side by side and write benchmarks/results/."""
