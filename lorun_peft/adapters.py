@@ -265,7 +265,13 @@ class StageAdapters(nn.Module):
             self.peft_model.add_adapter(name, config)
         # add_adapter leaves only the first adapter trainable: turn them all on.
         self.peft_model.set_requires_grad(self.adapter_names, True)
-        self._tuner_layers = [m for m in self.peft_model.modules() if isinstance(m, BaseTunerLayer)]
+        self._named_tuner_layers = [
+            (name.removeprefix("base_model.model."), m)
+            for name, m in self.peft_model.named_modules()
+            if isinstance(m, BaseTunerLayer)
+        ]
+        self._tuner_layers = [m for _, m in self._named_tuner_layers]
+        self.can_merge = adapter != "dora"  # DoRA's magnitude rescaling is not a plain weight delta
 
     @property
     def model(self) -> nn.Module:
@@ -281,6 +287,24 @@ class StageAdapters(nn.Module):
     def forward(self, k: int, *args: Any) -> torch.Tensor:
         self.activate(k)
         return self.model(*args)
+
+    def merged_forward(self, k: int, *args: Any) -> torch.Tensor:
+        """Stage k as the plain base with weights W0 + delta_k, computed on the fly.
+
+        Functional (``torch.func.functional_call``): nothing is merged in place, so the base
+        weights never drift. Matches ``forward(k, ...)`` up to float rounding.
+        """
+        name = self.adapter_names[k]
+        weights = {
+            f"{path}.base_layer.weight": layer.base_layer.weight + layer.get_delta_weight(name)
+            for path, layer in self._named_tuner_layers
+        }
+        for layer in self._tuner_layers:
+            layer._active_adapter = []  # PEFT-private: no adapter branch, base layer only
+        try:
+            return torch.func.functional_call(self.model, weights, args, strict=False)
+        finally:
+            self.activate(k)
 
     def adapter_parameters(self, k: int) -> list[nn.Parameter]:
         """The parameters of stage k's adapter (PEFT keeps them in dicts keyed by adapter name)."""

@@ -85,6 +85,7 @@ class UnfoldedNetwork(nn.Module):
         self.adapter, self.target_modules, self.noise_level = adapter, target_modules, noise_level
         self.checkpoint, self.adapter_options = checkpoint, dict(adapter_options or {})
         self.operator = operator
+        self.inference = "merged"  # eval-mode LoRun stages: "merged" (W0 + delta_k) or "peft" (adapter branches)
         self.steps = STEPS[algorithm](K, noise_level)
         denoiser = copy.deepcopy(denoiser)
         if share == "lora":
@@ -110,6 +111,8 @@ class UnfoldedNetwork(nn.Module):
         if self.checkpoint and self.training and torch.is_grad_enabled():
             # The adapter is switched inside the checkpointed call, so recomputation uses stage k.
             out = torch.utils.checkpoint.checkpoint(self.denoisers, k, *args, use_reentrant=False)
+        elif not self.training and self.inference == "merged" and getattr(self.denoisers, "can_merge", False):
+            out = self.denoisers.merged_forward(k, *args)
         else:
             out = self.denoisers(k, *args)
         if not isinstance(out, torch.Tensor) or out.shape != z.shape:

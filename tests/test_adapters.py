@@ -61,3 +61,32 @@ def test_activate_does_not_touch_requires_grad():
     s = stages()
     s.activate(1)
     assert all(p.requires_grad for k in range(K) for p in s.adapter_parameters(k))
+
+
+def test_merged_forward_matches_adapter_forward_and_keeps_base_exact():
+    for adapter, options in (("lora", {"init_lora_weights": False}), ("loha", {"init_weights": False}),
+                             ("lokr", {"init_weights": False})):
+        torch.manual_seed(0)
+        s = StageAdapters(TinyDenoiser(width=16), K=K, gamma=25.0, adapter=adapter, options=options)
+        base = [p.detach().clone() for p in s.base_parameters()]
+        x = torch.rand(2, 1, 9, 11)
+        with torch.no_grad():
+            for k in range(K):
+                for _ in range(20):
+                    merged = s.merged_forward(k, x)
+                torch.testing.assert_close(merged, s(k, x), rtol=1e-5, atol=1e-6)
+        assert all(torch.equal(a, b) for a, b in zip(base, s.base_parameters())), adapter
+        assert all(layer.active_adapters == [f"stage_{K - 1}"] for layer in s._tuner_layers)
+
+
+def test_empty_active_adapter_runs_base_only():
+    """The merged path relies on PEFT running only base_layer when no adapter is active."""
+    s = stages()
+    x = torch.rand(1, 1, 8, 8)
+    for layer in s._tuner_layers:
+        layer._active_adapter = []
+    with torch.no_grad():
+        out = s.model(x)
+        with s.peft_model.disable_adapter():
+            plain = s.model(x)
+    torch.testing.assert_close(out, plain, rtol=0, atol=0)

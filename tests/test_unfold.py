@@ -350,3 +350,14 @@ def test_bad_target_modules(operator):
 
 def test_errors_share_one_hierarchy():
     assert issubclass(InvalidArgumentError, LorunError) and issubclass(InvalidArgumentError, ValueError)
+
+
+@pytest.mark.parametrize("adapter", ["lora", "dora"])
+def test_eval_merged_path_matches_peft_path(operator, adapter):
+    net = lorun(operator, adapter=adapter).eval()
+    y = measure(operator)
+    with torch.no_grad():
+        merged = net(y)
+        net.inference = "peft"
+        peft_path = net(y)
+    torch.testing.assert_close(merged, peft_path, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,177 @@
+"""The paper's claims measured side by side in one process: LoRun-9 vs Block-9 (and Block-1).
+
+    python -m benchmarks.run --quick            # minutes on a 2-core CPU
+    python -m benchmarks.run --full --data ../shared/data
+
+(a) parameters for the reference U-Net and Transformer at gamma 5/10/20; (c) peak memory of
+one phase-2 training step (parameters, gradients, Adam state, activations) for LoRun-9,
+LoRun-9 with checkpointing and Block-9; (d) inference latency on 1 x 1 x 256 x 256 for Block-9,
+LoRun-9 (PEFT path) and LoRun-9 (merged path); (f) stage-switch cost. Every figure is a ratio to
+Block-9 measured in the same run. Writes benchmarks/results/run_<mode>.json and a PNG plot.
+On CPU, activation memory is the bytes autograd saves for backward (counted with saved-tensor
+hooks, each storage once); on CUDA it is torch.cuda.max_memory_allocated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from typing import Any
+
+import torch
+from PIL import Image, ImageDraw
+
+import lorun_peft
+from lorun_peft.denoisers import Transformer, UNet
+from lorun_peft.operators import BlockCS
+
+from .common import RESULTS, machine, median_ms, save
+
+K = 9
+
+
+def build(denoiser: torch.nn.Module, share: str, gamma: float = 10.0, **kwargs: Any) -> lorun_peft.UnfoldedNetwork:
+    return lorun_peft.unfold(denoiser, BlockCS(0.25, block=32), K, share=share, gamma=gamma, noise_level=True, **kwargs)
+
+
+def parameters() -> dict[str, Any]:
+    rows = {}
+    for name, make in (("unet", lambda: UNet.preset("paper-cs")), ("transformer", lambda: Transformer.preset("paper-cs"))):
+        block_1 = build(make(), "base").parameter_report()
+        block_9 = build(make(), "none").parameter_report()
+        row = {"block_1": block_1.total, "block_9": block_9.total, "operator": block_9.operator}
+        for gamma in (5.0, 10.0, 20.0):
+            report = build(make(), "lora", gamma).parameter_report()
+            row[f"lorun_gamma{gamma:g}"] = report.total
+            # denoisers only (the paper's tables leave out the sampling matrix): base + K adapters vs K bases
+            row[f"denoiser_ratio_gamma{gamma:g}"] = (report.base + sum(report.adapters.values())) / (K * report.base)
+        rows[name] = row
+    return rows
+
+
+def step_memory(net: lorun_peft.UnfoldedNetwork, x: torch.Tensor) -> int:
+    """Bytes of one training step: parameters + gradients + Adam state + saved activations."""
+    net.train()
+    y = net.operator.A(x).detach()
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+        optimizer = torch.optim.Adam(trainable)
+        torch.nn.functional.mse_loss(net(y), x).backward()
+        optimizer.step()
+        return torch.cuda.max_memory_allocated()
+    seen: dict[Any, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = torch.nn.functional.mse_loss(net(y), x)
+    loss.backward()
+    param_ids = {p.untyped_storage().data_ptr() for p in net.parameters()}
+    activations = sum(n for ptr, n in seen.items() if ptr not in param_ids)
+    params = sum(p.numel() * p.element_size() for p in net.parameters())
+    grads_and_adam = 3 * sum(p.numel() * p.element_size() for p in trainable)
+    return params + grads_and_adam + activations
+
+
+def memory(size: int) -> dict[str, int]:
+    torch.manual_seed(0)
+    x = torch.rand(1, 1, size, size)
+    unet = UNet.preset("paper-cs")
+    return {
+        "block_9": step_memory(build(unet, "none"), x),
+        "lorun_9": step_memory(build(unet, "lora"), x),
+        "lorun_9_checkpoint": step_memory(build(unet, "lora", checkpoint=True), x),
+    }
+
+
+def latency(size: int, repeats: int) -> dict[str, float]:
+    torch.manual_seed(0)
+    unet = UNet.preset("paper-cs")
+    x = torch.rand(1, 1, size, size)
+    block_9 = build(unet, "none").eval()
+    lorun = build(unet, "lora", adapter_options={"init_lora_weights": False}).eval()
+    peft_path = copy.deepcopy(lorun)
+    peft_path.inference = "peft"
+    y = block_9.operator.A(x)
+    nets = {"block_9": block_9, "lorun_9_peft": peft_path, "lorun_9_merged": lorun}
+    times = {name: [] for name in nets}
+    with torch.inference_mode():
+        for net in nets.values():
+            net(y)
+        for _ in range(repeats):  # interleaved, so background load hits every variant alike
+            for name, net in nets.items():
+                start = time.perf_counter()
+                net(y)
+                times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+
+
+def switch_cost() -> dict[str, float]:
+    """Milliseconds to switch the active stage on a denoiser with about 50 adapted layers."""
+    denoiser = Transformer(1, depth=12)  # 12 blocks x (qkv, proj, fc1, fc2) + conv_in + conv_out = 50
+    net = build(denoiser, "lora")
+    layers = len(net.rank_table().layers)
+    ours = median_ms(lambda: net.denoisers.activate(3), 200)
+    peft = median_ms(lambda: net.denoisers.peft_model.set_adapter("stage_3"), 50)
+    net.denoisers.peft_model.set_requires_grad(net.adapter_names, True)
+    return {"layers": layers, "lorun_activate_ms": ours, "peft_set_adapter_ms": peft}
+
+
+def plot(result: dict[str, Any], path) -> None:
+    """Bars of every ratio to Block-9 (1.0 = Block-9)."""
+    bars = []
+    p = result["parameters"]["unet"]
+    bars += [(f"params LoRun g{g}", p[f"lorun_gamma{g}"] / p["block_9"]) for g in ("5", "10", "20")]
+    m = result["memory_bytes"]
+    bars += [("train mem LoRun", m["lorun_9"] / m["block_9"]), ("train mem LoRun+ckpt", m["lorun_9_checkpoint"] / m["block_9"])]
+    t = result["latency_ms"]
+    bars += [("latency PEFT path", t["lorun_9_peft"] / t["block_9"]), ("latency merged", t["lorun_9_merged"] / t["block_9"])]
+    width, row = 640, 28
+    image = Image.new("RGB", (width, 40 + row * len(bars)), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((10, 10), "LoRun-9 / Block-9 (U-Net, CS 0.25); the line is 1.0 = Block-9", fill="black")
+    scale = (width - 250) / max(1.2, max(v for _, v in bars))
+    for i, (label, value) in enumerate(bars):
+        y = 36 + i * row
+        draw.text((10, y + 6), label, fill="black")
+        draw.rectangle([180, y + 4, 180 + value * scale, y + row - 6], fill=(70, 120, 200))
+        draw.text((186 + value * scale, y + 6), f"{value:.2f}", fill="black")
+    x1 = 180 + scale
+    draw.line([x1, 32, x1, 40 + row * len(bars)], fill="red")
+    image.save(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="small sizes, few repeats (default)")
+    mode.add_argument("--full", action="store_true", help="paper sizes, more repeats")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    full = args.full
+    print(f"machine: {machine()}")
+    result: dict[str, Any] = {"mode": "full" if full else "quick", "K": K}
+    result["parameters"] = parameters()
+    result["memory_bytes"] = memory(256 if full else 128)
+    result["latency_ms"] = latency(256, 15 if full else 5)
+    result["switch"] = switch_cost()
+    name = f"run_{result['mode']}"
+    print(f"saved {save(name, result)}")
+    plot(result, RESULTS / f"{name}.png")
+    p, m, t, s = result["parameters"], result["memory_bytes"], result["latency_ms"], result["switch"]
+    for model, row in p.items():
+        print(f"(a) {model}: " + ", ".join(
+            f"{k} {v:.3f}" if "ratio" in k else f"{k} {v:,} ({v / row['block_9']:.3f})" for k, v in row.items()))
+    print("(c) phase-2 step memory / Block-9: " + ", ".join(f"{k} {v / m['block_9']:.3f}" for k, v in m.items()))
+    print("(d) latency ms (ratio to Block-9): " + ", ".join(f"{k} {v:.1f} ({v / t['block_9']:.3f})" for k, v in t.items()))
+    print(f"(f) stage switch on {s['layers']} layers: ours {s['lorun_activate_ms']:.4f} ms, PEFT set_adapter {s['peft_set_adapter_ms']:.3f} ms")
+
+
+if __name__ == "__main__":
+    main()
