@@ -5,11 +5,11 @@
 7
 """
 
-from . import errors
+from . import data, errors, metrics, operators
 from .adapters import gamma_rank
 from .train import train
 from .unfold import UnfoldedNetwork, unfold
 
 __version__ = "0.1.0"
 
-__all__ = ["unfold", "UnfoldedNetwork", "gamma_rank", "train", "errors", "__version__"]
+__all__ = ["unfold", "UnfoldedNetwork", "gamma_rank", "train", "data", "errors", "metrics", "operators", "__version__"]
