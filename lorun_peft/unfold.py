@@ -133,6 +133,8 @@ class UnfoldedNetwork(nn.Module):
                 f"y is {y.dtype} on {y.device} but the network is {reference.dtype} on {reference.device}; "
                 "move one of them with .to()"
             )
+        if torch.compiler.is_compiling():  # the value checks below would break the compiled graph
+            return getattr(self.operator, "initial_estimate", self.operator.A_adjoint)(y)
         if not bool(torch.isfinite(y).all()):
             raise InvalidArgumentError("y contains NaN or Inf values")
         initial = getattr(self.operator, "initial_estimate", self.operator.A_adjoint)
