@@ -6,7 +6,8 @@
 (a) parameters for the reference U-Net and Transformer at gamma 5/10/20; (c) peak memory of
 one phase-2 training step (parameters, gradients, Adam state, activations) for LoRun-9,
 LoRun-9 with checkpointing and Block-9; (d) inference latency on 1 x 1 x 256 x 256 for Block-9,
-LoRun-9 (PEFT path) and LoRun-9 (merged path); (f) stage-switch cost. Every figure is a ratio to
+LoRun-9 (PEFT path) and LoRun-9 (merged path); (f) phase-2 training step time; and the
+stage-switch cost. Quality (g) is benchmarks/quality.py. Every figure is a ratio to
 Block-9 measured in the same run. Writes benchmarks/results/run_<mode>.json and a PNG plot.
 On CPU, activation memory is the bytes autograd saves for backward (counted with saved-tensor
 hooks, each storage once); on CUDA it is torch.cuda.max_memory_allocated.
@@ -111,6 +112,33 @@ def latency(size: int, repeats: int) -> dict[str, float]:
     return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
+def train_step_time(size: int, repeats: int) -> dict[str, float]:
+    """(f) milliseconds of one training step (forward, backward, Adam), interleaved medians."""
+    torch.manual_seed(0)
+    unet = UNet.preset("paper-cs")
+    x = torch.rand(1, 1, size, size)
+    nets = {"block_9": build(unet, "none"), "lorun_9": build(unet, "lora"),
+            "lorun_9_checkpoint": build(unet, "lora", checkpoint=True)}
+    steps = {}
+    for name, net in nets.items():
+        optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad])
+
+        def step(net=net, optimizer=optimizer) -> None:
+            optimizer.zero_grad(set_to_none=True)
+            torch.nn.functional.mse_loss(net(net.operator.A(x)), x).backward()
+            optimizer.step()
+
+        steps[name] = step
+        step()
+    times = {name: [] for name in nets}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+
+
 def switch_cost() -> dict[str, float]:
     """Milliseconds to switch the active stage on a denoiser with about 50 adapted layers."""
     denoiser = Transformer(1, depth=12)  # 12 blocks x (qkv, proj, fc1, fc2) + conv_in + conv_out = 50
@@ -160,6 +188,7 @@ def main() -> None:
     result["parameters"] = parameters()
     result["memory_bytes"] = memory(256 if full else 128)
     result["latency_ms"] = latency(256, 15 if full else 5)
+    result["train_step_ms"] = train_step_time(256 if full else 128, 9 if full else 3)
     result["switch"] = switch_cost()
     name = f"run_{result['mode']}"
     print(f"saved {save(name, result)}")
@@ -170,7 +199,9 @@ def main() -> None:
             f"{k} {v:.3f}" if "ratio" in k else f"{k} {v:,} ({v / row['block_9']:.3f})" for k, v in row.items()))
     print("(c) phase-2 step memory / Block-9: " + ", ".join(f"{k} {v / m['block_9']:.3f}" for k, v in m.items()))
     print("(d) latency ms (ratio to Block-9): " + ", ".join(f"{k} {v:.1f} ({v / t['block_9']:.3f})" for k, v in t.items()))
-    print(f"(f) stage switch on {s['layers']} layers: ours {s['lorun_activate_ms']:.4f} ms, PEFT set_adapter {s['peft_set_adapter_ms']:.3f} ms")
+    f = result["train_step_ms"]
+    print("(f) phase-2 train step ms (ratio to Block-9): " + ", ".join(f"{k} {v:.0f} ({v / f['block_9']:.3f})" for k, v in f.items()))
+    print(f"stage switch on {s['layers']} layers: ours {s['lorun_activate_ms']:.4f} ms, PEFT set_adapter {s['peft_set_adapter_ms']:.3f} ms")
 
 
 if __name__ == "__main__":

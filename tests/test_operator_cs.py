@@ -42,9 +42,9 @@ def test_measurements_per_block_and_shapes(ratio: float) -> None:
 
 
 def test_tiny_ratio_gives_one_measurement() -> None:
-    op = BlockCS(1e-4, block=8, image_size=(1, 1)).double()
+    op = BlockCS(1e-4, block=8, image_size=(9, 8)).double()
     assert op.measurements == 1
-    check_all(op, (1, 1, 1, 1))
+    check_all(op, (1, 1, 9, 8))
 
 
 def test_block_layout_is_row_major_and_channels_share_phi() -> None:
@@ -77,7 +77,7 @@ def test_properties_even_size(init: str, channels: int) -> None:
     check_all(op, (2, channels, 24, 32))
 
 
-@pytest.mark.parametrize("size", [(17, 23), (9, 16), (16, 13), (5, 3)])
+@pytest.mark.parametrize("size", [(17, 23), (9, 16), (16, 13), (11, 9)])
 @pytest.mark.parametrize("ratio", [0.1, 0.5])
 def test_properties_odd_size_with_image_size(size: tuple[int, int], ratio: float) -> None:
     op = BlockCS(ratio, block=8, channels=2, image_size=size).double()
@@ -322,3 +322,11 @@ def test_measurement_count_formula_matches_docs() -> None:
     for ratio in RATIOS:
         assert BlockCS(ratio, block=33).measurements == max(1, round(ratio * 33**2))
     assert math.isclose(BlockCS(0.25).ratio, 0.25)
+
+
+def test_image_smaller_than_a_block() -> None:
+    op = BlockCS(0.25, block=8)
+    with pytest.raises(InvalidArgumentError, match=r"x is \(5, 12\), smaller than one 8 x 8 block"):
+        op.A(torch.rand(1, 1, 5, 12))
+    with pytest.raises(InvalidArgumentError, match="image_size .* smaller than one 8 x 8 block"):
+        op.image_size = (7, 30)

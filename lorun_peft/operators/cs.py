@@ -133,6 +133,8 @@ class BlockCS(LinearOperator):
             if isinstance(size, (str, bytes)) or not isinstance(size, Sequence) or len(size) != 2:
                 raise InvalidArgumentError(f"image_size must be None or (H, W), got {size!r}")
             size = (_positive_int(size[0], "image_size"), _positive_int(size[1], "image_size"))
+            if min(size) < self.block:
+                raise InvalidArgumentError(f"image_size {size} is smaller than one {self.block} x {self.block} block")
         self._image_size = size
 
     def extra_repr(self) -> str:
@@ -289,6 +291,11 @@ class BlockCS(LinearOperator):
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise InvalidArgumentError(
                 f"{name} must be a tensor N x {self.channels} x H x W (channels={self.channels}), got {shape}"
+            )
+        if min(x.shape[-2:]) < self.block:
+            raise InvalidArgumentError(
+                f"{name} is {tuple(x.shape[-2:])}, smaller than one {self.block} x {self.block} block; "
+                "use a smaller block or a larger image"
             )
         if self.image_size is not None and tuple(x.shape[-2:]) != self.image_size:
             raise InvalidArgumentError(

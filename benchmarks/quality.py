@@ -1,0 +1,121 @@
+"""(g) Quality with equal training budgets: Block-1 vs Block-9 vs LoRun-9 for block CS.
+
+    python -m benchmarks.quality --quick --data ../shared/data      # a few minutes
+    python -m benchmarks.quality --full --data ../shared/data       # about an hour on 2 CPU cores
+
+Trains on random Train400 patches and tests on Set11 (PSNR/SSIM). Every variant gets the same
+number of optimiser steps on the same patches in the same order: Block-1 and Block-9 train for
+`steps`; LoRun-9 follows the paper's Algorithm 1 inside that budget (steps/2 as Block-1, then
+`to_lora` and steps/2 on the adapters). Writes benchmarks/results/quality_<mode>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+import lorun_peft
+from lorun_peft.denoisers import UNet
+from lorun_peft.metrics import psnr
+from lorun_peft.operators import BlockCS
+
+from .common import save
+
+K = 9
+
+
+def load_gray(folder: Path) -> list[torch.Tensor]:
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".tif", ".bmp"))
+    return [torch.from_numpy(np.asarray(Image.open(p).convert("L"), dtype=np.float32) / 255.0)[None] for p in files]
+
+
+def random_patches(images: list[torch.Tensor], count: int, size: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    out = torch.empty(count, 1, size, size)
+    for i in range(count):
+        img = images[int(torch.randint(len(images), (1,), generator=g))]
+        top = int(torch.randint(img.shape[1] - size + 1, (1,), generator=g))
+        left = int(torch.randint(img.shape[2] - size + 1, (1,), generator=g))
+        patch = img[:, top : top + size, left : left + size]
+        out[i] = torch.rot90(patch, int(torch.randint(4, (1,), generator=g)), dims=(1, 2))
+    return out
+
+
+def evaluate(net: lorun_peft.UnfoldedNetwork, tests: list[torch.Tensor]) -> dict[str, float]:
+    try:
+        from lorun_peft.metrics import ssim
+    except ImportError:  # older checkouts without SSIM
+        ssim = None
+    net.eval()
+    scores, ssims = [], []
+    with torch.no_grad():
+        for img in tests:
+            x = img[None]
+            x_hat = net(net.operator.A(x)).clamp(0, 1)
+            scores.append(float(psnr(x_hat, x)))
+            if ssim is not None:
+                ssims.append(float(ssim(x_hat, x).mean()))
+    net.train()
+    return {"psnr": float(np.mean(scores)), "ssim": float(np.mean(ssims)) if ssims else float("nan")}
+
+
+def run(ratio: float, patches: torch.Tensor, tests: list[torch.Tensor], steps: int, width: int, seed: int) -> dict:
+    common = dict(lr=1e-3, batch_size=8, seed=seed, progress=True)
+
+    def fresh(share: str) -> lorun_peft.UnfoldedNetwork:
+        torch.manual_seed(seed)  # the same initial denoiser and sampling matrix for every variant
+        return lorun_peft.unfold(UNet(1, width=width), BlockCS(ratio, block=32, seed=seed), K, share=share, noise_level=True)
+
+    results = {}
+    for name, share in (("Block-1", "base"), ("Block-9", "none")):
+        net = fresh(share)
+        start = time.perf_counter()
+        lorun_peft.train(net, patches, steps=steps, **common)
+        results[name] = {**evaluate(net, tests), "seconds": time.perf_counter() - start,
+                         "parameters": net.parameter_report().total}
+    net = fresh("base")
+    start = time.perf_counter()
+    lorun_peft.train(net, patches, steps=steps // 2, **common)
+    net.to_lora()
+    lorun_peft.train(net, patches, steps=steps - steps // 2, **{**common, "seed": seed + 1})
+    results["LoRun-9"] = {**evaluate(net, tests), "seconds": time.perf_counter() - start,
+                          "parameters": net.parameter_report().total}
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true")
+    mode.add_argument("--full", action="store_true")
+    parser.add_argument("--data", type=Path, required=True, help="folder with train400/ and set11/")
+    parser.add_argument("--ratios", type=float, nargs="+", default=[0.10, 0.25])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    full = args.full
+    steps, size, width, count = (1500, 64, 16, 6000) if full else (150, 32, 8, 1200)
+    train_images = load_gray(args.data / "train400")
+    tests = load_gray(args.data / "set11")
+    if not full:  # quick: the 256 x 256 images, centre 128 x 128
+        tests = [t[:, 64:192, 64:192] for t in tests if t.shape[-1] == 256]
+    patches = random_patches(train_images, count, size, args.seed)
+    table = {}
+    for ratio in args.ratios:
+        table[f"{ratio:.2f}"] = run(ratio, patches, tests, steps, width, args.seed)
+    mode_name = "full" if full else "quick"
+    print(f"saved {save(f'quality_{mode_name}', {'steps': steps, 'patch': size, 'width': width, 'K': K, 'set11': table})}")
+    print(f"Set11 ({len(tests)} images), {steps} steps each, U-Net width {width}, K={K}")
+    for ratio, rows in table.items():
+        for name, r in rows.items():
+            print(f"  ratio {ratio}  {name:<8} PSNR {r['psnr']:6.2f}  SSIM {r['ssim']:.4f}  params {r['parameters']:>9,}  {r['seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
