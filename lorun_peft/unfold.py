@@ -22,6 +22,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from .adapters import ADAPTER_KINDS, RankTable, StageAdapters, check_gamma, plan_ranks
+from .bundle import BundleMethods
 from .errors import InvalidArgumentError
 from .report import ParameterReport, count
 from .sharing import SHARE_MODES, IndependentDenoisers, SharedDenoiser
@@ -59,7 +60,7 @@ def unfold(
     )
 
 
-class UnfoldedNetwork(nn.Module):
+class UnfoldedNetwork(BundleMethods, nn.Module):
     """A K-stage deep unfolding network; see :func:`unfold`."""
 
     def __init__(

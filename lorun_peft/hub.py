@@ -1,0 +1,335 @@
+"""The Hugging Face Hub side of task bundles: download one bundle's files, upload a folder, turn
+every Hub failure into a :class:`~lorun_peft.errors.HubError` that names the repo, revision and
+files, and the ``lorun push`` / ``lorun pull`` / ``lorun inspect`` commands.
+
+Downloads go through ``huggingface_hub.snapshot_download`` with ``allow_patterns``, so only the
+wanted bundle is fetched, the local cache is used, and ``HF_HUB_OFFLINE=1`` (read at call time
+here, not only when huggingface_hub was imported) serves from the cache without any request.
+``endpoint=`` (or ``HF_ENDPOINT`` at call time) points at another Hub, e.g. a local mirror.
+Tokens are handed to huggingface_hub only; they are scrubbed from every message raised here.
+
+Names that come from a user or a repo are checked before they touch the file system:
+
+>>> check_subfolder("cs-ratio-0.10/")
+'cs-ratio-0.10'
+>>> for bad in ("../secrets", "/etc", "a/../../b"):
+...     try:
+...         check_subfolder(bad)
+...     except InvalidArgumentError:
+...         print("refused", bad)
+refused ../secrets
+refused /etc
+refused a/../../b
+>>> scrub("401 for token hf_abcdefghijklmnopqrstuvwxyz", None)
+'401 for token hf_***'
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from huggingface_hub import HfApi, constants, snapshot_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    GatedRepoError,
+    HfHubHTTPError,
+    HFValidationError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+
+from .errors import CorruptFileError, HubError, InvalidArgumentError
+
+__all__ = [
+    "check_subfolder",
+    "contained",
+    "download",
+    "upload",
+    "hub_errors",
+    "scrub",
+    "is_repo_id",
+    "offline",
+    "add_bundle_commands",
+    "is_bundle_command",
+    "run_bundle_command",
+    "BUNDLE_COMMANDS",
+]
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+_TOKEN_LIKE = re.compile(r"hf_[A-Za-z0-9]{8,}")
+
+
+# ---- names and paths ---------------------------------------------------------------------------
+def is_repo_id(text: str) -> bool:
+    """Whether ``text`` has the shape of a Hub repo id (``"user/name"`` or ``"name"``).
+
+    >>> is_repo_id("user/lorun-cs"), is_repo_id("./bundles/cs"), is_repo_id("a/b/c")
+    (True, False, False)
+    """
+    return isinstance(text, str) and bool(_REPO_ID.match(text)) and ".." not in text
+
+
+def check_subfolder(subfolder: str | None) -> str | None:
+    """A relative folder inside a repo or bundle folder, normalised to ``"a/b"``; ``None`` stays None.
+
+    Refuses absolute paths, ``..`` and ``.`` parts, backslashes and empty parts, so the name can
+    never point outside the folder it is joined to.
+    """
+    if subfolder is None:
+        return None
+    if not isinstance(subfolder, str):
+        raise InvalidArgumentError(f"subfolder must be a string, got {type(subfolder).__name__}")
+    text = subfolder.strip().rstrip("/")
+    parts = text.split("/")
+    if (
+        not text
+        or text.startswith("/")
+        or "\\" in text
+        or "\x00" in text
+        or re.match(r"^[A-Za-z]:", text)
+        or any(part in ("", ".", "..") for part in parts)
+    ):
+        raise InvalidArgumentError(
+            f"subfolder {subfolder!r} is not a plain relative folder name (no '..', no absolute path, no backslash)"
+        )
+    return text
+
+
+def contained(root: str | os.PathLike, relative: str, *, allowed: str | os.PathLike | None = None) -> Path:
+    """``root / relative`` resolved (symlinks followed), checked to lie inside ``allowed`` (default ``root``).
+
+    Raises CorruptFileError when a symlink (or the name) leads outside. A Hub snapshot's files are
+    symlinks into the repo's cache folder, so pass that folder as ``allowed`` there.
+    """
+    root = Path(root)
+    fence = Path(allowed if allowed is not None else root).resolve()
+    try:
+        target = (root / relative).resolve()
+    except (OSError, RuntimeError) as err:  # a symlink loop
+        raise CorruptFileError(f"{root / relative} cannot be resolved: {err}") from None
+    if target != fence and not target.is_relative_to(fence):
+        raise CorruptFileError(f"{root / relative} leads outside {fence} (a symlink or name escaping the folder); refusing to read it")
+    return target
+
+
+# ---- errors ------------------------------------------------------------------------------------
+def scrub(text: str, token: str | None) -> str:
+    """``text`` without ``token`` and without anything shaped like a Hub token (``hf_...``)."""
+    if token:
+        text = text.replace(token, "***")
+    return _TOKEN_LIKE.sub("hf_***", text)
+
+
+@contextlib.contextmanager
+def hub_errors(repo_id: str, revision: str | None, files: str, token: str | None = None) -> Iterator[None]:
+    """Turn huggingface_hub failures inside the block into HubError naming repo, revision and files.
+
+    The message never contains the token; the original exception is chained only when its own
+    text is token-free.
+    """
+    try:
+        yield
+    except HFValidationError as err:
+        raise InvalidArgumentError(scrub(f"invalid Hub repo id or revision for {repo_id!r}: {err}", token)) from None
+    except Exception as err:  # noqa: BLE001 - every Hub failure gets the same, clear wrapper
+        if isinstance(err, (HubError, InvalidArgumentError, CorruptFileError)):
+            raise
+        where = f"repo {repo_id!r}, revision {revision or 'main'!r}, files {files}"
+        reason = _reason(err)
+        if reason is None:
+            raise
+        detail = scrub(f"{type(err).__name__}: {_short(err)}", token)
+        message = scrub(f"{reason} ({where}). {detail}", token)
+        cause = err if scrub(str(err), token) == str(err) else None  # never chain a text holding a token
+        raise HubError(message) from cause
+
+
+def _reason(err: Exception) -> str | None:
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    if isinstance(err, GatedRepoError) or status == 403:
+        return "no permission to access this repo (gated or private; check your token or `hf auth login`)"
+    if isinstance(err, RevisionNotFoundError):
+        return "revision not found in the repo"
+    if isinstance(err, RepositoryNotFoundError):
+        return "repository not found, or private without a valid token, or the revision does not exist"
+    if isinstance(err, LocalEntryNotFoundError):
+        return "not in the local cache and the Hub cannot be reached (offline: HF_HUB_OFFLINE=1 or no network)"
+    if isinstance(err, EntryNotFoundError):
+        return "file not found in the repo"
+    if status == 401:
+        return "not authorised (invalid or missing token)"
+    if isinstance(err, HfHubHTTPError):
+        return f"the Hub answered HTTP {status}"
+    if isinstance(err, OSError):  # connection refused, timeouts, offline mode (OfflineModeIsEnabled)
+        return "the Hub cannot be reached"
+    return None
+
+
+def _short(err: Exception, limit: int = 400) -> str:
+    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ---- transfers ---------------------------------------------------------------------------------
+def offline() -> bool:
+    """Whether HF_HUB_OFFLINE is on (read now, and as huggingface_hub read it at import)."""
+    value = os.environ.get("HF_HUB_OFFLINE", "")
+    return bool(constants.HF_HUB_OFFLINE) or value.strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def _endpoint(endpoint: str | None) -> str | None:
+    return endpoint or os.environ.get("HF_ENDPOINT") or None
+
+
+def download(
+    repo_id: str,
+    patterns: Sequence[str],
+    *,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    endpoint: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool = False,
+) -> tuple[Path, Path]:
+    """Fetch the files matching ``patterns`` (cache first); returns (snapshot folder, cache folder of the repo).
+
+    The second path is the fence for :func:`contained`: snapshot files are symlinks into it.
+    """
+    if not is_repo_id(repo_id):
+        raise InvalidArgumentError(f"{repo_id!r} is neither an existing local folder nor a Hub repo id ('user/name')")
+    secret = token if isinstance(token, str) else None
+    cache_dir = cache_dir or os.environ.get("HF_HUB_CACHE") or None
+    with hub_errors(repo_id, revision, ", ".join(patterns), secret):
+        snapshot = snapshot_download(
+            repo_id,
+            revision=revision,
+            allow_patterns=list(patterns),
+            token=token,
+            endpoint=_endpoint(endpoint),
+            cache_dir=cache_dir,
+            local_files_only=local_files_only or offline(),
+            library_name="lorun_peft",
+        )
+    snapshot = Path(snapshot)
+    return snapshot, snapshot.parent.parent
+
+
+def upload(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    path_in_repo: str | None = None,
+    revision: str | None = None,
+    tag: str | None = None,
+    token: str | None = None,
+    private: bool | None = None,
+    commit_message: str = "Upload with lorun_peft",
+    endpoint: str | None = None,
+    allow_patterns: Sequence[str] | None = None,
+    delete_patterns: Sequence[str] | None = None,
+) -> Any:
+    """Create the repo if missing (and the branch ``revision``), upload ``folder`` into
+    ``path_in_repo`` in one commit, optionally tag that commit. Returns huggingface_hub's CommitInfo."""
+    if not is_repo_id(repo_id):
+        raise InvalidArgumentError(f"repo_id must look like 'user/name', got {repo_id!r}")
+    path_in_repo = check_subfolder(path_in_repo)
+    if offline():
+        raise HubError(f"cannot push to {repo_id!r}: HF_HUB_OFFLINE is set")
+    api = HfApi(endpoint=_endpoint(endpoint), token=token, library_name="lorun_peft")
+    with hub_errors(repo_id, revision, str(path_in_repo or "/"), token):
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        if revision is not None:
+            api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
+        info = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=str(folder),
+            path_in_repo=path_in_repo,
+            revision=revision,
+            commit_message=commit_message,
+            allow_patterns=list(allow_patterns) if allow_patterns else None,
+            delete_patterns=list(delete_patterns) if delete_patterns else None,
+            repo_type="model",
+        )
+        if tag is not None:
+            api.create_tag(repo_id, tag=tag, revision=getattr(info, "oid", None) or revision, repo_type="model")
+    return info
+
+
+# ---- command line ------------------------------------------------------------------------------
+BUNDLE_COMMANDS = ("push", "pull", "inspect")
+
+
+def add_bundle_commands(subparsers: Any) -> None:
+    """Add ``push`` and ``pull`` to a ``parser.add_subparsers(dest="command")`` object, and a
+    ``BUNDLE`` argument (+ ``--subfolder``, ``--revision``, ``--base``, ``--endpoint``) to its
+    ``inspect`` command, which is added if the parser has none. Call it after the other commands.
+
+    Tokens come from ``HF_TOKEN`` or ``hf auth login``, never from the command line.
+
+    >>> parser = argparse.ArgumentParser(prog="lorun")
+    >>> add_bundle_commands(parser.add_subparsers(dest="command"))
+    >>> args = parser.parse_args(["pull", "user/repo", "--subfolder", "cs-0.10"])
+    >>> args.subfolder, is_bundle_command(args)
+    ('cs-0.10', True)
+    """
+    p = subparsers.add_parser("push", help="upload a saved task bundle or base folder to the Hugging Face Hub")
+    p.add_argument("folder", type=Path, help="a folder written by net.save_adapters() or net.save_base()")
+    p.add_argument("repo_id", help="Hub repo, e.g. user/lorun-cs (created if missing)")
+    p.add_argument("--path-in-repo", default=None, help="folder inside the repo (default: the repo root)")
+    p.add_argument("--revision", default=None, help="branch to commit to (created if missing; default main)")
+    p.add_argument("--tag", default=None, help="tag the new commit")
+    p.add_argument("--private", action="store_true", default=None, help="create the repo as private")
+    p.add_argument("--message", default=None, help="commit message")
+    p.add_argument("--endpoint", default=None, help="Hub URL (default: HF_ENDPOINT or huggingface.co)")
+
+    p = subparsers.add_parser("pull", help="download one task bundle from the Hub into the cache (and optionally a folder)")
+    p.add_argument("repo_id", help="Hub repo, e.g. user/lorun-cs")
+    p.add_argument("--subfolder", default=None, help="the bundle's folder inside the repo")
+    p.add_argument("--revision", default=None, help="branch, tag or commit (default main)")
+    p.add_argument("--to", type=Path, default=None, help="also copy the bundle into this folder")
+    p.add_argument("--endpoint", default=None, help="Hub URL (default: HF_ENDPOINT or huggingface.co)")
+
+    p = subparsers.choices.get("inspect") or subparsers.add_parser("inspect", help="show a task bundle or list a repo's bundles")
+    g = p.add_argument_group("task bundles (lorun inspect BUNDLE)")
+    g.add_argument("bundle", nargs="?", default=None, help="a task bundle folder, a folder of bundles, or a Hub repo id")
+    g.add_argument("--subfolder", default=None, help="the bundle's folder inside the repo or folder")
+    g.add_argument("--revision", default=None, help="Hub branch, tag or commit")
+    g.add_argument("--base", default=None, help="a saved base (folder or Hub repo) to check the fingerprint against")
+    g.add_argument("--endpoint", default=None, help="Hub URL (default: HF_ENDPOINT or huggingface.co)")
+
+
+def is_bundle_command(args: argparse.Namespace) -> bool:
+    """Whether :func:`run_bundle_command` handles ``args`` (push, pull, or inspect with a BUNDLE)."""
+    command = getattr(args, "command", None)
+    return command in ("push", "pull") or (command == "inspect" and getattr(args, "bundle", None) is not None)
+
+
+def run_bundle_command(args: argparse.Namespace) -> int:
+    """Run a command added by :func:`add_bundle_commands`; raises LorunError subclasses on failure."""
+    from . import bundle  # bundle.py imports this module: import it only when a command runs
+
+    if not is_bundle_command(args):
+        raise InvalidArgumentError(f"not a bundle command: {getattr(args, 'command', None)!r} (inspect needs a BUNDLE)")
+    if args.command == "push":
+        what = bundle.push_folder(
+            args.folder, args.repo_id, path_in_repo=args.path_in_repo, revision=args.revision, tag=args.tag,
+            private=args.private, commit_message=args.message, endpoint=args.endpoint,
+        )
+        print(f"pushed {args.folder} to {args.repo_id}/{args.path_in_repo or ''} ({getattr(what, 'commit_url', what)})")
+    elif args.command == "pull":
+        local = bundle.pull(args.repo_id, subfolder=args.subfolder, revision=args.revision, endpoint=args.endpoint)
+        if args.to is not None:
+            local = bundle.copy_bundle(local, args.to)
+        print(bundle.inspect(local))
+        print(f"\nbundle at {local}")
+    else:
+        print(bundle.inspect(args.bundle, subfolder=args.subfolder, revision=args.revision, base=args.base, endpoint=args.endpoint))
+    sys.stdout.flush()
+    return 0

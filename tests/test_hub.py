@@ -1,0 +1,343 @@
+"""Bundles on the Hugging Face Hub.
+
+Downloads run against a REAL local Hub server: ``olah`` (PyPI, a self-hosted Hub mirror) serves
+plain git repositories created here through the Hub API, started once per session on
+127.0.0.1 and stopped by its PID. Uploads cannot be tested that way (no locally runnable server
+accepts them), so the upload side is tested at huggingface_hub's boundary: a fake ``HfApi``
+records the exact calls (repo, folder, path_in_repo, revision, allow/delete patterns, tag).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from huggingface_hub.errors import HfHubHTTPError
+
+from lorun_peft import bundle, hub
+from lorun_peft.denoisers import UNet
+from lorun_peft.errors import HubError, InvalidArgumentError
+from lorun_peft.operators import BlockCS
+from lorun_peft.unfold import UnfoldedNetwork, unfold
+
+
+# the HTTP library huggingface_hub is built on (httpx2 in huggingface_hub 2.x, httpx before)
+http = sys.modules[HfHubHTTPError.__mro__[1].__module__.split(".")[0]]
+REPO = "lorun/cs-tasks"
+TOKEN = "hf_SecretTokenValue1234567890"
+
+
+def make_net(base: torch.nn.Module, ratio: float, seed: int) -> UnfoldedNetwork:
+    torch.manual_seed(seed)
+    net = unfold(base, BlockCS(ratio, block=8, seed=seed), K=2, noise_level=True, adapter_options={"init_lora_weights": False})
+    return net.eval()
+
+
+def restore(net: UnfoldedNetwork) -> torch.Tensor:
+    x = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        return net(net.operator.A(x))
+
+
+def _git(repo: Path, *args: str) -> str:
+    command = ["git", "-c", "user.name=lorun", "-c", "user.email=lorun@example.com", "-c", "commit.gpgsign=false", *args]
+    return subprocess.run(command, cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """olah serving one git repo with bundles on main, a tag v1 and a branch dev; yields its settings."""
+    olah = shutil.which("olah-cli") or str(Path(sys.executable).with_name("olah-cli"))
+    if not Path(olah).exists() or shutil.which("git") is None:
+        pytest.skip("olah-cli (pip install olah) and git are needed for the local Hub server")
+    root = tmp_path_factory.mktemp("hub")
+    repo = root / "mirrors" / "models" / REPO
+    repo.mkdir(parents=True)
+    _git(repo, "init", "-q", "-b", "main")
+
+    torch.manual_seed(0)
+    base = UNet(1, width=4, depth=1)
+    local = root / "local"  # the same bundles, kept locally to compare against
+    nets = {"v1": make_net(base, 0.10, 1), "main": make_net(base, 0.10, 2), "dev": make_net(base, 0.10, 3)}
+    bundle.save_base(base, repo / "base")
+    make_net(base, 0.25, 4).save_adapters(repo / "cs-0.25")
+    nets["v1"].save_adapters(repo / "cs-0.10", metrics={"psnr": 30.5})
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "v1")
+    _git(repo, "tag", "v1")
+    v1_commit = _git(repo, "rev-parse", "HEAD")
+    _git(repo, "checkout", "-q", "-b", "dev")
+    nets["dev"].save_adapters(repo / "cs-0.10")
+    _git(repo, "commit", "-q", "-am", "dev")
+    _git(repo, "checkout", "-q", "main")
+    nets["main"].save_adapters(repo / "cs-0.10")
+    _git(repo, "commit", "-q", "-am", "main")
+    for name, net in nets.items():
+        net.save_adapters(local / name)
+
+    port = _free_port()
+    (root / "olah.toml").write_text(
+        f'[basic]\nhost = "127.0.0.1"\nport = {port}\nrepos-path = "{root / "repos"}"\n'
+        f'mirror-netloc = "127.0.0.1:{port}"\nmirror-lfs-netloc = "127.0.0.1:{port}"\n'
+        f'mirrors-path = ["{root / "mirrors"}"]\n\n[accessibility]\noffline = true\n'
+    )
+    log = open(root / "olah.log", "wb")
+    proc = subprocess.Popen([olah, "-c", str(root / "olah.toml")], cwd=root, stdout=log, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(f"{endpoint}/api/models/{REPO}/refs", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = (root / "olah.log").read_text(errors="replace")[-1500:]
+                pytest.skip(f"olah did not start on {endpoint} within 30 s (exit code {proc.poll()}): {tail}")
+            time.sleep(0.25)
+        yield SimpleNamespace(endpoint=endpoint, local=local, v1_commit=v1_commit, base=base)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
+
+
+@pytest.fixture
+def opts(server, tmp_path):
+    """Hub options for one test: the local server and an empty cache of its own."""
+    return {"endpoint": server.endpoint, "cache_dir": str(tmp_path / "cache")}
+
+
+def local_output(server, name: str) -> torch.Tensor:
+    net = make_net(server.base, 0.25, 9)
+    return restore(net.load_adapters(server.local / name))
+
+
+# ---- downloads against the real local server ---------------------------------------------------
+@pytest.mark.parametrize("revision", [None, "main", "dev", "v1", "commit"])
+def test_load_adapters_from_the_hub_at_branch_tag_and_commit(server, opts, revision):
+    wanted = {None: "main", "main": "main", "dev": "dev", "v1": "v1", "commit": "v1"}[revision]
+    if revision == "commit":
+        revision = server.v1_commit
+    net = make_net(server.base, 0.25, 9)
+    net.load_adapters(REPO, subfolder="cs-0.10", revision=revision, **opts)
+    assert net.operator.measurements == 6
+    assert torch.equal(restore(net), local_output(server, wanted))
+
+
+def test_only_the_wanted_bundle_is_downloaded(server, opts):
+    bundle.read_bundle(REPO, subfolder="cs-0.10", **opts)
+    files = sorted(p.relative_to(Path(opts["cache_dir"])).parts[3:] for p in Path(opts["cache_dir"]).rglob("*") if p.is_file() and "snapshots" in p.parts)
+    assert files and all(parts[0] == "cs-0.10" for parts in files), files
+
+
+def test_load_base_and_bundle_from_the_hub(server, opts):
+    net = bundle.load(REPO, REPO, subfolder="cs-0.10", revision="dev", base_subfolder="base", **opts)
+    assert torch.equal(restore(net), local_output(server, "dev"))
+
+
+def test_endpoint_from_the_environment_at_call_time(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+    loaded = bundle.read_bundle(REPO, subfolder="cs-0.25", cache_dir=str(tmp_path / "cache"))
+    assert loaded.config["operator"]["ratio"] == 0.25
+
+
+def test_list_bundles_on_the_hub(server, opts):
+    infos = {info.name: info for info in bundle.list_bundles(REPO, **opts)}
+    assert set(infos) == {"cs-0.10", "cs-0.25"}
+    assert infos["cs-0.10"].config["metrics"] == {}  # main's cs-0.10 was saved without metrics
+    at_v1 = {info.name: info for info in bundle.list_bundles(REPO, revision="v1", **opts)}
+    assert at_v1["cs-0.10"].config["metrics"] == {"psnr": 30.5}
+
+
+@pytest.mark.parametrize("how", ["environment", "huggingface_hub constants"])
+def test_offline_with_a_filled_cache(server, opts, monkeypatch, how):
+    bundle.read_bundle(REPO, subfolder="cs-0.10", revision="dev", **opts)  # fills the cache
+    bundle.read_bundle(REPO, subfolder="cs-0.10", **opts)
+    dead = {**opts, "endpoint": f"http://127.0.0.1:{_free_port()}"}  # nothing listens: no request may succeed
+    if how == "environment":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    else:
+        monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    for revision, name in ((None, "main"), ("dev", "dev")):
+        net = make_net(server.base, 0.25, 9)
+        net.load_adapters(REPO, subfolder="cs-0.10", revision=revision, **dead)
+        assert torch.equal(restore(net), local_output(server, name))
+    with pytest.raises(HubError, match="not in the local cache"):
+        bundle.read_bundle(REPO, subfolder="cs-0.25", **dead)  # never downloaded
+
+
+def test_offline_with_an_empty_cache_is_a_hub_error(server, opts, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HubError) as caught:
+        bundle.read_bundle(REPO, subfolder="cs-0.10", revision="v1", **opts)
+    message = str(caught.value)
+    assert "local cache" in message and REPO in message and "'v1'" in message and "cs-0.10/lorun_config.json" in message
+
+
+@pytest.mark.parametrize(
+    ("repo", "subfolder", "revision", "expected"),
+    [
+        ("lorun/no-such-repo", "cs-0.10", None, ["lorun/no-such-repo", "not found"]),
+        (REPO, "cs-0.10", "no-such-branch", [REPO, "'no-such-branch'"]),
+        (REPO, "cs-0.50", None, [REPO, "cs-0.50/lorun_config.json not found", "'main'"]),
+    ],
+    ids=["repo not found", "revision not found", "subfolder not found"],
+)
+def test_hub_failures_name_repo_revision_and_file(server, opts, repo, subfolder, revision, expected):
+    net = make_net(server.base, 0.25, 9)
+    before = restore(net)
+    with pytest.raises(HubError) as caught:
+        net.load_adapters(repo, subfolder=subfolder, revision=revision, **opts)
+    for text in expected:
+        assert text in str(caught.value)
+    assert torch.equal(restore(net), before)
+
+
+def test_subfolders_from_the_caller_cannot_escape(server, opts):
+    with pytest.raises(InvalidArgumentError, match="subfolder"):
+        bundle.read_bundle(REPO, subfolder="../../../etc", **opts)
+
+
+def test_pull_and_inspect_commands(server, opts, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", opts["cache_dir"])
+    parser = argparse.ArgumentParser()
+    hub.add_bundle_commands(parser.add_subparsers(dest="command"))
+    target = tmp_path / "pulled"
+    args = parser.parse_args(["pull", REPO, "--subfolder", "cs-0.10", "--revision", "v1", "--to", str(target), "--endpoint", server.endpoint])
+    assert hub.run_bundle_command(args) == 0
+    assert "ratio=0.1" in capsys.readouterr().out
+    assert torch.equal(restore(make_net(server.base, 0.25, 9).load_adapters(target)), local_output(server, "v1"))
+    hub.run_bundle_command(parser.parse_args(["inspect", REPO, "--endpoint", server.endpoint]))
+    assert "2 bundle(s)" in capsys.readouterr().out
+    args = ["inspect", REPO, "--subfolder", "cs-0.25", "--base", str(target.parent / "no-base"), "--endpoint", server.endpoint]
+    with pytest.raises(InvalidArgumentError):
+        hub.run_bundle_command(parser.parse_args(args))
+
+
+# ---- uploads, at huggingface_hub's boundary ----------------------------------------------------
+class FakeHfApi:
+    """Records every call lorun_peft makes on HfApi, and what the uploaded folder held then."""
+
+    calls: list = []
+    fail_upload: Exception | None = None
+
+    def __init__(self, endpoint=None, token=None, library_name=None):
+        FakeHfApi.calls.append(("HfApi", {"endpoint": endpoint, "token": token, "library_name": library_name}))
+
+    def create_repo(self, repo_id, **kwargs):
+        FakeHfApi.calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
+
+    def create_branch(self, repo_id, **kwargs):
+        FakeHfApi.calls.append(("create_branch", {"repo_id": repo_id, **kwargs}))
+
+    def upload_folder(self, **kwargs):
+        folder = Path(kwargs["folder_path"])
+        files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+        texts = "".join(p.read_text(errors="replace") for p in folder.rglob("*") if p.is_file())
+        FakeHfApi.calls.append(("upload_folder", {**kwargs, "files": files, "token_in_files": TOKEN in texts}))
+        if FakeHfApi.fail_upload is not None:
+            raise FakeHfApi.fail_upload
+        return SimpleNamespace(oid="c0ffee" * 6 + "abcd", commit_url="https://hub/commit")
+
+    def create_tag(self, repo_id, **kwargs):
+        FakeHfApi.calls.append(("create_tag", {"repo_id": repo_id, **kwargs}))
+
+
+@pytest.fixture
+def fake_api(monkeypatch):
+    FakeHfApi.calls, FakeHfApi.fail_upload = [], None
+    monkeypatch.setattr(hub, "HfApi", FakeHfApi)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    return FakeHfApi
+
+
+@pytest.fixture(scope="module")
+def small_net() -> UnfoldedNetwork:
+    torch.manual_seed(0)
+    return make_net(UNet(1, width=4, depth=1), 0.10, 1)
+
+
+def test_push_adapters_hands_exactly_one_bundle_to_hfapi(fake_api, small_net):
+    small_net.push_adapters(REPO, path_in_repo="cs-ratio-0.10", revision="exp", tag="v2", token=TOKEN, private=True, metrics={"psnr": 28.0})
+    names = [name for name, _ in fake_api.calls]
+    assert names == ["HfApi", "create_repo", "create_branch", "upload_folder", "create_tag"]
+    calls = dict(fake_api.calls)
+    assert calls["HfApi"]["token"] == TOKEN
+    assert calls["create_repo"] == {"repo_id": REPO, "private": True, "exist_ok": True, "repo_type": "model"}
+    assert calls["create_branch"] == {"repo_id": REPO, "branch": "exp", "exist_ok": True, "repo_type": "model"}
+    upload = calls["upload_folder"]
+    assert upload["repo_id"] == REPO and upload["path_in_repo"] == "cs-ratio-0.10" and upload["revision"] == "exp"
+    assert upload["allow_patterns"] == list(bundle.BUNDLE_PATTERNS) and upload["delete_patterns"] == ["stage_*/*"]
+    assert upload["files"] == [
+        "README.md", "lorun_config.json", "stage_0/adapter_config.json", "stage_0/adapter_model.safetensors",
+        "stage_1/adapter_config.json", "stage_1/adapter_model.safetensors", "unfolding.safetensors",
+    ]
+    assert not upload["token_in_files"] and "K=2" in upload["commit_message"]
+    assert not Path(upload["folder_path"]).exists(), "the temporary folder is removed after the push"
+    assert calls["create_tag"] == {"repo_id": REPO, "tag": "v2", "revision": "c0ffee" * 6 + "abcd", "repo_type": "model"}
+
+
+def test_push_base_and_push_folder(fake_api, small_net, tmp_path):
+    small_net.push_base(REPO, path_in_repo="base")
+    upload = dict(fake_api.calls)["upload_folder"]
+    assert upload["files"] == ["README.md", "base_config.json", "model.safetensors"] and upload["path_in_repo"] == "base"
+    assert upload["revision"] is None and "create_branch" not in dict(fake_api.calls)
+    fake_api.calls.clear()
+    folder = small_net.save_adapters(tmp_path / "b")
+    parser = argparse.ArgumentParser()
+    hub.add_bundle_commands(parser.add_subparsers(dest="command"))
+    hub.run_bundle_command(parser.parse_args(["push", str(folder), REPO, "--path-in-repo", "cs-0.10", "--tag", "t"]))
+    calls = dict(fake_api.calls)
+    assert calls["upload_folder"]["folder_path"] == str(folder) and calls["upload_folder"]["path_in_repo"] == "cs-0.10"
+    assert calls["create_tag"]["tag"] == "t" and calls["HfApi"]["token"] is None
+
+
+@pytest.mark.parametrize("status", [401, 403, 500])
+def test_a_failed_push_never_shows_the_token(fake_api, small_net, status):
+    request = http.Request("POST", f"https://huggingface.co/api/models/{REPO}/commit/main", headers={"authorization": f"Bearer {TOKEN}"})
+    response = http.Response(status, request=request)
+    fake_api.fail_upload = HfHubHTTPError(f"{status} Client Error for token {TOKEN}", response=response)
+    with pytest.raises(HubError) as caught:
+        small_net.push_adapters(REPO, path_in_repo="cs-0.10", revision="exp", token=TOKEN)
+    error = caught.value
+    shown = "".join(__import__("traceback").format_exception(error))
+    assert TOKEN not in str(error) and TOKEN not in repr(error) and TOKEN not in shown
+    assert REPO in str(error) and "'exp'" in str(error) and "cs-0.10" in str(error)
+
+
+def test_push_refuses_bad_names_and_offline_mode(fake_api, small_net, monkeypatch):
+    with pytest.raises(InvalidArgumentError, match="subfolder"):
+        small_net.push_adapters(REPO, path_in_repo="../elsewhere")
+    with pytest.raises(InvalidArgumentError):
+        small_net.push_adapters("not a repo id")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HubError, match="HF_HUB_OFFLINE"):
+        small_net.push_adapters(REPO)
+    assert [name for name, _ in fake_api.calls] == []
