@@ -3,7 +3,8 @@
     python -m benchmarks.run --quick            # minutes on a 2-core CPU
     python -m benchmarks.run --full --data ../shared/data
 
-(a) parameters for the reference U-Net and Transformer at gamma 5/10/20; (c) peak memory of
+(a) parameters for the reference U-Net and Transformer at gamma 5/10/20; (b) bytes on disk for one
+extra task; (c) peak memory of
 one phase-2 training step (parameters, gradients, Adam state, activations) for LoRun-9,
 LoRun-9 with checkpointing and Block-9; (d) inference latency on 1 x 1 x 256 x 256 for Block-9,
 LoRun-9 (PEFT path) and LoRun-9 (merged path); (f) phase-2 training step time; and the
@@ -112,6 +113,23 @@ def latency(size: int, repeats: int) -> dict[str, float]:
     return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
+def disk_bytes() -> dict[str, int]:
+    """(b) bytes on disk for one extra task: a LoRun-9 bundle vs a Block-9 checkpoint (safetensors)."""
+    import tempfile
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    unet = UNet.preset("paper-cs")
+    lorun, block_9 = build(unet, "lora"), build(unet, "none")
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = lorun.save_adapters(Path(tmp) / "bundle")
+        lorun_bytes = sum(f.stat().st_size for f in Path(bundle).rglob("*") if f.is_file())
+        checkpoint = Path(tmp) / "block9.safetensors"
+        save_file({k: v.contiguous() for k, v in block_9.state_dict().items()}, checkpoint)
+        return {"lorun_9_bundle": lorun_bytes, "block_9_checkpoint": checkpoint.stat().st_size}
+
+
 def train_step_time(size: int, repeats: int) -> dict[str, float]:
     """(f) milliseconds of one training step (forward, backward, Adam), interleaved medians."""
     torch.manual_seed(0)
@@ -186,6 +204,7 @@ def main() -> None:
     print(f"machine: {machine()}")
     result: dict[str, Any] = {"mode": "full" if full else "quick", "K": K}
     result["parameters"] = parameters()
+    result["disk_bytes"] = disk_bytes()
     result["memory_bytes"] = memory(256 if full else 128)
     result["latency_ms"] = latency(256, 15 if full else 5)
     result["train_step_ms"] = train_step_time(256 if full else 128, 9 if full else 3)
@@ -197,6 +216,9 @@ def main() -> None:
     for model, row in p.items():
         print(f"(a) {model}: " + ", ".join(
             f"{k} {v:.3f}" if "ratio" in k else f"{k} {v:,} ({v / row['block_9']:.3f})" for k, v in row.items()))
+    b = result["disk_bytes"]
+    print(f"(b) one extra task on disk: LoRun-9 bundle {b['lorun_9_bundle']:,} B, Block-9 checkpoint "
+          f"{b['block_9_checkpoint']:,} B ({b['lorun_9_bundle'] / b['block_9_checkpoint']:.3f})")
     print("(c) phase-2 step memory / Block-9: " + ", ".join(f"{k} {v / m['block_9']:.3f}" for k, v in m.items()))
     print("(d) latency ms (ratio to Block-9): " + ", ".join(f"{k} {v:.1f} ({v / t['block_9']:.3f})" for k, v in t.items()))
     f = result["train_step_ms"]

@@ -631,7 +631,7 @@ def _check_bundle_config(config: dict[str, Any], where: str) -> None:
     if not isinstance(K, int) or isinstance(K, bool) or K < 1:
         raise bad("K", "an int >= 1")
     checks = {
-        "algorithm": (lambda v: v in STEPS, f"one of {sorted(STEPS)}"),
+        "algorithm": (lambda v: isinstance(v, str) and v in STEPS, f"one of {sorted(STEPS)}"),
         "share": (lambda v: v == "lora", "'lora'"),
         "adapter": (lambda v: isinstance(v, str), "a string"),
         "noise_level": (lambda v: isinstance(v, bool), "true or false"),
