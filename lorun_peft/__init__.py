@@ -8,9 +8,9 @@
 from . import data, errors, metrics, operators
 from .adapters import gamma_rank
 from .bundle import list_bundles, load
-from .train import train
+from .train import evaluate, train, train_two_phase
 from .unfold import UnfoldedNetwork, unfold
 
 __version__ = "0.1.0"
 
-__all__ = ["unfold", "UnfoldedNetwork", "gamma_rank", "train", "load", "list_bundles", "data", "errors", "metrics", "operators", "__version__"]
+__all__ = ["unfold", "UnfoldedNetwork", "gamma_rank", "train", "train_two_phase", "evaluate", "load", "list_bundles", "data", "errors", "metrics", "operators", "__version__"]

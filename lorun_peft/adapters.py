@@ -306,6 +306,18 @@ class StageAdapters(nn.Module):
         finally:
             self.activate(k)
 
+    def delta_weights(self) -> dict[str, list[torch.Tensor]]:
+        """Each adapted layer's weight update per stage: ``{layer: [delta W_0, ..., delta W_{K-1}]}``."""
+        with torch.no_grad():
+            return {
+                path: [layer.get_delta_weight(name).detach() for name in self.adapter_names]
+                for path, layer in self._named_tuner_layers
+            }
+
+    def base_weights(self) -> dict[str, torch.Tensor]:
+        """Each adapted layer's frozen base weight W0."""
+        return {path: layer.get_base_layer().weight.detach() for path, layer in self._named_tuner_layers}
+
     def adapter_parameters(self, k: int) -> list[nn.Parameter]:
         """The parameters of stage k's adapter (PEFT keeps them in dicts keyed by adapter name)."""
         name = self.adapter_names[k]

@@ -1,10 +1,21 @@
-"""Train an unfolded network end to end with the paper's L2 loss.
+"""Train an unfolded network end to end with the paper's L2 loss (Algorithm 1), and evaluate it.
 
-Measurements are simulated on the fly from clean images by the network's own operator (so a
-learnable sampling matrix is trained jointly). Adam over every parameter with requires_grad: in
-LoRun mode that is the K adapters, the step parameters and any learnable operator state.
-Checkpoints are written atomically; ``resume=True`` continues exactly where a run stopped (the
-sampling order and noise come from one seeded generator saved in the checkpoint).
+- ``train``: one phase. Measurements are simulated on the fly from clean images by the
+  network's own operator (so a learnable sampling matrix is trained jointly). Adam over every
+  parameter with requires_grad (in LoRun mode: the K adapters, the step parameters and any
+  learnable operator state), cosine learning rate, validation PSNR every ``val_every`` steps.
+  Checkpoints are written atomically; ``resume=True`` continues exactly where a run stopped:
+  the sampling order, the random patches of a dataset and the noise all come from one seeded
+  generator saved in the checkpoint.
+- ``train_two_phase``: Algorithm 1: phase "backbone" (Block-1, the shared denoiser is trained),
+  then ``to_lora`` and phase "adapters", then evaluation; each phase resumable on its own.
+- ``evaluate``: PSNR / SSIM per image of the restoration and of the initial estimate, and the
+  mean PSNR after each stage.
+
+Multi-device: under ``accelerate launch`` (or torchrun) ``train`` creates an
+``accelerate.Accelerator`` by itself and runs DDP on every process, with mixed precision if the
+launch asked for it; ``batch_size`` is per process and the processes split one global batch,
+so N processes with batch b train like one process with batch N * b.
 
 >>> import torch
 >>> from torch import nn
@@ -18,35 +29,58 @@ sampling order and noise come from one seeded generator saved in the checkpoint)
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .errors import IncompatibleBundleError, InvalidArgumentError, TrainingError
+from .errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError, TrainingError
 from .io import atomic_write
+from .metrics import MetricTable, band_psnr, psnr, rgb_to_y, shave, ssim
 
-__all__ = ["train", "TrainResult", "CHECKPOINT_NAME"]
+__all__ = [
+    "train",
+    "train_two_phase",
+    "evaluate",
+    "fit_operator",
+    "TrainResult",
+    "TwoPhaseResult",
+    "Evaluation",
+    "CHECKPOINT_NAME",
+    "PHASES",
+]
 
 CHECKPOINT_NAME = "checkpoint.pt"
+PHASES = ("backbone", "adapters")
+
+Images = torch.Tensor | Sequence[torch.Tensor] | Dataset
 
 
 @dataclass
 class TrainResult:
-    """What a training run did: the loss of every step and where the last checkpoint is."""
+    """What a training run did: the loss of every step, validation PSNR as (step, dB) pairs,
+    where the last checkpoint is and the seconds spent in this call."""
 
     losses: list[float] = field(default_factory=list)
     step: int = 0
     checkpoint: Path | None = None
+    val_psnr: list[tuple[int, float]] = field(default_factory=list)
+    seconds: float = 0.0
 
 
+# ------------------------------------------------------------------------------ one phase
 def train(
     net: torch.nn.Module,
-    data: torch.Tensor | Sequence[torch.Tensor],
+    data: Images,
     *,
     steps: int,
     lr: float = 1e-3,
@@ -58,61 +92,173 @@ def train(
     checkpoint_every: int = 0,
     resume: bool = True,
     progress: bool = True,
+    val_data: Images | None = None,
+    val_every: int = 0,
+    clip_grad_norm: float | None = None,
+    accelerator: Any = None,
+    desc: str = "train",
 ) -> TrainResult:
-    """Train ``net`` on clean images ``data`` (a N x C x H x W tensor or a sequence of C x H x W).
+    """Train ``net`` on clean images ``data`` for ``steps`` steps.
 
-    ``schedule`` is "cosine" (to zero over ``steps``) or "constant". With ``checkpoint_dir``,
-    a checkpoint is written every ``checkpoint_every`` steps (0: only at the end) and, if
-    ``resume``, an existing one is continued from. A NaN/Inf loss raises TrainingError and keeps
-    the last good checkpoint.
+    ``data``: a N x C x H x W tensor, a sequence of equal-shaped C x H x W tensors, or a torch
+    Dataset whose items are C x H x W tensors (for example ``ImageFolder(..., patch_size=64)``;
+    a dataset with ``random_item(index, generator)`` gets its random patches from the training
+    generator, so resume stays exact). ``schedule`` is "cosine" (to zero over ``steps``) or
+    "constant". With ``checkpoint_dir``, a checkpoint is written every ``checkpoint_every``
+    steps (0: only at the end) and, if ``resume``, an existing one is continued from. A NaN/Inf
+    loss raises TrainingError and keeps the last good checkpoint. ``val_data`` (images of any
+    sizes the operator accepts) is restored every ``val_every`` steps and at the end; the mean
+    PSNR goes to the progress bar and ``result.val_psnr``. ``accelerator``: an
+    ``accelerate.Accelerator``, True (create one), False (never), or None (create one only when
+    launched by ``accelerate launch`` / torchrun).
     """
-    images = _as_image_tensor(data)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise InvalidArgumentError(f"steps must be an int >= 1, got {steps!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidArgumentError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    source = _Source(data)
+    _check_positive_int(steps, "steps")
+    _check_positive_int(batch_size, "batch_size")
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 0:
+        raise InvalidArgumentError(f"checkpoint_every must be an int >= 0, got {checkpoint_every!r}")
+    if isinstance(val_every, bool) or not isinstance(val_every, int) or val_every < 0:
+        raise InvalidArgumentError(f"val_every must be an int >= 0, got {val_every!r}")
     if not lr > 0:
         raise InvalidArgumentError(f"lr must be > 0, got {lr!r}")
     if schedule not in ("cosine", "constant"):
         raise InvalidArgumentError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
-    reference = next(net.parameters())
-    images = images.to(dtype=reference.dtype, device=reference.device)
+    if clip_grad_norm is not None and not clip_grad_norm > 0:
+        raise InvalidArgumentError(f"clip_grad_norm must be None or > 0, got {clip_grad_norm!r}")
+    val_images = _image_list(val_data, "val_data") if val_data is not None else None
+    accelerator, owned = _resolve_accelerator(accelerator)
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
+    main = rank == 0
 
     params = [p for p in net.parameters() if p.requires_grad]
+    if not params:
+        raise InvalidArgumentError("the network has no trainable parameter (requires_grad is False everywhere)")
     optimizer = torch.optim.Adam(params, lr=lr)
     cosine = lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, steps) / steps))  # noqa: E731
+    # The scheduler is stepped here once per step (accelerate's wrapper would step it per process).
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine if schedule == "cosine" else lambda s: 1.0)
+    model = net
+    if accelerator is not None:
+        model, optimizer = accelerator.prepare(net, optimizer)
+    reference = next(net.parameters())
+    device, dtype = reference.device, reference.dtype
     generator = torch.Generator().manual_seed(seed)
     result = TrainResult()
     path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
     if path is not None and resume and path.exists():
-        result = _load_checkpoint(path, net, optimizer, scheduler, generator)
+        result = _load_checkpoint(path, net, optimizer, scheduler, generator, accelerator, (batch_size, world))
 
-    net.train()
-    bar = tqdm(total=steps, initial=result.step, disable=not progress, desc="train", unit="step")
+    start = time.perf_counter()
+    model.train()
+    bar = tqdm(total=steps, initial=result.step, disable=not (progress and main), desc=desc, unit="step")
+    postfix: dict[str, str] = {}
     while result.step < steps:
-        index = torch.randint(len(images), (batch_size,), generator=generator)
-        x = images[index]
-        y = net.operator.A(x)
-        if noise_sigma:
-            y = y + noise_sigma * torch.randn(y.shape, generator=generator, dtype=y.dtype).to(y.device)
-        loss = F.mse_loss(net(y), x)
-        if not torch.isfinite(loss):
+        x = source.batch(generator, batch_size, rank, world).to(device=device, dtype=dtype)
+        with fit_operator(net.operator, x.shape[-2:]):
+            y = net.operator.A(x)
+            if noise_sigma:
+                noise = torch.randn((batch_size * world, *y.shape[1:]), generator=generator, dtype=y.dtype)
+                y = y + noise_sigma * noise[rank * batch_size : (rank + 1) * batch_size].to(y.device)
+            loss = F.mse_loss(model(y).float(), x.float())
+        reported = accelerator.reduce(loss.detach(), reduction="mean") if world > 1 else loss.detach()
+        if not torch.isfinite(reported):
             where = f"; the last good checkpoint is {result.checkpoint}" if result.checkpoint else ""
-            raise TrainingError(f"loss became {loss.item()} at step {result.step + 1} (try a lower lr){where}")
+            raise TrainingError(f"loss became {reported.item()} at step {result.step + 1} (try a lower lr){where}")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if accelerator is not None:
+            accelerator.backward(loss)
+            if clip_grad_norm:
+                accelerator.clip_grad_norm_(params, clip_grad_norm)
+        else:
+            loss.backward()
+            if clip_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
         optimizer.step()
         scheduler.step()
         result.step += 1
-        result.losses.append(loss.item())
+        result.losses.append(reported.item())
+        postfix.update(loss=f"{result.losses[-1]:.3g}", psnr=f"{-10 * math.log10(max(result.losses[-1], 1e-12)):.2f}")
+        if val_images and (result.step == steps or (val_every and result.step % val_every == 0)):
+            result.val_psnr.append((result.step, _validate(net, val_images, noise_sigma, seed)))
+            postfix["val_psnr"] = f"{result.val_psnr[-1][1]:.2f}"
+            model.train()
+        bar.set_postfix(postfix, refresh=False)
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3g}", psnr=f"{-10 * math.log10(max(loss.item(), 1e-12)):.2f}")
         if path is not None and (result.step == steps or (checkpoint_every and result.step % checkpoint_every == 0)):
-            _save_checkpoint(path, net, optimizer, scheduler, generator, result)
+            if main:
+                _save_checkpoint(path, net, optimizer, scheduler, generator, result, accelerator, (batch_size, world))
+            if accelerator is not None:
+                accelerator.wait_for_everyone()
             result.checkpoint = path
     bar.close()
+    result.seconds = time.perf_counter() - start
+    if owned and accelerator is not None:
+        accelerator.free_memory()  # drop the DDP wrapper; the next phase prepares the changed net
     return result
+
+
+def _check_positive_int(value: Any, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgumentError(f"{name} must be an int >= 1, got {value!r}")
+
+
+@contextlib.contextmanager
+def fit_operator(operator: Any, size: Sequence[int]) -> Iterator[Any]:
+    """Temporarily set ``operator.image_size`` to ``size`` for operators that have one (BlockCS
+    needs it for images whose sides are not multiples of its block); others are left alone."""
+    if not hasattr(operator, "image_size") or operator.image_size == tuple(size):
+        yield operator
+        return
+    before = operator.image_size
+    operator.image_size = tuple(int(s) for s in size)
+    try:
+        yield operator
+    finally:
+        operator.image_size = before
+
+
+class _Source:
+    """Draws training batches from a tensor or a dataset; all randomness from one generator."""
+
+    def __init__(self, data: Images) -> None:
+        self.dataset: Dataset | None = None
+        if isinstance(data, Dataset) and not isinstance(data, torch.Tensor):
+            if len(data) == 0:  # type: ignore[arg-type]
+                raise InvalidArgumentError("data is an empty dataset")
+            self.dataset, self.size = data, len(data)  # type: ignore[arg-type]
+        else:
+            self.images = _as_image_tensor(data)
+            self.size = len(self.images)
+
+    def batch(self, generator: torch.Generator, batch_size: int, rank: int, world: int) -> torch.Tensor:
+        """This process's slice of one global batch of ``batch_size * world`` images."""
+        index = torch.randint(self.size, (batch_size * world,), generator=generator)
+        mine = slice(rank * batch_size, (rank + 1) * batch_size)
+        if self.dataset is None:
+            return self.images[index[mine]]
+        random_item = getattr(self.dataset, "random_item", None)
+        if random_item is not None:
+            seeds = torch.randint(2**62, (batch_size * world,), generator=generator)[mine].tolist()
+            items = [random_item(int(i), torch.Generator().manual_seed(s)) for i, s in zip(index[mine].tolist(), seeds)]
+        else:
+            items = [self.dataset[int(i)] for i in index[mine].tolist()]
+        items = [item[0] if isinstance(item, (tuple, list)) else item for item in items]
+        return _stack_items(items, index[mine].tolist())
+
+
+def _stack_items(items: list[Any], indices: list[int]) -> torch.Tensor:
+    for i, item in zip(indices, items):
+        if not isinstance(item, torch.Tensor) or item.dim() != 3 or not item.is_floating_point():
+            what = f"{tuple(item.shape)} {item.dtype}" if isinstance(item, torch.Tensor) else type(item).__name__
+            raise InvalidArgumentError(f"dataset item {i} must be a floating-point C x H x W tensor, got {what}")
+        if not bool(torch.isfinite(item).all()):
+            raise InvalidArgumentError(f"dataset item {i} holds NaN or Inf")
+    shapes = {tuple(item.shape) for item in items}
+    if len(shapes) > 1:
+        raise InvalidArgumentError(
+            f"dataset items have different shapes {sorted(shapes)}; give the dataset a patch_size (random crops)"
+        )
+    return torch.stack(items)
 
 
 def _as_image_tensor(data: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
@@ -133,7 +279,52 @@ def _as_image_tensor(data: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tenso
     return images
 
 
-def _save_checkpoint(path: Path, net, optimizer, scheduler, generator, result: TrainResult) -> None:
+def _image_list(images: Images, what: str) -> list[torch.Tensor]:
+    """Whole images (C x H x W) from a tensor, a sequence or a dataset (its ``full`` items if any)."""
+    if isinstance(images, torch.Tensor):
+        if images.dim() != 4:
+            raise InvalidArgumentError(f"{what} must be N x C x H x W, got shape {tuple(images.shape)}")
+        out = list(images)
+    elif isinstance(images, Dataset):
+        full = getattr(images, "full", None)
+        out = [full(i) if full else images[i] for i in range(len(images))]  # type: ignore[arg-type]
+        out = [item[0] if isinstance(item, (tuple, list)) else item for item in out]
+    else:
+        out = list(images)
+    if not out:
+        raise InvalidArgumentError(f"{what} holds no image")
+    for i, x in enumerate(out):
+        if not isinstance(x, torch.Tensor) or x.dim() != 3 or not x.is_floating_point():
+            raise InvalidArgumentError(f"{what}: image {i} must be a floating-point C x H x W tensor")
+    return out
+
+
+def _restore(net: torch.nn.Module, x: torch.Tensor, noise_sigma: float, generator: torch.Generator):
+    """Simulate y for one image batch x, then (x0, x_hat, per-stage outputs), all clamped to [0, 1]."""
+    with fit_operator(net.operator, x.shape[-2:]):
+        y = net.operator.A(x)
+        if noise_sigma:
+            y = y + noise_sigma * torch.randn(y.shape, generator=generator, dtype=y.dtype).to(y.device)
+        initial = getattr(net.operator, "initial_estimate", net.operator.A_adjoint)
+        x0 = initial(y)
+        x_hat, stages = net(y, return_stages=True)
+    return x0.clamp(0, 1), x_hat.clamp(0, 1), [s.clamp(0, 1) for s in stages]
+
+
+@torch.no_grad()
+def _validate(net: torch.nn.Module, images: list[torch.Tensor], noise_sigma: float, seed: int) -> float:
+    net.eval()
+    reference = next(net.parameters())
+    generator = torch.Generator().manual_seed(seed + 12345)  # the same noise at every validation
+    values = []
+    for x in images:
+        x = x.to(device=reference.device, dtype=reference.dtype)[None]
+        _, x_hat, _ = _restore(net, x, noise_sigma, generator)
+        values.append(float(psnr(x_hat, x)))
+    return sum(values) / len(values)
+
+
+def _save_checkpoint(path: Path, net, optimizer, scheduler, generator, result: TrainResult, accelerator, layout) -> None:
     state = {
         "model": net.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -141,27 +332,249 @@ def _save_checkpoint(path: Path, net, optimizer, scheduler, generator, result: T
         "generator": generator.get_state(),
         "step": result.step,
         "losses": list(result.losses),
+        "val_psnr": [list(v) for v in result.val_psnr],
+        "batch_size": layout[0],
+        "processes": layout[1],
     }
+    scaler = getattr(accelerator, "scaler", None)
+    if scaler is not None:
+        state["scaler"] = scaler.state_dict()
     with atomic_write(path) as f:
         torch.save(state, f)
 
 
-def _load_checkpoint(path: Path, net, optimizer, scheduler, generator) -> TrainResult:
+def _load_checkpoint(path: Path, net, optimizer, scheduler, generator, accelerator=None, layout=None) -> TrainResult:
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
         model_state = state["model"]
         expected = net.state_dict()
     except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
-        from .errors import CorruptFileError
-
         raise CorruptFileError(f"checkpoint {path} cannot be read: {err}") from err
     mismatched = sorted(set(model_state) ^ set(expected)) or [
         k for k in expected if tuple(model_state[k].shape) != tuple(expected[k].shape)
     ]
     if mismatched:
         raise IncompatibleBundleError(f"checkpoint {path} does not fit this network (keys/shapes differ: {mismatched[:5]})")
+    saved_layout = (state.get("batch_size"), state.get("processes"))
+    if layout is not None and saved_layout[0] is not None and tuple(saved_layout) != tuple(layout):
+        warnings.warn(
+            f"checkpoint {path} was written with batch_size {saved_layout[0]} on {saved_layout[1]} process(es), "
+            f"this run uses {layout[0]} on {layout[1]}: it resumes, but not bit-exactly",
+            stacklevel=3,
+        )
     net.load_state_dict(model_state)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     generator.set_state(state["generator"])
-    return TrainResult(losses=list(state["losses"]), step=int(state["step"]), checkpoint=path)
+    scaler = getattr(accelerator, "scaler", None)
+    if scaler is not None and "scaler" in state:
+        scaler.load_state_dict(state["scaler"])
+    val = [(int(s), float(v)) for s, v in state.get("val_psnr", [])]
+    return TrainResult(losses=list(state["losses"]), step=int(state["step"]), checkpoint=path, val_psnr=val)
+
+
+_AUTO_ACCELERATOR: Any = None
+
+
+def launched_by_accelerate() -> bool:
+    """True inside ``accelerate launch`` (it sets ACCELERATE_MIXED_PRECISION / ACCELERATE_USE_CPU)
+    or any torch.distributed launcher with more than one process (WORLD_SIZE > 1)."""
+    env = os.environ
+    return "ACCELERATE_MIXED_PRECISION" in env or "ACCELERATE_USE_CPU" in env or int(env.get("WORLD_SIZE", "1") or 1) > 1
+
+
+def _resolve_accelerator(accelerator: Any) -> tuple[Any, bool]:
+    """(the Accelerator to use or None, whether it was created here)."""
+    global _AUTO_ACCELERATOR
+    if accelerator is False or (accelerator is None and not launched_by_accelerate()):
+        return None, False
+    if accelerator is not None and accelerator is not True:
+        return accelerator, False
+    if _AUTO_ACCELERATOR is None:
+        try:
+            from accelerate import Accelerator
+        except ImportError as err:
+            raise ImportError("multi-device training needs Hugging Face Accelerate: pip install accelerate") from err
+        _AUTO_ACCELERATOR = Accelerator()
+    return _AUTO_ACCELERATOR, True
+
+
+# ---------------------------------------------------------------------------- evaluation
+@dataclass
+class Evaluation:
+    """Per-image metrics of the restoration (psnr, ssim) and of the initial estimate x0
+    (x0_psnr, x0_ssim), the mean PSNR after each stage, and optionally the outputs."""
+
+    table: MetricTable
+    stage_psnr: list[float]
+    restored: list[torch.Tensor] = field(default_factory=list)
+    initial: list[torch.Tensor] = field(default_factory=list)
+
+    def mean(self) -> dict[str, float]:
+        return self.table.mean()
+
+    def __str__(self) -> str:
+        return str(self.table)
+
+
+@torch.no_grad()
+def evaluate(
+    net: torch.nn.Module,
+    images: Images,
+    *,
+    names: Sequence[str] | None = None,
+    noise_sigma: float = 0.0,
+    seed: int = 0,
+    y_channel: bool = False,
+    border: int = 0,
+    keep_outputs: bool = False,
+) -> Evaluation:
+    """Degrade each image with the network's operator, restore it, and measure.
+
+    Images may have different sizes (each must fit the operator: SR needs sides divisible by
+    the scale, CASSI the mask's size). Metrics: RGB images on the luma channel with
+    ``y_channel`` (SR papers), ``border`` pixels shaved; images with more than 3 channels
+    (spectral cubes) use the band-averaged PSNR. SSIM is NaN for images under 11 x 11.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> from lorun_peft import unfold
+    >>> from lorun_peft.operators import BlockCS
+    >>> net = unfold(nn.Sequential(nn.Conv2d(1, 1, 3, padding=1)), BlockCS(0.5, block=8), K=2)
+    >>> result = evaluate(net, torch.rand(2, 1, 16, 16))
+    >>> [name for name, _ in result.table.rows], len(result.stage_psnr)
+    (['0', '1'], 2)
+    """
+    items = _image_list(images, "images")
+    if names is None:
+        names = getattr(images, "names", None) or [str(i) for i in range(len(items))]
+    if len(names) != len(items):
+        raise InvalidArgumentError(f"names has {len(names)} entries for {len(items)} images")
+    was_training = net.training
+    net.eval()
+    reference = next(net.parameters())
+    generator = torch.Generator().manual_seed(seed)
+    table = MetricTable(["x0_psnr", "x0_ssim", "psnr", "ssim"])
+    stage_sums: list[float] = []
+    result = Evaluation(table, [])
+    try:
+        for name, x in zip(names, items):
+            x = x.to(device=reference.device, dtype=reference.dtype)[None]
+            x0, x_hat, stages = _restore(net, x, noise_sigma, generator)
+            measure = lambda a: _measure(a, x, y_channel, border)  # noqa: E731
+            p0, s0 = measure(x0)
+            p, s = measure(x_hat)
+            table.add(name, x0_psnr=p0, x0_ssim=s0, psnr=p, ssim=s)
+            per_stage = [_measure_psnr(stage, x, y_channel, border) for stage in stages]
+            stage_sums = [a + b for a, b in zip(stage_sums, per_stage)] if stage_sums else per_stage
+            if keep_outputs:
+                result.restored.append(x_hat[0].cpu())
+                result.initial.append(x0[0].cpu())
+    finally:
+        net.train(was_training)
+    result.stage_psnr = [v / len(items) for v in stage_sums]
+    return result
+
+
+def _prepare_pair(estimate: torch.Tensor, reference: torch.Tensor, y_channel: bool, border: int):
+    if y_channel and reference.shape[1] == 3:
+        estimate, reference = rgb_to_y(estimate), rgb_to_y(reference)
+    return shave(estimate, border), shave(reference, border)
+
+
+def _measure_psnr(estimate: torch.Tensor, reference: torch.Tensor, y_channel: bool = False, border: int = 0) -> float:
+    """PSNR of one image pair as ``evaluate`` reports it (band-averaged for spectral cubes)."""
+    estimate, reference = _prepare_pair(estimate, reference, y_channel, border)
+    metric = band_psnr if reference.shape[1] > 3 else psnr
+    return float(metric(estimate, reference)[0])
+
+
+def _measure(estimate: torch.Tensor, reference: torch.Tensor, y_channel: bool, border: int) -> tuple[float, float]:
+    p = _measure_psnr(estimate, reference, y_channel, border)
+    estimate, reference = _prepare_pair(estimate, reference, y_channel, border)
+    s = float(ssim(estimate, reference)[0]) if min(reference.shape[-2:]) >= 11 else math.nan
+    return p, s
+
+
+# ----------------------------------------------------------------------------- Algorithm 1
+@dataclass
+class TwoPhaseResult:
+    """The two phases' training results and the evaluations after each (None where skipped)."""
+
+    backbone: TrainResult | None = None
+    adapters: TrainResult | None = None
+    backbone_evaluation: Evaluation | None = None
+    evaluation: Evaluation | None = None
+
+
+def train_two_phase(
+    net: torch.nn.Module,
+    data: Images,
+    *,
+    steps: int,
+    adapter_steps: int | None = None,
+    lr: float = 1e-3,
+    adapter_lr: float | None = None,
+    gamma: float | None = None,
+    phases: Sequence[str] = PHASES,
+    test_data: Images | None = None,
+    checkpoint_dir: str | Path | None = None,
+    seed: int = 0,
+    keep_outputs: bool = False,
+    **options: Any,
+) -> TwoPhaseResult:
+    """Algorithm 1 of the paper on a ``share="base"`` (Block-1) network, in place.
+
+    Phase "backbone" trains the shared denoiser (with the step and operator parameters) for
+    ``steps``; then ``net.to_lora(gamma)`` freezes it and adds K adapters (initialised under
+    ``seed``, so a rerun builds the same ones) and phase "adapters" trains them for
+    ``adapter_steps`` (default ``steps``) at ``adapter_lr`` (default ``lr``). ``phases`` may
+    name one phase only; "adapters" alone also accepts a network that is already LoRun.
+    Checkpoints go to ``checkpoint_dir/backbone`` and ``checkpoint_dir/adapters``: an
+    interrupted run resumes in the phase where it stopped. With ``test_data`` each phase ends
+    with ``evaluate`` (``keep_outputs``: keep the restored images). Other keyword arguments go to :func:`train` (batch_size, noise_sigma,
+    val_data, val_every, checkpoint_every, progress, accelerator, ...).
+
+    >>> import torch
+    >>> from torch import nn
+    >>> from lorun_peft import unfold
+    >>> from lorun_peft.operators import BlockCS
+    >>> net = unfold(nn.Sequential(nn.Conv2d(1, 1, 3, padding=1)), BlockCS(0.25, block=8), K=2, share="base")
+    >>> result = train_two_phase(net, torch.rand(8, 1, 16, 16), steps=2, batch_size=2, progress=False)
+    >>> net.share, len(result.backbone.losses), len(result.adapters.losses)
+    ('lora', 2, 2)
+    """
+    phases = tuple(phases)
+    if not phases or any(p not in PHASES for p in phases) or len(set(phases)) != len(phases):
+        raise InvalidArgumentError(f"phases must be a non-empty subset of {PHASES} in that order, got {phases!r}")
+    if phases == ("adapters", "backbone"):
+        raise InvalidArgumentError("phase 'backbone' must come before 'adapters'")
+    share = getattr(net, "share", None)
+    if "backbone" in phases and share != "base":
+        raise InvalidArgumentError(
+            f"phase 'backbone' trains a share='base' (Block-1) network; this one has share={share!r}"
+        )
+    if phases == ("adapters",) and share not in ("base", "lora"):
+        raise InvalidArgumentError(f"phase 'adapters' needs a share='base' or 'lora' network, got share={share!r}")
+    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    result = TwoPhaseResult()
+    noise_sigma = options.get("noise_sigma", 0.0)
+    if "backbone" in phases:
+        result.backbone = train(
+            net, data, steps=steps, lr=lr, seed=seed, desc="backbone",
+            checkpoint_dir=folder / "backbone" if folder else None, **options,
+        )
+        if test_data is not None:
+            result.backbone_evaluation = evaluate(net, test_data, noise_sigma=noise_sigma, seed=seed, keep_outputs=keep_outputs)
+    if "adapters" in phases:
+        if net.share == "base":
+            with torch.random.fork_rng():  # adapter init from `seed`; the global RNG is left as it was
+                torch.manual_seed(seed)
+                net.to_lora(gamma)
+        result.adapters = train(
+            net, data, steps=adapter_steps or steps, lr=adapter_lr or lr, seed=seed + 1, desc="adapters",
+            checkpoint_dir=folder / "adapters" if folder else None, **options,
+        )
+        if test_data is not None:
+            result.evaluation = evaluate(net, test_data, noise_sigma=noise_sigma, seed=seed, keep_outputs=keep_outputs)
+    return result
