@@ -1,0 +1,201 @@
+"""The `lorun` command line: each command's happy path and its bad inputs (exit 2, one line, no traceback)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lorun_peft import cli
+from lorun_peft.cli import MODEL_FILE, load_model, main
+from lorun_peft.errors import TrainingError
+
+TINY = ["--K", "2", "--width", "4", "--depth", "1", "--patch", "16", "--steps", "2", "--batch-size", "2", "--no-progress"]
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def expect_error(capsys, match, *argv):
+    code, out, err = run(capsys, *argv)
+    assert code == 2, (out, err)
+    assert match in err and "Traceback" not in err, err
+    return err
+
+
+@pytest.fixture
+def images(tmp_path) -> Path:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(folder / f"img{i}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def cs_model(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cs") / "run"
+    assert main(["train", "--task", "cs", "--block", "8", "--out", str(out), *TINY]) == 0
+    return out
+
+
+def test_train_writes_a_model_that_rebuilds(cs_model):
+    assert {p.name for p in cs_model.iterdir()} >= {MODEL_FILE, "config.json", "train_log.json", "checkpoints"}
+    net, config = load_model(cs_model)
+    assert net.share == "lora" and net.K == 2 and config["task"] == "cs"
+    assert json.loads((cs_model / "config.json").read_text())["unfold"]["share"] == "lora"
+    log = json.loads((cs_model / "train_log.json").read_text())
+    assert len(log["backbone"]["losses"]) == 2 and len(log["adapters"]["val_psnr"]) == 1
+
+
+def test_rerun_resumes_from_checkpoints(cs_model, capsys):
+    before = load_model(cs_model)[0].state_dict()
+    code, out, _ = run(capsys, "train", "--task", "cs", "--block", "8", "--out", cs_model, *TINY)
+    assert code == 0
+    after = load_model(cs_model)[0].state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_eval_table_csv_json(cs_model, images, tmp_path, capsys):
+    csv_path, json_path = tmp_path / "r" / "t.csv", tmp_path / "t.json"
+    code, out, _ = run(capsys, "eval", "--model", cs_model, "--data", images, "--csv", csv_path, "--json", json_path)
+    assert code == 0
+    assert "img0.png" in out and "mean" in out and "ssim" in out
+    assert csv_path.read_text().splitlines()[0] == "image,x0_psnr,x0_ssim,psnr,ssim"
+    assert len(json.loads(json_path.read_text())["images"]) == 3
+    code, out, _ = run(capsys, "eval", "--model", cs_model / MODEL_FILE)  # built-in images, the file itself
+    assert code == 0 and "synthetic_0" in out
+
+
+def test_restore_image(cs_model, images, tmp_path, capsys):
+    output = tmp_path / "out" / "restored.png"
+    code, out, _ = run(capsys, "restore", "--model", cs_model, images / "img1.png", output)
+    assert code == 0 and "PSNR" in out
+    assert Image.open(output).size == (32, 24)
+
+
+def test_inspect_model_and_configuration(cs_model, capsys):
+    code, out, _ = run(capsys, "inspect", "--model", cs_model)
+    assert code == 0 and "rank" in out and "Block-2 equivalent" in out
+    code, out, _ = run(capsys, "inspect", "--task", "sr", "--denoiser", "transformer", "--K", "9")
+    assert code == 0 and "adapter stage_8" in out and "Block-9 equivalent" in out
+
+
+def test_plot_writes_figures(cs_model, tmp_path, capsys):
+    code, out, _ = run(capsys, "plot", "--model", cs_model, "--out", tmp_path / "figs")
+    assert code == 0
+    for name in ("stage_psnr.png", "lora_updates.png", "lora_norms.png"):
+        assert Image.open(tmp_path / "figs" / name).size[0] > 100
+    expect_error(capsys, "no adapted layer", "plot", "--model", cs_model, "--out", tmp_path / "f2", "--layers", "nope")
+
+
+def test_sr_train_eval_and_measurement(tmp_path, images, capsys):
+    out = tmp_path / "sr"
+    code, _, _ = run(capsys, "train", "--task", "sr", "--scale", "2", "--kernel", "5", "--out", out, *TINY)
+    assert code == 0
+    code, text, _ = run(capsys, "eval", "--model", out, "--data", images)
+    assert code == 0 and "Y channel, border 2" in text
+    Image.fromarray(np.zeros((10, 12, 3), np.uint8)).save(tmp_path / "lr.png")
+    code, _, _ = run(capsys, "restore", "--model", out, "--measurement", tmp_path / "lr.png", tmp_path / "sr.png")
+    assert code == 0 and Image.open(tmp_path / "sr.png").size == (24, 20)
+
+
+def test_cassi_train_eval_restore(tmp_path, capsys):
+    out = tmp_path / "cassi"
+    code, _, _ = run(capsys, "train", "--task", "cassi", "--bands", "4", "--out", out, *TINY)
+    assert code == 0
+    code, text, _ = run(capsys, "eval", "--model", out)
+    assert code == 0 and "cube_0" in text
+    np.save(tmp_path / "cube.npy", np.random.default_rng(0).random((20, 20, 4)).astype(np.float32))
+    code, _, _ = run(capsys, "restore", "--model", out, tmp_path / "cube.npy", tmp_path / "cube_out.npy")
+    assert code == 0 and np.load(tmp_path / "cube_out.npy").shape == (4, 16, 16)
+    code, _, _ = run(capsys, "restore", "--model", out, tmp_path / "cube.npy", tmp_path / "cube.png")
+    assert code == 0 and Image.open(tmp_path / "cube.png").mode == "RGB"
+    np.save(tmp_path / "y.npy", np.zeros((16, 16 + 2 * 3), np.float32))
+    code, _, _ = run(capsys, "restore", "--model", out, "--measurement", tmp_path / "y.npy", tmp_path / "x.npy")
+    assert code == 0 and np.load(tmp_path / "x.npy").shape == (4, 16, 16)
+    expect_error(capsys, "does not fit the model", "restore", "--model", out, "--measurement",
+                 tmp_path / "cube.npy", tmp_path / "x2.npy")
+
+
+def test_backbone_then_adapters(tmp_path, images, capsys):
+    first, second = tmp_path / "b", tmp_path / "a"
+    assert run(capsys, "train", "--phase", "backbone", "--block", "8", "--data", images, "--out", first, *TINY)[0] == 0
+    assert load_model(first)[0].share == "base"
+    code, _, _ = run(capsys, "train", "--phase", "adapters", "--init", first, "--gamma", "50", "--data", images,
+                     "--val", images, "--out", second, *TINY)
+    assert code == 0
+    net, config = load_model(second)
+    assert net.share == "lora" and config["unfold"]["gamma"] == 50.0
+    expect_error(capsys, "needs --init", "train", "--phase", "adapters", "--out", tmp_path / "c", *TINY)
+    expect_error(capsys, "only for --phase adapters", "train", "--init", first, "--out", tmp_path / "c", *TINY)
+
+
+def test_train_errors_leave_nothing_behind(tmp_path, images, capsys):
+    out = tmp_path / "out"
+    expect_error(capsys, "data folder not found", "train", "--data", tmp_path / "missing", "--out", out, *TINY)
+    (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    expect_error(capsys, "broken.png", "train", "--data", images, "--out", out, *TINY)
+    expect_error(capsys, "ratio", "train", "--ratio", "1.5", "--out", out, *TINY)
+    expect_error(capsys, "multiple of --scale", "train", "--task", "sr", "--scale", "3", "--out", out, *TINY)
+    expect_error(capsys, "--steps must be >= 1", "train", "--out", out, *TINY, "--steps", "0")
+    expect_error(capsys, "--kernel must be in 0..11", "train", "--task", "sr", "--kernel", "12", "--out", out, *TINY)
+    assert not out.exists() or not (out / MODEL_FILE).exists()
+
+
+def test_failed_training_writes_no_model(tmp_path, capsys, monkeypatch):
+    def fail(*args, **kwargs):
+        raise TrainingError("loss became nan at step 1")
+
+    monkeypatch.setattr(cli, "train_two_phase", fail)
+    expect_error(capsys, "loss became nan", "train", "--block", "8", "--out", tmp_path / "o", *TINY)
+    assert not (tmp_path / "o" / MODEL_FILE).exists()
+
+
+def test_model_and_input_errors(cs_model, tmp_path, capsys):
+    expect_error(capsys, "model not found", "eval", "--model", tmp_path / "nothing")
+    expect_error(capsys, f"has no {MODEL_FILE}", "eval", "--model", tmp_path)
+    (tmp_path / "fake.safetensors").write_bytes(b"12345678not a model")
+    expect_error(capsys, "not a lorun model file", "eval", "--model", tmp_path / "fake.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, tmp_path / "plain.safetensors")  # a safetensors file of something else
+    expect_error(capsys, "not a lorun model file", "eval", "--model", tmp_path / "plain.safetensors")
+    save_file({"w": torch.zeros(2)}, tmp_path / "other.safetensors", metadata={"lorun": '{"format": "x"}'})
+    expect_error(capsys, "expected 'lorun-model'", "eval", "--model", tmp_path / "other.safetensors")
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    expect_error(capsys, "bad.png cannot be read", "restore", "--model", cs_model, tmp_path / "bad.png", tmp_path / "o.png")
+    expect_error(capsys, "image file not found", "restore", "--model", cs_model, tmp_path / "none.png", tmp_path / "o.png")
+    expect_error(capsys, "must end in .png or .npy", "restore", "--model", cs_model, tmp_path / "bad.png", tmp_path / "o.jpg")
+    assert not (tmp_path / "o.png").exists()
+    with pytest.raises(SystemExit) as exit_info:  # argparse's own errors also exit with 2
+        main(["train", "--task", "deblur", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+
+
+def test_demo_quick(tmp_path, capsys, images):
+    code, out, _ = run(capsys, "demo", "--steps", "2", "--K", "2", "--out", tmp_path / "demo", "--no-progress")
+    assert code == 0
+    assert "A^T y" in out and "Block-1" in out and "LoRun-2" in out and "Block-2 equivalent" in out
+    for name in ("demo.png", "stages.png", "lora_updates.png", MODEL_FILE):
+        assert (tmp_path / "demo" / name).is_file()
+    assert run(capsys, "eval", "--model", tmp_path / "demo")[0] == 0
+    code, out, _ = run(capsys, "demo", "--steps", "2", "--K", "2", "--data", images, "--out", tmp_path / "d2", "--no-progress")
+    assert code == 0 and "2 images of" in out
+
+
+def test_console_script_reports_errors_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "lorun_peft.cli", "eval", "--model", str(tmp_path / "x")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "lorun eval: error: model not found" in proc.stderr
+    assert "Traceback" not in proc.stderr
