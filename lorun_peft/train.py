@@ -30,6 +30,7 @@ so N processes with batch b train like one process with batch N * b.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
 import time
@@ -350,6 +351,8 @@ def _load_checkpoint(path: Path, net, optimizer, scheduler, generator, accelerat
         expected = net.state_dict()
     except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
         raise CorruptFileError(f"checkpoint {path} cannot be read: {err}") from err
+    if not isinstance(model_state, dict) or not all(isinstance(v, torch.Tensor) for v in model_state.values()):
+        raise CorruptFileError(f"checkpoint {path} holds no tensor state dict under 'model'")
     mismatched = sorted(set(model_state) ^ set(expected)) or [
         k for k in expected if tuple(model_state[k].shape) != tuple(expected[k].shape)
     ]
@@ -362,15 +365,29 @@ def _load_checkpoint(path: Path, net, optimizer, scheduler, generator, accelerat
             f"this run uses {layout[0]} on {layout[1]}: it resumes, but not bit-exactly",
             stacklevel=3,
         )
-    net.load_state_dict(model_state)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    generator.set_state(state["generator"])
-    scaler = getattr(accelerator, "scaler", None)
-    if scaler is not None and "scaler" in state:
-        scaler.load_state_dict(state["scaler"])
-    val = [(int(s), float(v)) for s, v in state.get("val_psnr", [])]
-    return TrainResult(losses=list(state["losses"]), step=int(state["step"]), checkpoint=path, val_psnr=val)
+    # Load everything or nothing: a damaged optimizer/scheduler part must not leave a half-resumed run.
+    backup = (
+        {k: v.detach().clone() for k, v in expected.items()},
+        copy.deepcopy(optimizer.state_dict()),
+        copy.deepcopy(scheduler.state_dict()),
+        generator.get_state(),
+    )
+    try:
+        net.load_state_dict(model_state)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        scaler = getattr(accelerator, "scaler", None)
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
+        val = [(int(s), float(v)) for s, v in state.get("val_psnr", [])]
+        return TrainResult(losses=[float(v) for v in state["losses"]], step=int(state["step"]), checkpoint=path, val_psnr=val)
+    except Exception as err:  # noqa: BLE001 - restore, then report the file as damaged
+        net.load_state_dict(backup[0])
+        optimizer.load_state_dict(backup[1])
+        scheduler.load_state_dict(backup[2])
+        generator.set_state(backup[3])
+        raise CorruptFileError(f"checkpoint {path} is damaged ({type(err).__name__}: {err})") from err
 
 
 _AUTO_ACCELERATOR: Any = None

@@ -98,3 +98,31 @@ def test_mutated_bundle_json(saved, tmp_path_factory, key, value):
 def test_fuzz_files_exist(saved):
     _, folder = saved
     assert all((Path(folder) / name).is_file() for name in FILES)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    from conftest import MatrixOperator
+
+    torch.manual_seed(0)
+    net = lorun_peft.unfold(TinyDenoiser(), MatrixOperator(), K=2)
+    folder = tmp_path_factory.mktemp("ckpt")
+    lorun_peft.train(net, torch.rand(4, 1, 8, 8), steps=2, checkpoint_dir=folder, progress=False)
+    return (folder / "checkpoint.pt").read_bytes()
+
+
+@settings_
+@given(kind=st.sampled_from(["truncate", "flip", "random", "insert"]), position=st.integers(0, 10**6),
+       value=st.integers(0, 255))
+def test_mutated_checkpoint(checkpoint, tmp_path_factory, kind, position, value):
+    from conftest import MatrixOperator
+
+    folder = tmp_path_factory.mktemp("ckpt_mut")
+    (folder / "checkpoint.pt").write_bytes(mutate(checkpoint, kind, position, value))
+    torch.manual_seed(0)
+    net = lorun_peft.unfold(TinyDenoiser(), MatrixOperator(), K=2)
+    before = state(net)
+    try:
+        lorun_peft.train(net, torch.rand(4, 1, 8, 8), steps=2, checkpoint_dir=folder, progress=False)
+    except LorunError:
+        assert all(torch.equal(before[k], v) for k, v in state(net).items())
