@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint-every", type=int, default=100, help="checkpoint every N steps (default 100)")
     g.add_argument("--fresh", action="store_true", help="ignore checkpoints in --out and start over")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
-    t.add_argument("--out", type=Path, required=True, help="output folder (model.safetensors, config.json, checkpoints/)")
+    t.add_argument("--out", type=Path, required=True, help="output folder (model.safetensors, config.json, bundle/ with the adapters, checkpoints/)")
     _common(t)
 
     e = sub.add_parser("eval", help="PSNR / SSIM per image and mean, as a table and optionally CSV / JSON")
@@ -257,6 +257,8 @@ def save_model(folder: Path, net: UnfoldedNetwork, config: dict[str, Any]) -> Pa
         f.write(blob)
     with atomic_write(folder / "config.json") as f:
         f.write(json.dumps(config, indent=2).encode())
+    if net.share == "lora" and hasattr(net.operator, "config"):
+        net.save_adapters(folder / "bundle")  # the task's adapters alone, for `lorun push` and load_adapters
     return path
 
 
