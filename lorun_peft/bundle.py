@@ -618,6 +618,13 @@ class Bundle:
     sizes: dict[str, int] = field(default_factory=dict)
 
 
+CONFIG_KEYS = {
+    "format", "format_version", "library", "library_version", "K", "algorithm", "gamma", "share", "adapter",
+    "noise_level", "target_modules", "adapter_options", "adapter_names", "ranks", "dtype", "operator", "denoiser",
+    "base_fingerprint", "metrics", "files",
+}
+
+
 def _check_bundle_config(config: dict[str, Any], where: str) -> None:
     def bad(key: str, want: str) -> CorruptFileError:
         return CorruptFileError(f"{where}: {key!r} must be {want}, got {config.get(key)!r} (edited or damaged file?)")
@@ -647,6 +654,9 @@ def _check_bundle_config(config: dict[str, Any], where: str) -> None:
     for key, (ok, want) in checks.items():
         if not ok(config.get(key)):
             raise bad(key, want)
+    unknown = sorted(set(config) - CONFIG_KEYS)
+    if unknown:
+        raise CorruptFileError(f"{where}: unknown keys {unknown[:5]} (edited file, or written by a newer lorun_peft)")
     expected = {UNFOLDING_NAME} | {f"stage_{k}/{n}" for k in range(K) for n in (ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME)}
     if set(config["files"]) != expected:
         extra, missing = sorted(set(config["files"]) - expected), sorted(expected - set(config["files"]))
@@ -668,6 +678,10 @@ def _read_place(place: _Place) -> Bundle:
             raise CorruptFileError(f"{name} in {place.label} changed since the bundle was saved (sha256 mismatch): corrupted or edited")
         return data
 
+    listed = {f"stage_{k}" for k in range(config["K"])}
+    extra = sorted(p.name for p in place.folder.glob("stage_*") if p.name not in listed)
+    if extra:
+        raise CorruptFileError(f"{place.label} holds {extra[:4]}, stages its {CONFIG_NAME} (K={config['K']}) does not list")
     adapter_configs, stages = [], []
     for k in range(config["K"]):
         name = f"stage_{k}/{ADAPTER_CONFIG_NAME}"
@@ -807,7 +821,7 @@ def _plan_swap(net: UnfoldedNetwork, bundle: Bundle) -> _Swap:
     config, label = bundle.config, bundle.label
     mismatched = [
         f"{key}: bundle {config[key]!r}, network {getattr(net, key)!r}"
-        for key in ("K", "algorithm", "adapter", "noise_level")
+        for key in ("K", "algorithm", "gamma", "adapter", "noise_level")
         if config[key] != getattr(net, key)
     ]
     if mismatched:

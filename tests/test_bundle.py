@@ -316,7 +316,7 @@ def _other_k(folder: Path, base, tmp_path, **_) -> Path:
 
 
 def _other_ranks(folder: Path, base, tmp_path, **_) -> Path:
-    return make_net(base, gamma=60.0).save_adapters(tmp_path / "gamma60")
+    return make_net(base, target_modules=["body", "tail"]).save_adapters(tmp_path / "other-targets")
 
 
 def _other_base(folder: Path, tmp_path, **_) -> Path:
