@@ -1,6 +1,6 @@
 """The README quickstart, runnable: python examples/quickstart.py (tests/test_readme.py keeps the two in sync)."""
 
-import torch, lorun_peft
+import lorun_peft
 from lorun_peft.denoisers import UNet
 from lorun_peft.operators import BlockCS
 

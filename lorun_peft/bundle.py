@@ -65,6 +65,7 @@ from torch import nn
 from . import hub
 from .denoisers import DENOISERS, build_denoiser
 from .errors import CorruptFileError, HubError, IncompatibleBundleError, InvalidArgumentError
+from .io import fsync_dir as _fsync_dir
 from .operators import operator_from_config
 from .operators.base import OPERATORS
 from .steps import STEPS
@@ -258,15 +259,6 @@ def _fsync_tree(folder: Path) -> None:
             with open(os.path.join(root, name), "rb") as f:
                 os.fsync(f.fileno())
         _fsync_dir(Path(root))
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _resolve_local(folder: Path, marker: str) -> Path:
