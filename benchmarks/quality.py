@@ -100,7 +100,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     full = args.full
-    steps, size, width, count = (1500, 64, 16, 6000) if full else (150, 32, 8, 1200)
+    steps, size, width, count = (800, 48, 16, 4000) if full else (150, 32, 8, 1200)
     train_images = load_gray(args.data / "train400")
     tests = load_gray(args.data / "set11")
     if not full:  # quick: the 256 x 256 images, centre 128 x 128
