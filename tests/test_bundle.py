@@ -422,7 +422,7 @@ def test_a_process_killed_while_saving_never_leaves_a_broken_bundle(tmp_path, ba
     nets = [make_net(base, 0.25, seed=1), make_net(base, 0.10, seed=2)]
     target = nets[0].save_adapters(tmp_path / "bundle")
     rng = random.Random(0)
-    for _ in range(4):
+    for _ in range(30):  # the issue asks for at least 30 kills
         read, write = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child: save forever, report each finished save

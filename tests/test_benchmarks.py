@@ -1,0 +1,31 @@
+"""Smoke test: the benchmark suite's measurements run end to end on one tiny configuration.
+(The real runs are `python -m benchmarks.run --quick|--full`; timings never gate the tests.)"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+run = pytest.importorskip("benchmarks.run")
+
+
+def test_suite_measures_tiny_configuration(tmp_path):
+    memory = run.memory(32)
+    assert set(memory) == {"block_9", "lorun_9", "lorun_9_checkpoint"}
+    assert memory["lorun_9_checkpoint"] < memory["lorun_9"] < memory["block_9"]
+    latency = run.latency(32, repeats=1)
+    assert set(latency) == {"block_9", "lorun_9_peft", "lorun_9_merged"} and all(v > 0 for v in latency.values())
+    steps = run.train_step_time(32, repeats=1)
+    assert all(v > 0 for v in steps.values())
+    switch = run.switch_cost()
+    assert switch["layers"] == 50
+    disk = run.disk_bytes()
+    assert 0 < disk["lorun_9_bundle"] < disk["block_9_checkpoint"]
+    params = run.parameters()
+    assert params["unet"]["lorun_gamma10"] < params["unet"]["block_9"]
+    result = {"parameters": params, "memory_bytes": memory, "latency_ms": latency}
+    run.plot(result, tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").stat().st_size > 0
