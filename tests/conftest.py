@@ -51,6 +51,22 @@ class MatrixOperator(nn.Module):
         return (y @ self.phi).view(-1, *self.shape)
 
 
+class Interrupt(Exception):
+    """Raised by :func:`interrupt_after` to simulate a crash in the middle of training."""
+
+
+def interrupt_after(net: nn.Module, calls: int):
+    """Make ``net``'s forward raise Interrupt after ``calls`` calls; returns the hook handle."""
+    count = {"n": 0}
+
+    def hook(module, args):
+        count["n"] += 1
+        if count["n"] > calls:
+            raise Interrupt
+
+    return net.register_forward_pre_hook(hook)
+
+
 @pytest.fixture
 def operator() -> MatrixOperator:
     return MatrixOperator()

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import MatrixOperator, TinyDenoiser
+from conftest import Interrupt, interrupt_after, MatrixOperator, TinyDenoiser
 from PIL import Image
 from torch.utils.data import TensorDataset
 
@@ -21,21 +21,6 @@ from lorun_peft.train import evaluate, train, train_two_phase
 def make_net(share="base", operator=None):
     torch.manual_seed(0)
     return lorun_peft.unfold(TinyDenoiser(), operator or MatrixOperator(), K=2, share=share)
-
-
-class Interrupt(Exception):
-    pass
-
-
-def interrupt_after(net, calls):
-    count = {"n": 0}
-
-    def hook(module, args):
-        count["n"] += 1
-        if count["n"] > calls:
-            raise Interrupt
-
-    return net.register_forward_pre_hook(hook)
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import MatrixOperator, TinyDenoiser
+from conftest import Interrupt, interrupt_after, MatrixOperator, TinyDenoiser
 
 import lorun_peft
 from lorun_peft.errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError, TrainingError
@@ -14,21 +14,6 @@ from lorun_peft.train import CHECKPOINT_NAME
 def make_net(share="lora"):
     torch.manual_seed(0)
     return lorun_peft.unfold(TinyDenoiser(), MatrixOperator(), K=2, share=share)
-
-
-class Interrupt(Exception):
-    pass
-
-
-def interrupt_after(net, calls):
-    count = {"n": 0}
-
-    def hook(module, args):
-        count["n"] += 1
-        if count["n"] > calls:
-            raise Interrupt
-
-    return net.register_forward_pre_hook(hook)
 
 
 @pytest.mark.parametrize("share", ["lora", "base"])

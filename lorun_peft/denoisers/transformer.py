@@ -31,6 +31,7 @@ from lorun_peft.denoisers.unet import (
     noise_level_map,
     pad_to_multiple,
 )
+from lorun_peft.denoisers.base import Buildable
 from lorun_peft.errors import InvalidArgumentError
 
 __all__ = ["Transformer"]
@@ -130,7 +131,7 @@ class TransformerBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class Transformer(nn.Module):
+class Transformer(Buildable, nn.Module):
     """Window-attention Transformer denoiser: ``D(x, sigma) = x + conv_out(f + blocks(f))``,
     ``f = conv_in([x, noise map])``.
 
@@ -256,16 +257,3 @@ class Transformer(nn.Module):
         out = self.conv_out(features)[..., :h, :w]
         return x + out if self.residual else out
 
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Transformer:
-        """Build a Transformer from ``net.config()`` (a JSON-able dict of constructor arguments)."""
-        return cls(**config)
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> Transformer:
-        """Build a named preset (see ``Transformer.PRESETS``); keyword arguments override its values."""
-        if name not in cls.PRESETS:
-            raise InvalidArgumentError(
-                f"name: unknown Transformer preset {name!r}; available: {sorted(cls.PRESETS)}"
-            )
-        return cls(**{**cls.PRESETS[name], **overrides})

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lorun_peft.denoisers.base import Buildable
 from lorun_peft.errors import InvalidArgumentError
 
 __all__ = ["UNet"]
@@ -150,7 +151,7 @@ class Up(nn.Module):
         return self.conv(x)
 
 
-class UNet(nn.Module):
+class UNet(Buildable, nn.Module):
     """U-Net denoiser: ``D(x, sigma) = x + conv_out(U(x, noise map))``.
 
     Channels are ``width * 2**i`` at level ``i`` (``depth`` max-pool down-samplings, so level
@@ -267,16 +268,3 @@ class UNet(nn.Module):
         out = self.conv_out(z)[..., :h, :w]
         return x + out if self.residual else out
 
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> UNet:
-        """Build a UNet from ``net.config()`` (a JSON-able dict of constructor arguments)."""
-        return cls(**config)
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> UNet:
-        """Build a named preset (see ``UNet.PRESETS``); keyword arguments override its values."""
-        if name not in cls.PRESETS:
-            raise InvalidArgumentError(
-                f"name: unknown UNet preset {name!r}; available: {sorted(cls.PRESETS)}"
-            )
-        return cls(**{**cls.PRESETS[name], **overrides})
