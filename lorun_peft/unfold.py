@@ -134,6 +134,13 @@ class UnfoldedNetwork(BundleMethods, nn.Module):
                 f"y is {y.dtype} on {y.device} but the network is {reference.dtype} on {reference.device}; "
                 "move one of them with .to()"
             )
+        if isinstance(self.operator, nn.Module):
+            for t in [*self.operator.parameters(), *self.operator.buffers()]:
+                if t.is_floating_point() and (t.dtype != reference.dtype or t.device != reference.device):
+                    raise InvalidArgumentError(
+                        f"the operator holds {t.dtype} on {t.device} but the network's step parameters are "
+                        f"{reference.dtype} on {reference.device}; move the whole network with net.to(...)"
+                    )
         if torch.compiler.is_compiling():  # the value checks below would break the compiled graph
             return getattr(self.operator, "initial_estimate", self.operator.A_adjoint)(y)
         if not bool(torch.isfinite(y).all()):

@@ -95,3 +95,12 @@ def test_operator_of_another_dtype_than_the_network():
     net = lorun_peft.unfold(TinyDenoiser(), op, K=2)
     with pytest.raises(InvalidArgumentError, match="y is torch.float64"):
         net(op.A(torch.rand(1, 1, 8, 8, dtype=torch.float64)))
+
+
+def test_operator_of_another_dtype_with_matching_y():
+    op = BlockCS(0.25, block=8).double()  # converted before unfold, the network's steps stay float32
+    net = lorun_peft.unfold(TinyDenoiser(), op, K=2)
+    with pytest.raises(InvalidArgumentError, match="the operator holds torch.float64 on cpu but the network"):
+        net(torch.rand(2, 16, 2, 2))
+    net.double()
+    assert net(op.A(torch.rand(1, 1, 16, 16, dtype=torch.float64))).dtype == torch.float64
