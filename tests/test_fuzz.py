@@ -47,7 +47,7 @@ def mutate(data: bytes, kind: str, position: int, value: int) -> bytes:
     return data[:i] + bytes([value]) * 8 + data[i:]  # insert
 
 
-settings_ = settings(max_examples=60, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+settings_ = settings(max_examples=60, deadline=20000, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @settings_
