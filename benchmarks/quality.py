@@ -2,6 +2,7 @@
 
     python -m benchmarks.quality --quick --data ../shared/data      # a few minutes
     python -m benchmarks.quality --full --data ../shared/data       # about an hour on 2 CPU cores
+    python -m benchmarks.quality --quick --task sr --data ../shared/data   # SR x2/x4, three kernels, Set5
 
 Trains on random Train400 patches and tests on Set11 (PSNR/SSIM). Every variant gets the same
 number of optimiser steps on the same patches in the same order: Block-1 and Block-9 train for
@@ -22,7 +23,8 @@ from PIL import Image
 import lorun_peft
 from lorun_peft.denoisers import UNet
 from lorun_peft.metrics import psnr
-from lorun_peft.operators import BlockCS
+from lorun_peft.kernels import kernel_bank
+from lorun_peft.operators import BlockCS, BlurDownsample
 
 from .common import save
 
@@ -32,6 +34,16 @@ K = 9
 def load_gray(folder: Path) -> list[torch.Tensor]:
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".tif", ".bmp"))
     return [torch.from_numpy(np.asarray(Image.open(p).convert("L"), dtype=np.float32) / 255.0)[None] for p in files]
+
+
+def modcrop(image: torch.Tensor, multiple: int, crop: int | None = None) -> torch.Tensor:
+    """Crop to sides divisible by ``multiple`` (SR needs it); optionally a centre crop of ``crop``."""
+    h, w = image.shape[-2:]
+    if crop is not None:
+        top, left = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
+        image = image[..., top : top + crop, left : left + crop]
+        h, w = image.shape[-2:]
+    return image[..., : h - h % multiple, : w - w % multiple]
 
 
 def random_patches(images: list[torch.Tensor], count: int, size: int, seed: int) -> torch.Tensor:
@@ -64,12 +76,13 @@ def evaluate(net: lorun_peft.UnfoldedNetwork, tests: list[torch.Tensor]) -> dict
     return {"psnr": float(np.mean(scores)), "ssim": float(np.mean(ssims)) if ssims else float("nan")}
 
 
-def run(ratio: float, patches: torch.Tensor, tests: list[torch.Tensor], steps: int, width: int, seed: int) -> dict:
+def run(make_operator, patches: torch.Tensor, tests: list[torch.Tensor], steps: int, width: int, seed: int,
+        algorithm: str = "pgd") -> dict:
     common = dict(lr=1e-3, batch_size=8, seed=seed, progress=True)
 
     def fresh(share: str) -> lorun_peft.UnfoldedNetwork:
         torch.manual_seed(seed)  # the same initial denoiser and sampling matrix for every variant
-        return lorun_peft.unfold(UNet(1, width=width), BlockCS(ratio, block=32, seed=seed), K, share=share, noise_level=True)
+        return lorun_peft.unfold(UNet(1, width=width), make_operator(), K, algorithm=algorithm, share=share, noise_level=True)
 
     results = {}
     for name, share in (("Block-1", "base"), ("Block-9", "none")):
@@ -93,7 +106,9 @@ def main() -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true")
     mode.add_argument("--full", action="store_true")
-    parser.add_argument("--data", type=Path, required=True, help="folder with train400/ and set11/")
+    parser.add_argument("--data", type=Path, required=True, help="folder with train400/, set11/ (and set5/ for --task sr)")
+    parser.add_argument("--task", choices=("cs", "sr"), default="cs",
+                        help="cs: Set11 at --ratios; sr: Set5 (gray luma) at x2 and x4 with bank kernels 0, 4, 8 (HQS)")
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.10, 0.25])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
@@ -107,14 +122,26 @@ def main() -> None:
         tests = [t[:, 64:192, 64:192] for t in tests if t.shape[-1] == 256]
     patches = random_patches(train_images, count, size, args.seed)
     table = {}
-    for ratio in args.ratios:
-        table[f"{ratio:.2f}"] = run(ratio, patches, tests, steps, width, args.seed)
-    mode_name = "full" if full else "quick"
-    print(f"saved {save(f'quality_{mode_name}', {'steps': steps, 'patch': size, 'width': width, 'K': K, 'set11': table})}")
-    print(f"Set11 ({len(tests)} images), {steps} steps each, U-Net width {width}, K={K}")
-    for ratio, rows in table.items():
+    if args.task == "cs":
+        for ratio in args.ratios:
+            table[f"ratio {ratio:.2f}"] = run(lambda: BlockCS(ratio, block=32, seed=args.seed), patches, tests, steps, width, args.seed)
+        test_set = "set11"
+    else:
+        bank = kernel_bank()
+        crop = 96 if not full else None
+        sr_tests = [modcrop(t, 4, crop) for t in load_gray(args.data / "set5")]
+        for scale in (2, 4):
+            for index in (0, 4, 8):  # isotropic, anisotropic, motion
+                table[f"x{scale} kernel {index}"] = run(lambda: BlurDownsample(bank[index], scale), patches, sr_tests,
+                                                        steps, width, args.seed, algorithm="hqs")
+        tests, test_set = sr_tests, "set5"
+    mode_name = ("full" if full else "quick") + ("" if args.task == "cs" else "_sr")
+    payload = {"task": args.task, "steps": steps, "patch": size, "width": width, "K": K, test_set: table}
+    print(f"saved {save(f'quality_{mode_name}', payload)}")
+    print(f"{test_set} ({len(tests)} images), {steps} steps each, U-Net width {width}, K={K}")
+    for setting, rows in table.items():
         for name, r in rows.items():
-            print(f"  ratio {ratio}  {name:<8} PSNR {r['psnr']:6.2f}  SSIM {r['ssim']:.4f}  params {r['parameters']:>9,}  {r['seconds']:.0f} s")
+            print(f"  {setting:<16} {name:<8} PSNR {r['psnr']:6.2f}  SSIM {r['ssim']:.4f}  params {r['parameters']:>9,}  {r['seconds']:.0f} s")
 
 
 if __name__ == "__main__":
