@@ -21,18 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from .checks import check_int
 from .errors import CorruptFileError, InvalidArgumentError
 
 __all__ = ["gaussian_kernel", "motion_kernel", "kernel_bank", "load_kernels", "ISOTROPIC_SIGMAS"]
 
 ISOTROPIC_SIGMAS = (0.7, 1.2, 1.6, 2.0)
 """Standard deviations (px) of the bank's four isotropic Gaussians, as in USRNet and the paper."""
-
-
-def _check_size(size: Any) -> int:
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise InvalidArgumentError(f"size must be a positive integer, got {size!r}")
-    return int(size)
 
 
 def _as_number(value: Any) -> float:
@@ -71,7 +66,7 @@ def gaussian_kernel(
     >>> bool(torch.allclose(k, gaussian_kernel(9, 2.0, 1.0).T, atol=1e-7))
     True
     """
-    size = _check_size(size)
+    size = check_int(size, "size")
     sx = _check_positive("sigma_x", sigma_x)
     sy = sx if sigma_y is None else _check_positive("sigma_y", sigma_y)
     offsets = np.arange(size, dtype=np.float64) - (size - 1) / 2
@@ -93,7 +88,7 @@ def motion_kernel(size: int = 25, length: float = 15.0, seed: int = 0, curvature
     >>> k.shape, bool(k.min() >= 0), round(float(k.sum()), 5)
     (torch.Size([15, 15]), True, 1.0)
     """
-    size = _check_size(size)
+    size = check_int(size, "size")
     length = _check_non_negative("length", length)
     curvature = _check_non_negative("curvature", curvature)
     rng = np.random.default_rng(seed)
@@ -129,7 +124,7 @@ def kernel_bank(size: int = 25, seed: int = 0) -> torch.Tensor:
     >>> torch.equal(kernel_bank(seed=1), kernel_bank(seed=1))
     True
     """
-    size = _check_size(size)
+    size = check_int(size, "size")
     rng = np.random.default_rng(seed)
     kernels = [gaussian_kernel(size, sigma) for sigma in ISOTROPIC_SIGMAS]
     for _ in range(4):

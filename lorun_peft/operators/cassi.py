@@ -30,18 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import check_int
 from ..errors import CorruptFileError, InvalidArgumentError
 from .base import LinearOperator, register_operator
 
 __all__ = ["CASSI", "load_mask"]
-
-
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise InvalidArgumentError(f"{name} must be an int >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise InvalidArgumentError(f"{name} must be an int >= {minimum}, got {value}")
-    return int(value)
 
 
 def _as_mask(mask: Any) -> torch.Tensor:
@@ -90,8 +83,8 @@ class CASSI(LinearOperator):
         learnable_mask: bool = False,
     ) -> None:
         super().__init__()
-        self.step = _check_int(step, "step", 0)
-        self.bands = _check_int(bands, "bands", 1)
+        self.step = check_int(step, "step", 0)
+        self.bands = check_int(bands, "bands", 1)
         if not isinstance(learnable_mask, bool):
             raise InvalidArgumentError(f"learnable_mask must be a bool, got {learnable_mask!r}")
         self.learnable_mask = learnable_mask

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import check_int
 from ..errors import InvalidArgumentError
 from .base import LinearOperator, register_operator
 
@@ -92,8 +93,8 @@ class BlockCS(LinearOperator):
         super().__init__()
         if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not 0 < ratio <= 1:
             raise InvalidArgumentError(f"ratio must be a number in (0, 1], got {ratio!r}")
-        self.block = _positive_int(block, "block")
-        self.channels = _positive_int(channels, "channels")
+        self.block = check_int(block, "block")
+        self.channels = check_int(channels, "channels")
         if not isinstance(learnable, bool):
             raise InvalidArgumentError(f"learnable must be True or False, got {learnable!r}")
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
@@ -132,7 +133,7 @@ class BlockCS(LinearOperator):
         if size is not None:
             if isinstance(size, (str, bytes)) or not isinstance(size, Sequence) or len(size) != 2:
                 raise InvalidArgumentError(f"image_size must be None or (H, W), got {size!r}")
-            size = (_positive_int(size[0], "image_size"), _positive_int(size[1], "image_size"))
+            size = (check_int(size[0], "image_size"), check_int(size[1], "image_size"))
             if min(size) < self.block:
                 raise InvalidArgumentError(f"image_size {size} is smaller than one {self.block} x {self.block} block")
         self._image_size = size
@@ -162,8 +163,8 @@ class BlockCS(LinearOperator):
         kwargs = dict(kwargs)
         measurements = kwargs.pop("measurements", None)
         if kwargs.get("init") == "matrix":
-            block = _positive_int(kwargs.get("block", 32), "block")
-            kwargs["init"] = torch.zeros(_positive_int(measurements, "measurements"), block**2)
+            block = check_int(kwargs.get("block", 32), "block")
+            kwargs["init"] = torch.zeros(check_int(measurements, "measurements"), block**2)
         op = cls(**kwargs)
         if measurements is not None and measurements != op.measurements:
             raise InvalidArgumentError(
@@ -359,8 +360,3 @@ def _init_matrix(kind: str, m: int, n: int, seed: int) -> torch.Tensor:
         matrix = (q * torch.where(torch.diagonal(r) < 0, -1.0, 1.0)).T
     return matrix.to(torch.get_default_dtype()).contiguous()
 
-
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise InvalidArgumentError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
