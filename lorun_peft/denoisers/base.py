@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from lorun_peft.errors import InvalidArgumentError
 
-__all__ = ["Buildable"]
+__all__ = ["Buildable", "check_flags"]
 
 
 class Buildable:
@@ -30,3 +30,15 @@ class Buildable:
         if name not in cls.PRESETS:
             raise InvalidArgumentError(f"name: unknown {cls.__name__} preset {name!r}; available: {sorted(cls.PRESETS)}")
         return cls(**{**cls.PRESETS[name], **overrides})
+
+
+def check_flags(in_channels: int, out_channels: int, **flags: Any) -> None:
+    """Every flag must be a bool; ``residual=True`` needs as many output as input channels."""
+    for name, flag in flags.items():
+        if not isinstance(flag, bool):
+            raise InvalidArgumentError(f"{name} must be a bool, got {flag!r}")
+    if flags.get("residual") and out_channels != in_channels:
+        raise InvalidArgumentError(
+            f"residual=True needs out_channels == in_channels, got out_channels={out_channels}"
+            f" and in_channels={in_channels}"
+        )

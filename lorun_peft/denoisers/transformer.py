@@ -31,7 +31,7 @@ from lorun_peft.denoisers.unet import (
     noise_level_map,
     pad_to_multiple,
 )
-from lorun_peft.denoisers.base import Buildable
+from lorun_peft.denoisers.base import Buildable, check_flags
 from lorun_peft.errors import InvalidArgumentError
 
 __all__ = ["Transformer"]
@@ -196,14 +196,7 @@ class Transformer(Buildable, nn.Module):
             raise InvalidArgumentError(f"mlp_ratio must be a number > 0, got {mlp_ratio!r}")
         if isinstance(drop_path, bool) or not isinstance(drop_path, (int, float)) or not 0 <= drop_path < 1:
             raise InvalidArgumentError(f"drop_path must be a number in [0, 1), got {drop_path!r}")
-        for name, flag in (("noise_level", noise_level), ("residual", residual)):
-            if not isinstance(flag, bool):
-                raise InvalidArgumentError(f"{name} must be a bool, got {flag!r}")
-        if residual and out_channels != in_channels:
-            raise InvalidArgumentError(
-                f"residual=True needs out_channels == in_channels, got out_channels={out_channels}"
-                f" and in_channels={in_channels}"
-            )
+        check_flags(in_channels, out_channels, noise_level=noise_level, residual=residual)
         # A dict that can be called: see DenoiserConfig (PEFT reads model.config).
         self.config = DenoiserConfig(
             in_channels=in_channels,

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lorun_peft.denoisers.base import Buildable
+from lorun_peft.denoisers.base import Buildable, check_flags
 from lorun_peft.errors import InvalidArgumentError
 
 __all__ = ["UNet"]
@@ -210,14 +210,7 @@ class UNet(Buildable, nn.Module):
         _check_int("depth", depth, 0)
         _check_choice("upsample", upsample, ("bilinear", "nearest"))
         _check_choice("act", act, tuple(_ACTIVATIONS))
-        for name, flag in (("noise_level", noise_level), ("residual", residual), ("bias", bias)):
-            if not isinstance(flag, bool):
-                raise InvalidArgumentError(f"{name} must be a bool, got {flag!r}")
-        if residual and out_channels != in_channels:
-            raise InvalidArgumentError(
-                f"residual=True needs out_channels == in_channels, got out_channels={out_channels}"
-                f" and in_channels={in_channels}"
-            )
+        check_flags(in_channels, out_channels, noise_level=noise_level, residual=residual, bias=bias)
         # A dict that can be called: see DenoiserConfig (PEFT reads model.config).
         self.config = DenoiserConfig(
             in_channels=in_channels,
