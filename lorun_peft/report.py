@@ -54,7 +54,7 @@ class ParameterReport:
             (f"Block-{self.K} equivalent", self.block_k),
         ]
         width = max(len(r[0]) for r in rows)
-        lines = [f"{self.share=}".replace("self.", "") + f", K={self.K}"]
+        lines = [f"share={self.share!r}, K={self.K}"]
         lines += [f"{name:<{width}}  {n:>12,}" for name, n in rows]
         lines.append(f"{'total / Block-' + str(self.K):<{width}}  {self.fraction_of_block_k:>12.3f}")
         return "\n".join(lines)
