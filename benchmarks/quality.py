@@ -4,7 +4,7 @@
     python -m benchmarks.quality --full --data ../shared/data       # about an hour on 2 CPU cores
     python -m benchmarks.quality --quick --task sr --data ../shared/data   # SR x2/x4, three kernels, Set5
 
-Trains on random Train400 patches and tests on Set11 (PSNR/SSIM). Every variant gets the same
+Trains on random Train400 patches and tests on Set11 (and, in --full, BSD68) with PSNR/SSIM. Every variant gets the same
 number of optimiser steps on the same patches in the same order: Block-1 and Block-9 train for
 `steps`; LoRun-9 follows the paper's Algorithm 1 inside that budget (steps/2 as Block-1, then
 `to_lora` and steps/2 on the adapters). Writes benchmarks/results/quality_<mode>.json.
@@ -22,8 +22,8 @@ from PIL import Image
 
 import lorun_peft
 from lorun_peft.denoisers import UNet
-from lorun_peft.metrics import psnr
 from lorun_peft.kernels import kernel_bank
+from lorun_peft.metrics import psnr, ssim
 from lorun_peft.operators import BlockCS, BlurDownsample
 
 from .common import save
@@ -59,44 +59,49 @@ def random_patches(images: list[torch.Tensor], count: int, size: int, seed: int)
 
 
 def evaluate(net: lorun_peft.UnfoldedNetwork, tests: list[torch.Tensor]) -> dict[str, float]:
-    try:
-        from lorun_peft.metrics import ssim
-    except ImportError:  # older checkouts without SSIM
-        ssim = None
     net.eval()
     scores, ssims = [], []
     with torch.no_grad():
         for img in tests:
             x = img[None]
+            if isinstance(net.operator, BlockCS):  # BSD68's 321 x 481 is not a multiple of the block
+                net.operator.image_size = tuple(x.shape[-2:])
             x_hat = net(net.operator.A(x)).clamp(0, 1)
             scores.append(float(psnr(x_hat, x)))
-            if ssim is not None:
-                ssims.append(float(ssim(x_hat, x).mean()))
+            ssims.append(float(ssim(x_hat, x).mean()))
+    if isinstance(net.operator, BlockCS):
+        net.operator.image_size = None
     net.train()
-    return {"psnr": float(np.mean(scores)), "ssim": float(np.mean(ssims)) if ssims else float("nan")}
+    return {"psnr": float(np.mean(scores)), "ssim": float(np.mean(ssims))}
+
+
+def scores(net: lorun_peft.UnfoldedNetwork, extra_tests: dict[str, list[torch.Tensor]], tests: list[torch.Tensor]) -> dict:
+    """Main test set's PSNR/SSIM at the top level, each extra set's under its name."""
+    return {**evaluate(net, tests), **{name: evaluate(net, images) for name, images in extra_tests.items()}}
 
 
 def run(make_operator, patches: torch.Tensor, tests: list[torch.Tensor], steps: int, width: int, seed: int,
-        algorithm: str = "pgd") -> dict:
-    common = dict(lr=1e-3, batch_size=8, seed=seed, progress=True)
+        algorithm: str = "pgd", extra_tests: dict[str, list[torch.Tensor]] | None = None) -> dict:
+    common = {"lr": 1e-3, "batch_size": 8, "seed": seed, "progress": True}
 
     def fresh(share: str) -> lorun_peft.UnfoldedNetwork:
         torch.manual_seed(seed)  # the same initial denoiser and sampling matrix for every variant
         return lorun_peft.unfold(UNet(1, width=width), make_operator(), K, algorithm=algorithm, share=share, noise_level=True)
 
+    extra_tests = extra_tests or {}
     results = {}
     for name, share in (("Block-1", "base"), ("Block-9", "none")):
         net = fresh(share)
         start = time.perf_counter()
         lorun_peft.train(net, patches, steps=steps, **common)
-        results[name] = {**evaluate(net, tests), "seconds": time.perf_counter() - start,
+        results[name] = {**scores(net, extra_tests, tests), "seconds": time.perf_counter() - start,
                          "parameters": net.parameter_report().total}
     net = fresh("base")
     start = time.perf_counter()
     lorun_peft.train(net, patches, steps=steps // 2, **common)
     net.to_lora()
     lorun_peft.train(net, patches, steps=steps - steps // 2, **{**common, "seed": seed + 1})
-    results["LoRun-9"] = {**evaluate(net, tests), "seconds": time.perf_counter() - start,
+    results["LoRun-9"] = {**scores(net, extra_tests, tests), "seconds": time.perf_counter() - start,
                           "parameters": net.parameter_report().total}
     return results
 
@@ -112,6 +117,7 @@ def main() -> None:
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.10, 0.25])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name", help="result file name (default quality_<mode>[_sr]); lets runs of different ratios go side by side")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     full = args.full
@@ -120,11 +126,14 @@ def main() -> None:
     tests = load_gray(args.data / "set11")
     if not full:  # quick: the 256 x 256 images, centre 128 x 128
         tests = [t[:, 64:192, 64:192] for t in tests if t.shape[-1] == 256]
+    # --full also scores BSD68 (68 images, 321 x 481) when the data folder has it
+    extra_tests = {"bsd68": load_gray(args.data / "bsd68")} if full and (args.data / "bsd68").is_dir() else {}
     patches = random_patches(train_images, count, size, args.seed)
     table = {}
     if args.task == "cs":
         for ratio in args.ratios:
-            table[f"ratio {ratio:.2f}"] = run(lambda: BlockCS(ratio, block=32, seed=args.seed), patches, tests, steps, width, args.seed)
+            table[f"ratio {ratio:.2f}"] = run(lambda ratio=ratio: BlockCS(ratio, block=32, seed=args.seed), patches, tests, steps, width,
+                                              args.seed, extra_tests=extra_tests)
         test_set = "set11"
     else:
         bank = kernel_bank()
@@ -132,16 +141,18 @@ def main() -> None:
         sr_tests = [modcrop(t, 4, crop) for t in load_gray(args.data / "set5")]
         for scale in (2, 4):
             for index in (0, 4, 8):  # isotropic, anisotropic, motion
-                table[f"x{scale} kernel {index}"] = run(lambda: BlurDownsample(bank[index], scale), patches, sr_tests,
+                table[f"x{scale} kernel {index}"] = run(lambda index=index, scale=scale: BlurDownsample(bank[index], scale), patches, sr_tests,
                                                         steps, width, args.seed, algorithm="hqs")
         tests, test_set = sr_tests, "set5"
     mode_name = ("full" if full else "quick") + ("" if args.task == "cs" else "_sr")
     payload = {"task": args.task, "steps": steps, "patch": size, "width": width, "K": K, test_set: table}
-    print(f"saved {save(f'quality_{mode_name}', payload)}")
+    print(f"saved {save(args.name or f'quality_{mode_name}', payload)}")
     print(f"{test_set} ({len(tests)} images), {steps} steps each, U-Net width {width}, K={K}")
     for setting, rows in table.items():
         for name, r in rows.items():
-            print(f"  {setting:<16} {name:<8} PSNR {r['psnr']:6.2f}  SSIM {r['ssim']:.4f}  params {r['parameters']:>9,}  {r['seconds']:.0f} s")
+            extra = "".join(f"  {set_name} {r[set_name]['psnr']:6.2f} / {r[set_name]['ssim']:.4f}" for set_name in extra_tests)
+            print(f"  {setting:<16} {name:<8} PSNR {r['psnr']:6.2f}  SSIM {r['ssim']:.4f}{extra}  params {r['parameters']:>9,}"
+                  f"  {r['seconds']:.0f} s")
 
 
 if __name__ == "__main__":

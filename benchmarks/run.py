@@ -4,9 +4,9 @@
     python -m benchmarks.run --full --data ../shared/data
 
 (a) parameters for the reference U-Net and Transformer at gamma 5/10/20; (b) bytes on disk for one
-extra task; (c) peak memory of
-one phase-2 training step (parameters, gradients, Adam state, activations) for LoRun-9,
-LoRun-9 with checkpointing and Block-9; (d) inference latency on 1 x 1 x 256 x 256 for Block-9,
+extra task; (c) peak memory of one phase-2 training step (parameters, gradients, Adam state,
+activations) for LoRun-9 and Block-9, each with and without checkpointing, at the headline size,
+over a sweep of image sides (plot run_<mode>_memory.png) and at the quality run's batch; (d) inference latency on 1 x 1 x 256 x 256 for Block-9,
 LoRun-9 (PEFT path) and LoRun-9 (merged path); (f) phase-2 training step time; and the
 stage-switch cost. Quality (g) is benchmarks/quality.py. Every figure is a ratio to
 Block-9 measured in the same run. Writes benchmarks/results/run_<mode>.json and a PNG plot.
@@ -55,6 +55,7 @@ def parameters() -> dict[str, Any]:
 def step_memory(net: lorun_peft.UnfoldedNetwork, x: torch.Tensor) -> int:
     """Bytes of one training step: parameters + gradients + Adam state + saved activations."""
     net.train()
+    net.operator.image_size = tuple(x.shape[-2:])  # sides that are not multiples of the CS block
     y = net.operator.A(x).detach()
     trainable = [p for p in net.parameters() if p.requires_grad]
     if torch.cuda.is_available():
@@ -80,15 +81,38 @@ def step_memory(net: lorun_peft.UnfoldedNetwork, x: torch.Tensor) -> int:
     return params + grads_and_adam + activations
 
 
-def memory(size: int) -> dict[str, int]:
+def memory(size: int, batch: int = 1) -> dict[str, int]:
+    """(c) one phase-2 step's bytes for Block-9 and LoRun-9, each with and without checkpointing."""
     torch.manual_seed(0)
-    x = torch.rand(1, 1, size, size)
+    x = torch.rand(batch, 1, size, size)
     unet = UNet.preset("paper-cs")
     return {
         "block_9": step_memory(build(unet, "none"), x),
         "lorun_9": step_memory(build(unet, "lora"), x),
         "lorun_9_checkpoint": step_memory(build(unet, "lora", checkpoint=True), x),
+        "block_9_checkpoint": step_memory(build(unet, "none", checkpoint=True), x),
     }
+
+
+def memory_sweep(sides: list[int]) -> dict[str, dict[str, int]]:
+    """(c) the same at batch 1 over image sides: where the weights' share (LoRun's saving) gives way to activations."""
+    return {str(side): memory(side) for side in sides}
+
+
+def plot_memory_sweep(sweep: dict[str, dict[str, int]], path) -> None:
+    """Memory ratio to Block-9 against the image side, with the issue's goals as flat lines."""
+    from lorun_peft.plots import line_chart
+
+    sides = [int(side) for side in sweep]
+    rows = list(sweep.values())
+    line_chart(path, {
+        "LoRun-9": [r["lorun_9"] / r["block_9"] for r in rows],
+        "LoRun-9 + ckpt": [r["lorun_9_checkpoint"] / r["block_9"] for r in rows],
+        "LoRun-9 + ckpt / Block-9 + ckpt": [r["lorun_9_checkpoint"] / r["block_9_checkpoint"] for r in rows],
+        "goal 0.5": [0.5] * len(rows),
+        "goal 0.2 (ckpt)": [0.2] * len(rows),
+    }, x=sides, title="phase-2 step memory / Block-9 (U-Net paper-cs, batch 1)", xlabel="image side (pixels)",
+        ylabel="ratio")
 
 
 def latency(size: int, repeats: int) -> dict[str, float]:
@@ -206,12 +230,15 @@ def main() -> None:
     result["parameters"] = parameters()
     result["disk_bytes"] = disk_bytes()
     result["memory_bytes"] = memory(256 if full else 128)
+    result["memory_sweep"] = memory_sweep([32, 48, 64, 96, 128, 192, 256] if full else [32, 64, 128])
+    result["memory_training_batch"] = memory(48, batch=8)  # benchmarks/quality.py's --full training batch
     result["latency_ms"] = latency(256, 15 if full else 5)
     result["train_step_ms"] = train_step_time(256 if full else 128, 9 if full else 3)
     result["switch"] = switch_cost()
     name = f"run_{result['mode']}"
     print(f"saved {save(name, result)}")
     plot(result, RESULTS / f"{name}.png")
+    plot_memory_sweep(result["memory_sweep"], RESULTS / f"{name}_memory.png")
     p, m, t, s = result["parameters"], result["memory_bytes"], result["latency_ms"], result["switch"]
     for model, row in p.items():
         print(f"(a) {model}: " + ", ".join(
@@ -220,6 +247,10 @@ def main() -> None:
     print(f"(b) one extra task on disk: LoRun-9 bundle {b['lorun_9_bundle']:,} B, Block-9 checkpoint "
           f"{b['block_9_checkpoint']:,} B ({b['lorun_9_bundle'] / b['block_9_checkpoint']:.3f})")
     print("(c) phase-2 step memory / Block-9: " + ", ".join(f"{k} {v / m['block_9']:.3f}" for k, v in m.items()))
+    for label, row in [*((f"side {side}", r) for side, r in result["memory_sweep"].items()),
+                       ("batch 8 x 48 x 48", result["memory_training_batch"])]:
+        print(f"    {label:<18} Block-9 {row['block_9'] / 2**20:8.1f} MiB; / Block-9: "
+              + ", ".join(f"{k} {v / row['block_9']:.3f}" for k, v in row.items() if k != "block_9"))
     print("(d) latency ms (ratio to Block-9): " + ", ".join(f"{k} {v:.1f} ({v / t['block_9']:.3f})" for k, v in t.items()))
     f = result["train_step_ms"]
     print("(f) phase-2 train step ms (ratio to Block-9): " + ", ".join(f"{k} {v:.0f} ({v / f['block_9']:.3f})" for k, v in f.items()))

@@ -14,8 +14,13 @@ run = pytest.importorskip("benchmarks.run")
 
 def test_suite_measures_tiny_configuration(tmp_path):
     memory = run.memory(32)
-    assert set(memory) == {"block_9", "lorun_9", "lorun_9_checkpoint"}
+    assert set(memory) == {"block_9", "lorun_9", "lorun_9_checkpoint", "block_9_checkpoint"}
     assert memory["lorun_9_checkpoint"] < memory["lorun_9"] < memory["block_9"]
+    assert memory["lorun_9_checkpoint"] < memory["block_9_checkpoint"] < memory["block_9"]
+    sweep = run.memory_sweep([32, 40])  # 40 is not a multiple of the 32 block
+    assert list(sweep) == ["32", "40"] and sweep["32"]["block_9"] < sweep["40"]["block_9"]
+    run.plot_memory_sweep(sweep, tmp_path / "memory.png")
+    assert (tmp_path / "memory.png").stat().st_size > 0
     latency = run.latency(32, repeats=1)
     assert set(latency) == {"block_9", "lorun_9_peft", "lorun_9_merged"} and all(v > 0 for v in latency.values())
     steps = run.train_step_time(32, repeats=1)
