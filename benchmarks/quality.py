@@ -115,6 +115,8 @@ def main() -> None:
     parser.add_argument("--task", choices=("cs", "sr"), default="cs",
                         help="cs: Set11 at --ratios; sr: Set5 (gray luma) at x2 and x4 with bank kernels 0, 4, 8 (HQS)")
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.10, 0.25])
+    parser.add_argument("--kernels", type=int, nargs="+", default=[0, 4, 8], help="--task sr: indices into kernel_bank()")
+    parser.add_argument("--steps", type=int, help="training steps per variant (default: 150 quick, 800 full)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", help="result file name (default quality_<mode>[_sr]); lets runs of different ratios go side by side")
@@ -122,6 +124,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     full = args.full
     steps, size, width, count = (800, 48, 16, 4000) if full else (150, 32, 8, 1200)
+    steps = args.steps or steps
     train_images = load_gray(args.data / "train400")
     tests = load_gray(args.data / "set11")
     if not full:  # quick: the 256 x 256 images, centre 128 x 128
@@ -140,7 +143,7 @@ def main() -> None:
         crop = 96 if not full else None
         sr_tests = [modcrop(t, 4, crop) for t in load_gray(args.data / "set5")]
         for scale in (2, 4):
-            for index in (0, 4, 8):  # isotropic, anisotropic, motion
+            for index in args.kernels:  # default 0, 4, 8: isotropic, anisotropic, motion
                 table[f"x{scale} kernel {index}"] = run(lambda index=index, scale=scale: BlurDownsample(bank[index], scale), patches, sr_tests,
                                                         steps, width, args.seed, algorithm="hqs")
         tests, test_set = sr_tests, "set5"

@@ -31,20 +31,29 @@ from lorun_peft.operators import BlockCS
 from .common import RESULTS, machine, median_ms, save
 
 K = 9
+DEVICE = torch.device("cpu")  # main() sets it from --device (CUDA when there is one)
 
 
-def build(denoiser: torch.nn.Module, share: str, gamma: float = 10.0, **kwargs: Any) -> lorun_peft.UnfoldedNetwork:
-    return lorun_peft.unfold(denoiser, BlockCS(0.25, block=32), K, share=share, gamma=gamma, noise_level=True, **kwargs)
+def build(denoiser: torch.nn.Module, share: str, gamma: float = 10.0, device: torch.device | str | None = None,
+          **kwargs: Any) -> lorun_peft.UnfoldedNetwork:
+    net = lorun_peft.unfold(denoiser, BlockCS(0.25, block=32), K, share=share, gamma=gamma, noise_level=True, **kwargs)
+    return net.to(device or DEVICE)
+
+
+def sync() -> None:
+    """Wait for queued GPU work, so wall-clock times cover it."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def parameters() -> dict[str, Any]:
     rows = {}
     for name, make in (("unet", lambda: UNet.preset("paper-cs")), ("transformer", lambda: Transformer.preset("paper-cs"))):
-        block_1 = build(make(), "base").parameter_report()
-        block_9 = build(make(), "none").parameter_report()
+        block_1 = build(make(), "base", device="cpu").parameter_report()
+        block_9 = build(make(), "none", device="cpu").parameter_report()
         row = {"block_1": block_1.total, "block_9": block_9.total, "operator": block_9.operator}
         for gamma in (5.0, 10.0, 20.0):
-            report = build(make(), "lora", gamma).parameter_report()
+            report = build(make(), "lora", gamma, device="cpu").parameter_report()
             row[f"lorun_gamma{gamma:g}"] = report.total
             # denoisers only (the paper's tables leave out the sampling matrix): base + K adapters vs K bases
             row[f"denoiser_ratio_gamma{gamma:g}"] = (report.base + sum(report.adapters.values())) / (K * report.base)
@@ -58,7 +67,7 @@ def step_memory(net: lorun_peft.UnfoldedNetwork, x: torch.Tensor) -> int:
     net.operator.image_size = tuple(x.shape[-2:])  # sides that are not multiples of the CS block
     y = net.operator.A(x).detach()
     trainable = [p for p in net.parameters() if p.requires_grad]
-    if torch.cuda.is_available():
+    if x.is_cuda:
         torch.cuda.reset_peak_memory_stats()
         optimizer = torch.optim.Adam(trainable)
         torch.nn.functional.mse_loss(net(y), x).backward()
@@ -84,7 +93,7 @@ def step_memory(net: lorun_peft.UnfoldedNetwork, x: torch.Tensor) -> int:
 def memory(size: int, batch: int = 1) -> dict[str, int]:
     """(c) one phase-2 step's bytes for Block-9 and LoRun-9, each with and without checkpointing."""
     torch.manual_seed(0)
-    x = torch.rand(batch, 1, size, size)
+    x = torch.rand(batch, 1, size, size, device=DEVICE)
     unet = UNet.preset("paper-cs")
     return {
         "block_9": step_memory(build(unet, "none"), x),
@@ -118,7 +127,7 @@ def plot_memory_sweep(sweep: dict[str, dict[str, int]], path) -> None:
 def latency(size: int, repeats: int) -> dict[str, float]:
     torch.manual_seed(0)
     unet = UNet.preset("paper-cs")
-    x = torch.rand(1, 1, size, size)
+    x = torch.rand(1, 1, size, size, device=DEVICE)
     block_9 = build(unet, "none").eval()
     lorun = build(unet, "lora", adapter_options={"init_lora_weights": False}).eval()
     peft_path = copy.deepcopy(lorun)
@@ -131,8 +140,10 @@ def latency(size: int, repeats: int) -> dict[str, float]:
             net(y)
         for _ in range(repeats):  # interleaved, so background load hits every variant alike
             for name, net in nets.items():
+                sync()
                 start = time.perf_counter()
                 net(y)
+                sync()
                 times[name].append((time.perf_counter() - start) * 1e3)
     return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
 
@@ -145,7 +156,7 @@ def disk_bytes() -> dict[str, int]:
     from safetensors.torch import save_file
 
     unet = UNet.preset("paper-cs")
-    lorun, block_9 = build(unet, "lora"), build(unet, "none")
+    lorun, block_9 = build(unet, "lora", device="cpu"), build(unet, "none", device="cpu")
     with tempfile.TemporaryDirectory() as tmp:
         bundle = lorun.save_adapters(Path(tmp) / "bundle")
         lorun_bytes = sum(f.stat().st_size for f in Path(bundle).rglob("*") if f.is_file())
@@ -158,7 +169,7 @@ def train_step_time(size: int, repeats: int) -> dict[str, float]:
     """(f) milliseconds of one training step (forward, backward, Adam), interleaved medians."""
     torch.manual_seed(0)
     unet = UNet.preset("paper-cs")
-    x = torch.rand(1, 1, size, size)
+    x = torch.rand(1, 1, size, size, device=DEVICE)
     nets = {"block_9": build(unet, "none"), "lorun_9": build(unet, "lora"),
             "lorun_9_checkpoint": build(unet, "lora", checkpoint=True)}
     steps = {}
@@ -175,8 +186,10 @@ def train_step_time(size: int, repeats: int) -> dict[str, float]:
     times = {name: [] for name in nets}
     for _ in range(repeats):
         for name, step in steps.items():
+            sync()
             start = time.perf_counter()
             step()
+            sync()
             times[name].append((time.perf_counter() - start) * 1e3)
     return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
 
@@ -222,11 +235,15 @@ def main() -> None:
     mode.add_argument("--quick", action="store_true", help="small sizes, few repeats (default)")
     mode.add_argument("--full", action="store_true", help="paper sizes, more repeats")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="where memory, latency and step time are measured (default: cuda if available)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    global DEVICE
+    DEVICE = torch.device(args.device)
     full = args.full
     print(f"machine: {machine()}")
-    result: dict[str, Any] = {"mode": "full" if full else "quick", "K": K}
+    result: dict[str, Any] = {"mode": "full" if full else "quick", "K": K, "device": str(DEVICE)}
     result["parameters"] = parameters()
     result["disk_bytes"] = disk_bytes()
     result["memory_bytes"] = memory(256 if full else 128)
@@ -235,7 +252,7 @@ def main() -> None:
     result["latency_ms"] = latency(256, 15 if full else 5)
     result["train_step_ms"] = train_step_time(256 if full else 128, 9 if full else 3)
     result["switch"] = switch_cost()
-    name = f"run_{result['mode']}"
+    name = f"run_{result['mode']}" + ("_gpu" if DEVICE.type == "cuda" else "")
     print(f"saved {save(name, result)}")
     plot(result, RESULTS / f"{name}.png")
     plot_memory_sweep(result["memory_sweep"], RESULTS / f"{name}_memory.png")
