@@ -3,6 +3,8 @@
     python -m benchmarks.quality --quick --data ../shared/data      # a few minutes
     python -m benchmarks.quality --full --data ../shared/data       # about an hour on 2 CPU cores
     python -m benchmarks.quality --quick --task sr --data ../shared/data   # SR x2/x4, three kernels, Set5
+    python -m benchmarks.quality --full --data ../shared/data --ratios 0.10 --name quality_full_r010
+        # one ratio per process, so two ratios can run side by side on two cores
 
 Trains on random Train400 patches and tests on Set11 (and, in --full, BSD68) with PSNR/SSIM. Every variant gets the same
 number of optimiser steps on the same patches in the same order: Block-1 and Block-9 train for
