@@ -6,10 +6,13 @@
 (a) parameters for the reference U-Net and Transformer at gamma 5/10/20; (b) bytes on disk for one
 extra task; (c) peak memory of one phase-2 training step (parameters, gradients, Adam state,
 activations) for LoRun-9 and Block-9, each with and without checkpointing, at the headline size,
-over a sweep of image sides (plot run_<mode>_memory.png) and at the quality run's batch; (d) inference latency on 1 x 1 x 256 x 256 for Block-9,
-LoRun-9 (PEFT path) and LoRun-9 (merged path); (f) phase-2 training step time; and the
-stage-switch cost. Quality (g) is benchmarks/quality.py. Every figure is a ratio to
-Block-9 measured in the same run. Writes benchmarks/results/run_<mode>.json and a PNG plot.
+over a sweep of image sides (plot run_<mode>_memory.png) and at the quality run's batch; (d)
+inference latency on 1 x 1 x 256 x 256 for Block-9, LoRun-9 (PEFT path) and LoRun-9 (merged
+path); (f) phase-2 training step time; and the stage-switch cost. Quality (g) is
+benchmarks/quality.py. Every figure is a ratio to Block-9 measured in the same run; times are
+interleaved repeats, summarised as medians and as quartiles of each repeat's ratio to the Block-9
+call beside it (robust to load that drifts on a shared machine). Writes
+benchmarks/results/run_<mode>.json and a PNG plot.
 On CPU, activation memory is the bytes autograd saves for backward (counted with saved-tensor
 hooks, each storage once); on CUDA it is torch.cuda.max_memory_allocated.
 """
@@ -18,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -124,7 +129,8 @@ def plot_memory_sweep(sweep: dict[str, dict[str, int]], path) -> None:
         ylabel="ratio")
 
 
-def latency(size: int, repeats: int) -> dict[str, float]:
+def latency(size: int, repeats: int) -> dict[str, list[float]]:
+    """(d) milliseconds of one inference call per repeat, for Block-9 and LoRun-9's two paths."""
     torch.manual_seed(0)
     unet = UNet.preset("paper-cs")
     x = torch.rand(1, 1, size, size, device=DEVICE)
@@ -134,18 +140,32 @@ def latency(size: int, repeats: int) -> dict[str, float]:
     peft_path.inference = "peft"
     y = block_9.operator.A(x)
     nets = {"block_9": block_9, "lorun_9_peft": peft_path, "lorun_9_merged": lorun}
-    times = {name: [] for name in nets}
     with torch.inference_mode():
-        for net in nets.values():
-            net(y)
-        for _ in range(repeats):  # interleaved, so background load hits every variant alike
-            for name, net in nets.items():
-                sync()
-                start = time.perf_counter()
-                net(y)
-                sync()
-                times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+        return interleaved_times({name: lambda net=net: net(y) for name, net in nets.items()}, repeats)
+
+
+def interleaved_times(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
+    """Milliseconds of each call per repeat, the calls taken in turn so background load hits all alike."""
+    for call in calls.values():
+        call()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            sync()
+            start = time.perf_counter()
+            call()
+            sync()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def summarise(times: dict[str, list[float]], reference: str = "block_9") -> dict[str, dict[str, Any]]:
+    """Median milliseconds, and quartiles of each repeat's ratio to the reference call beside it."""
+    ratios = {}
+    for name, t in times.items():
+        paired = sorted(a / b for a, b in zip(t, times[reference]))
+        ratios[name] = {q: paired[round(f * (len(paired) - 1))] for q, f in (("p25", 0.25), ("median", 0.5), ("p75", 0.75))}
+    return {"median_ms": {name: statistics.median(t) for name, t in times.items()}, f"ratio_to_{reference}": ratios}
 
 
 def disk_bytes() -> dict[str, int]:
@@ -165,8 +185,8 @@ def disk_bytes() -> dict[str, int]:
         return {"lorun_9_bundle": lorun_bytes, "block_9_checkpoint": checkpoint.stat().st_size}
 
 
-def train_step_time(size: int, repeats: int) -> dict[str, float]:
-    """(f) milliseconds of one training step (forward, backward, Adam), interleaved medians."""
+def train_step_time(size: int, repeats: int) -> dict[str, list[float]]:
+    """(f) milliseconds of one training step (forward, backward, Adam), interleaved repeats."""
     torch.manual_seed(0)
     unet = UNet.preset("paper-cs")
     x = torch.rand(1, 1, size, size, device=DEVICE)
@@ -182,16 +202,7 @@ def train_step_time(size: int, repeats: int) -> dict[str, float]:
             optimizer.step()
 
         steps[name] = step
-        step()
-    times = {name: [] for name in nets}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            sync()
-            start = time.perf_counter()
-            step()
-            sync()
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+    return interleaved_times(steps, repeats)
 
 
 def switch_cost() -> dict[str, float]:
@@ -212,8 +223,8 @@ def plot(result: dict[str, Any], path) -> None:
     bars += [(f"params LoRun g{g}", p[f"lorun_gamma{g}"] / p["block_9"]) for g in ("5", "10", "20")]
     m = result["memory_bytes"]
     bars += [("train mem LoRun", m["lorun_9"] / m["block_9"]), ("train mem LoRun+ckpt", m["lorun_9_checkpoint"] / m["block_9"])]
-    t = result["latency_ms"]
-    bars += [("latency PEFT path", t["lorun_9_peft"] / t["block_9"]), ("latency merged", t["lorun_9_merged"] / t["block_9"])]
+    t = result["latency"]["ratio_to_block_9"]
+    bars += [("latency PEFT path", t["lorun_9_peft"]["median"]), ("latency merged", t["lorun_9_merged"]["median"])]
     width, row = 640, 28
     image = Image.new("RGB", (width, 40 + row * len(bars)), "white")
     draw = ImageDraw.Draw(image)
@@ -249,14 +260,14 @@ def main() -> None:
     result["memory_bytes"] = memory(256 if full else 128)
     result["memory_sweep"] = memory_sweep([32, 48, 64, 96, 128, 192, 256] if full else [32, 64, 128])
     result["memory_training_batch"] = memory(48, batch=8)  # benchmarks/quality.py's --full training batch
-    result["latency_ms"] = latency(256, 15 if full else 5)
-    result["train_step_ms"] = train_step_time(256 if full else 128, 9 if full else 3)
+    result["latency"] = summarise(latency(256, 25 if full else 5))
+    result["train_step"] = summarise(train_step_time(256 if full else 128, 9 if full else 3))
     result["switch"] = switch_cost()
     name = f"run_{result['mode']}" + ("_gpu" if DEVICE.type == "cuda" else "")
     print(f"saved {save(name, result)}")
     plot(result, RESULTS / f"{name}.png")
     plot_memory_sweep(result["memory_sweep"], RESULTS / f"{name}_memory.png")
-    p, m, t, s = result["parameters"], result["memory_bytes"], result["latency_ms"], result["switch"]
+    p, m, s = result["parameters"], result["memory_bytes"], result["switch"]
     for model, row in p.items():
         print(f"(a) {model}: " + ", ".join(
             f"{k} {v:.3f}" if "ratio" in k else f"{k} {v:,} ({v / row['block_9']:.3f})" for k, v in row.items()))
@@ -268,9 +279,10 @@ def main() -> None:
                        ("batch 8 x 48 x 48", result["memory_training_batch"])]:
         print(f"    {label:<18} Block-9 {row['block_9'] / 2**20:8.1f} MiB; / Block-9: "
               + ", ".join(f"{k} {v / row['block_9']:.3f}" for k, v in row.items() if k != "block_9"))
-    print("(d) latency ms (ratio to Block-9): " + ", ".join(f"{k} {v:.1f} ({v / t['block_9']:.3f})" for k, v in t.items()))
-    f = result["train_step_ms"]
-    print("(f) phase-2 train step ms (ratio to Block-9): " + ", ".join(f"{k} {v:.0f} ({v / f['block_9']:.3f})" for k, v in f.items()))
+    for label, key in (("(d) latency", "latency"), ("(f) phase-2 train step", "train_step")):
+        ms, ratio = result[key]["median_ms"], result[key]["ratio_to_block_9"]
+        print(f"{label}, median ms (paired ratio to Block-9: median [p25, p75]): " + ", ".join(
+            f"{k} {v:.1f} ({ratio[k]['median']:.3f} [{ratio[k]['p25']:.3f}, {ratio[k]['p75']:.3f}])" for k, v in ms.items()))
     print(f"stage switch on {s['layers']} layers: ours {s['lorun_activate_ms']:.4f} ms, PEFT set_adapter {s['peft_set_adapter_ms']:.3f} ms")
 
 

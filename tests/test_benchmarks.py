@@ -12,6 +12,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 run = pytest.importorskip("benchmarks.run")
 
 
+def test_summarise_pairs_each_repeat_with_the_reference_beside_it():
+    times = {"block_9": [10.0, 20.0, 40.0], "other": [11.0, 22.0, 40.0]}  # load drifts; the ratio does not
+    summary = run.summarise(times)
+    assert summary["median_ms"] == {"block_9": 20.0, "other": 22.0}
+    assert summary["ratio_to_block_9"]["other"] == pytest.approx({"p25": 1.0, "median": 1.1, "p75": 1.1})
+
+
 def test_suite_measures_tiny_configuration(tmp_path):
     memory = run.memory(32)
     assert set(memory) == {"block_9", "lorun_9", "lorun_9_checkpoint", "block_9_checkpoint"}
@@ -21,16 +28,20 @@ def test_suite_measures_tiny_configuration(tmp_path):
     assert list(sweep) == ["32", "40"] and sweep["32"]["block_9"] < sweep["40"]["block_9"]
     run.plot_memory_sweep(sweep, tmp_path / "memory.png")
     assert (tmp_path / "memory.png").stat().st_size > 0
-    latency = run.latency(32, repeats=1)
-    assert set(latency) == {"block_9", "lorun_9_peft", "lorun_9_merged"} and all(v > 0 for v in latency.values())
+    latency = run.summarise(run.latency(32, repeats=3))
+    assert set(latency["median_ms"]) == {"block_9", "lorun_9_peft", "lorun_9_merged"}
+    assert all(v > 0 for v in latency["median_ms"].values())
+    ratios = latency["ratio_to_block_9"]
+    assert ratios["block_9"] == {"p25": 1.0, "median": 1.0, "p75": 1.0}
+    assert all(0 < r["p25"] <= r["median"] <= r["p75"] for r in ratios.values())
     steps = run.train_step_time(32, repeats=1)
-    assert all(v > 0 for v in steps.values())
+    assert all(len(v) == 1 and v[0] > 0 for v in steps.values())
     switch = run.switch_cost()
     assert switch["layers"] == 50
     disk = run.disk_bytes()
     assert 0 < disk["lorun_9_bundle"] < disk["block_9_checkpoint"]
     params = run.parameters()
     assert params["unet"]["lorun_gamma10"] < params["unet"]["block_9"]
-    result = {"parameters": params, "memory_bytes": memory, "latency_ms": latency}
+    result = {"parameters": params, "memory_bytes": memory, "latency": latency}
     run.plot(result, tmp_path / "plot.png")
     assert (tmp_path / "plot.png").stat().st_size > 0
