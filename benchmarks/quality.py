@@ -6,10 +6,11 @@
     python -m benchmarks.quality --full --data ../shared/data --ratios 0.10 --name quality_full_r010
         # one ratio per process, so two ratios can run side by side on two cores
 
-Trains on random Train400 patches and tests on Set11 (and, in --full, BSD68) with PSNR/SSIM. Every variant gets the same
-number of optimiser steps on the same patches in the same order: Block-1 and Block-9 train for
-`steps`; LoRun-9 follows the paper's Algorithm 1 inside that budget (steps/2 as Block-1, then
-`to_lora` and steps/2 on the adapters). Writes benchmarks/results/quality_<mode>.json.
+Trains on random Train400 patches and tests on Set11 (and, in --full, BSD68) with PSNR/SSIM.
+Every variant gets the same number of optimiser steps on the same patches in the same order:
+Block-1 and Block-9 train for `steps`; LoRun-9 follows the paper's Algorithm 1 inside that budget
+(steps/2 as Block-1, then `to_lora` and steps/2 on the adapters). Writes
+benchmarks/results/quality_<mode>.json (or --name).
 """
 
 from __future__ import annotations
@@ -137,8 +138,8 @@ def main() -> None:
     table = {}
     if args.task == "cs":
         for ratio in args.ratios:
-            table[f"ratio {ratio:.2f}"] = run(lambda ratio=ratio: BlockCS(ratio, block=32, seed=args.seed), patches, tests, steps, width,
-                                              args.seed, extra_tests=extra_tests)
+            make = lambda ratio=ratio: BlockCS(ratio, block=32, seed=args.seed)
+            table[f"ratio {ratio:.2f}"] = run(make, patches, tests, steps, width, args.seed, extra_tests=extra_tests)
         test_set = "set11"
     else:
         bank = kernel_bank()
@@ -146,8 +147,8 @@ def main() -> None:
         sr_tests = [modcrop(t, 4, crop) for t in load_gray(args.data / "set5")]
         for scale in (2, 4):
             for index in args.kernels:  # default 0, 4, 8: isotropic, anisotropic, motion
-                table[f"x{scale} kernel {index}"] = run(lambda index=index, scale=scale: BlurDownsample(bank[index], scale), patches, sr_tests,
-                                                        steps, width, args.seed, algorithm="hqs")
+                make = lambda index=index, scale=scale: BlurDownsample(bank[index], scale)
+                table[f"x{scale} kernel {index}"] = run(make, patches, sr_tests, steps, width, args.seed, algorithm="hqs")
         tests, test_set = sr_tests, "set5"
     mode_name = ("full" if full else "quick") + ("" if args.task == "cs" else "_sr")
     payload = {"task": args.task, "steps": steps, "patch": size, "width": width, "K": K, test_set: table}

@@ -1,7 +1,7 @@
 """The paper's claims measured side by side in one process: LoRun-9 vs Block-9 (and Block-1).
 
     python -m benchmarks.run --quick            # minutes on a 2-core CPU
-    python -m benchmarks.run --full --data ../shared/data
+    python -m benchmarks.run --full             # about 10 minutes on a 2-core CPU
 
 (a) parameters for the reference U-Net and Transformer at gamma 5/10/20; (b) bytes on disk for one
 extra task; (c) peak memory of one phase-2 training step (parameters, gradients, Adam state,
