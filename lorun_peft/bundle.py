@@ -914,20 +914,25 @@ def load_base(
     written in a file are never imported). The weights' fingerprint is checked.
     """
     place = _locate(base, subfolder, revision, BASE_PATTERNS, BASE_CONFIG_NAME, {"token": token, "endpoint": endpoint, "cache_dir": cache_dir})
-    config = _parse_json(_read_bytes(place, BASE_CONFIG_NAME, MAX_JSON_BYTES), f"{BASE_CONFIG_NAME} of {place.label}")
-    denoiser = config.get("denoiser")
-    if config.get("format") != BASE_FORMAT or not isinstance(denoiser, dict) or not isinstance(config.get("fingerprint"), str):
-        raise CorruptFileError(f"{BASE_CONFIG_NAME} of {place.label} is not a lorun_peft base config (edited or damaged?)")
-    weights = _parse_safetensors(_read_bytes(place, BASE_WEIGHTS_NAME), f"{BASE_WEIGHTS_NAME} in {place.label}")
-    if fingerprint(weights) != config["fingerprint"]:
-        raise CorruptFileError(f"{BASE_WEIGHTS_NAME} in {place.label} does not match the fingerprint in {BASE_CONFIG_NAME} (corrupted or edited)")
+    config, weights = _read_base(place)
     if module is None:
-        module = _build_library_denoiser(denoiser, place.label)
+        module = _build_library_denoiser(config["denoiser"], place.label)
     if not isinstance(module, nn.Module):
         raise InvalidArgumentError(f"module must be a torch.nn.Module instance, got {type(module).__name__}")
     _check_tensors(weights, module.state_dict(), f"base {place.label} vs the module {type(module).__name__}")
     module.load_state_dict(weights, strict=True, assign=True)
     return module
+
+
+def _read_base(place: _Place) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """A saved base's config and weights, after checking the config's format and the weights' fingerprint."""
+    config = _parse_json(_read_bytes(place, BASE_CONFIG_NAME, MAX_JSON_BYTES), f"{BASE_CONFIG_NAME} of {place.label}")
+    if config.get("format") != BASE_FORMAT or not isinstance(config.get("denoiser"), dict) or not isinstance(config.get("fingerprint"), str):
+        raise CorruptFileError(f"{BASE_CONFIG_NAME} of {place.label} is not a lorun_peft base config (edited or damaged?)")
+    weights = _parse_safetensors(_read_bytes(place, BASE_WEIGHTS_NAME), f"{BASE_WEIGHTS_NAME} in {place.label}")
+    if fingerprint(weights) != config["fingerprint"]:
+        raise CorruptFileError(f"{BASE_WEIGHTS_NAME} in {place.label} does not match the fingerprint in {BASE_CONFIG_NAME} (corrupted or edited)")
+    return config, weights
 
 
 def _build_library_denoiser(info: Mapping[str, Any], label: str) -> nn.Module:
@@ -1186,11 +1191,7 @@ def push_folder(
         _read_place(_Place(folder, _local_fence(folder), str(folder)))
         patterns, deletes = list(BUNDLE_PATTERNS), ["stage_*/*"]
     elif (folder / BASE_CONFIG_NAME).is_file():
-        place = _Place(folder, _local_fence(folder), str(folder))
-        config = _parse_json(_read_bytes(place, BASE_CONFIG_NAME, MAX_JSON_BYTES), str(folder / BASE_CONFIG_NAME))
-        weights = _parse_safetensors(_read_bytes(place, BASE_WEIGHTS_NAME), str(folder / BASE_WEIGHTS_NAME))
-        if fingerprint(weights) != config.get("fingerprint"):
-            raise CorruptFileError(f"{folder / BASE_WEIGHTS_NAME} does not match its fingerprint; not pushing")
+        _read_base(_Place(folder, _local_fence(folder), str(folder)))
         patterns, deletes = list(BASE_PATTERNS), None
     else:
         raise InvalidArgumentError(f"{folder} is neither a bundle ({CONFIG_NAME}) nor a saved base ({BASE_CONFIG_NAME})")

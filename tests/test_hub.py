@@ -28,7 +28,7 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from lorun_peft import bundle, hub
 from lorun_peft.denoisers import UNet
-from lorun_peft.errors import HubError, InvalidArgumentError
+from lorun_peft.errors import CorruptFileError, HubError, InvalidArgumentError
 from lorun_peft.operators import BlockCS
 from lorun_peft.unfold import UnfoldedNetwork, unfold
 
@@ -317,6 +317,19 @@ def test_push_base_and_push_folder(fake_api, small_net, tmp_path):
     calls = dict(fake_api.calls)
     assert calls["upload_folder"]["folder_path"] == str(folder) and calls["upload_folder"]["path_in_repo"] == "cs-0.10"
     assert calls["create_tag"]["tag"] == "t" and calls["HfApi"]["token"] is None
+
+
+def test_push_folder_refuses_an_edited_base(fake_api, small_net, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = small_net.save_base(tmp_path / "base")
+    weights = load_file(folder / bundle.BASE_WEIGHTS_NAME)
+    name = next(iter(weights))
+    weights[name] = weights[name] + 1
+    save_file(weights, folder / bundle.BASE_WEIGHTS_NAME)
+    with pytest.raises(CorruptFileError, match="does not match the fingerprint"):
+        bundle.push_folder(folder, REPO)
+    assert "upload_folder" not in dict(fake_api.calls)
 
 
 @pytest.mark.parametrize("status", [401, 403, 500])
