@@ -28,6 +28,7 @@ from lorun_peft.denoisers import UNet
 from lorun_peft.kernels import kernel_bank
 from lorun_peft.metrics import psnr, ssim
 from lorun_peft.operators import BlockCS, BlurDownsample
+from lorun_peft.train import fit_operator
 
 from .common import save
 
@@ -67,13 +68,10 @@ def evaluate(net: lorun_peft.UnfoldedNetwork, tests: list[torch.Tensor]) -> dict
     with torch.no_grad():
         for img in tests:
             x = img[None]
-            if isinstance(net.operator, BlockCS):  # BSD68's 321 x 481 is not a multiple of the block
-                net.operator.image_size = tuple(x.shape[-2:])
-            x_hat = net(net.operator.A(x)).clamp(0, 1)
+            with fit_operator(net.operator, x.shape[-2:]):  # BSD68's 321 x 481 is not a multiple of the CS block
+                x_hat = net(net.operator.A(x)).clamp(0, 1)
             scores.append(float(psnr(x_hat, x)))
             ssims.append(float(ssim(x_hat, x).mean()))
-    if isinstance(net.operator, BlockCS):
-        net.operator.image_size = None
     net.train()
     return {"psnr": float(np.mean(scores)), "ssim": float(np.mean(ssims))}
 
