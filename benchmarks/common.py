@@ -16,20 +16,31 @@ import torch
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def sync() -> None:
+    """Wait for queued GPU work, so wall-clock times cover it."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def interleaved_times(calls: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Milliseconds of each call per repeat, the calls taken in turn so background load hits all alike."""
+    for _ in range(warmup):
+        for call in calls.values():
+            call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            sync()
+            start = time.perf_counter()
+            call()
+            sync()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return times
+
+
 def median_ms(fn: Callable[[], Any], repeats: int = 30, warmup: int = 3) -> float:
     """Median wall time of ``fn()`` in milliseconds (synchronising CUDA if in use)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return statistics.median(interleaved_times({"fn": fn}, repeats, warmup)["fn"])
 
 
 def machine() -> dict[str, Any]:

@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -33,7 +31,7 @@ import lorun_peft
 from lorun_peft.denoisers import Transformer, UNet
 from lorun_peft.operators import BlockCS
 
-from .common import RESULTS, machine, median_ms, save
+from .common import RESULTS, interleaved_times, machine, median_ms, save
 
 K = 9
 DEVICE = torch.device("cpu")  # main() sets it from --device (CUDA when there is one)
@@ -43,12 +41,6 @@ def build(denoiser: torch.nn.Module, share: str, gamma: float = 10.0, device: to
           **kwargs: Any) -> lorun_peft.UnfoldedNetwork:
     net = lorun_peft.unfold(denoiser, BlockCS(0.25, block=32), K, share=share, gamma=gamma, noise_level=True, **kwargs)
     return net.to(device or DEVICE)
-
-
-def sync() -> None:
-    """Wait for queued GPU work, so wall-clock times cover it."""
-    if DEVICE.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def parameters() -> dict[str, Any]:
@@ -142,21 +134,6 @@ def latency(size: int, repeats: int) -> dict[str, list[float]]:
     nets = {"block_9": block_9, "lorun_9_peft": peft_path, "lorun_9_merged": lorun}
     with torch.inference_mode():
         return interleaved_times({name: lambda net=net: net(y) for name, net in nets.items()}, repeats)
-
-
-def interleaved_times(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
-    """Milliseconds of each call per repeat, the calls taken in turn so background load hits all alike."""
-    for call in calls.values():
-        call()  # warm-up
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
-            sync()
-            start = time.perf_counter()
-            call()
-            sync()
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return times
 
 
 def summarise(times: dict[str, list[float]], reference: str = "block_9") -> dict[str, dict[str, Any]]:
