@@ -66,6 +66,7 @@ from . import hub
 from .denoisers import DENOISERS, build_denoiser
 from .errors import CorruptFileError, HubError, IncompatibleBundleError, InvalidArgumentError
 from .io import fsync_dir as _fsync_dir
+from .io import permit as _permit
 from .operators import operator_from_config
 from .operators.base import OPERATORS
 from .steps import STEPS
@@ -227,7 +228,10 @@ def _atomic_folder(target: str | os.PathLike, fill: Callable[[Path], None], mark
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
     old: Path | None = None
     try:
+        _permit(tmp, folder=True)
         fill(tmp)
+        for path in tmp.rglob("*"):  # some writers (safetensors) create files 0600 whatever the umask
+            _permit(path, folder=path.is_dir())
         _fsync_tree(tmp)
         if target.exists():
             old = parent / f".{target.name}.old-{uuid.uuid4().hex[:12]}"
@@ -471,32 +475,60 @@ def _bundle_config(net: UnfoldedNetwork, metrics: dict[str, Any]) -> dict[str, A
     }
 
 
+STORAGE_DTYPES = ("float16", "bfloat16")
+
+
+def _storage_dtype(value: str | None) -> torch.dtype | None:
+    if value is None:
+        return None
+    if value not in STORAGE_DTYPES:
+        raise InvalidArgumentError(f"storage_dtype must be None or one of {STORAGE_DTYPES}, got {value!r}")
+    return getattr(torch, value)
+
+
+def _recast_file(path: Path, dtype: torch.dtype) -> None:
+    """Rewrite a safetensors file (PEFT's adapter weights) with its floating tensors in ``dtype``."""
+    tensors = _parse_safetensors(path.read_bytes(), str(path))
+    _write(path, _tensor_bytes({k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}, {"format": "pt"}))
+
+
 def save_adapters(
     net: UnfoldedNetwork,
     path: str | os.PathLike,
     *,
     metrics: Mapping[str, Any] | None = None,
     base_model: str | None = None,
+    storage_dtype: str | None = None,
 ) -> Path:
     """Save the network's task (K adapters, step parameters, operator) as a bundle folder at ``path``.
 
     ``metrics`` (e.g. ``{"psnr": 34.1, "ssim": 0.95, "dataset": "Set11"}``) go into the config and
     the model card; ``base_model`` (a Hub repo id of the saved base) into the card's metadata.
-    An existing bundle at ``path`` is replaced atomically. Returns the folder.
+    ``storage_dtype="float16"`` (or "bfloat16") stores the tensors at half the size; loading casts
+    them back to the network's dtype (measure what the rounding costs before shipping). An existing
+    bundle at ``path`` is replaced atomically. Returns the folder.
     """
     _require_lora(net, "save_adapters")
+    store = _storage_dtype(storage_dtype)
     config = _bundle_config(net, _check_metrics(metrics))
+    if store is not None:
+        config["storage_dtype"] = storage_dtype
     if base_model is not None and not hub.is_repo_id(base_model):
         raise InvalidArgumentError(f"base_model must be a Hub repo id like 'user/base', got {base_model!r}")
     tensors = {f"steps.{k}": v for k, v in net.steps.state_dict().items()}
     if isinstance(net.operator, nn.Module):
         tensors.update({f"operator.{k}": v for k, v in net.operator.state_dict().items()})
+    if store is not None:
+        tensors = {k: v.to(store) if v.is_floating_point() else v for k, v in tensors.items()}
     unfolding = _tensor_bytes(tensors, {"format": "pt", "lorun_format": str(FORMAT_VERSION)})
 
     def fill(folder: Path) -> None:
         # PEFT writes stage_k/{adapter_config.json, adapter_model.safetensors} in its own format.
         net.denoisers.peft_model.save_pretrained(str(folder), selected_adapters=list(net.adapter_names))
         (folder / CARD_NAME).unlink(missing_ok=True)  # PEFT's generic card; ours follows
+        if store is not None:
+            for stage in net.adapter_names:
+                _recast_file(folder / stage / ADAPTER_WEIGHTS_NAME, store)
         _write(folder / UNFOLDING_NAME, unfolding)
         names = [UNFOLDING_NAME] + [f"{s}/{n}" for s in net.adapter_names for n in (ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME)]
         config["files"] = {name: _sha256((folder / name).read_bytes()) for name in names}
@@ -506,12 +538,23 @@ def save_adapters(
     return _atomic_folder(path, fill, CONFIG_NAME)
 
 
-def save_base(model: UnfoldedNetwork | nn.Module, path: str | os.PathLike) -> Path:
+def save_base(model: UnfoldedNetwork | nn.Module, path: str | os.PathLike, *, storage_dtype: str | None = None) -> Path:
     """Save the plain base denoiser once: ``model.safetensors`` + ``base_config.json`` (+ a card).
 
-    ``model`` is a network (its shared base) or a denoiser module. Returns the folder.
+    ``model`` is a network (its shared base) or a denoiser module. ``storage_dtype="float16"``
+    stores the weights at half the size, only if that is exact (round the base first, e.g.
+    ``base.half().float()``, before training bundles on it), so the fingerprint is unchanged.
+    Returns the folder.
     """
+    store = _storage_dtype(storage_dtype)
     state = base_state(model)
+    if store is not None:
+        inexact = [k for k, v in state.items() if v.is_floating_point() and not torch.equal(v.to(store).to(v.dtype), v)]
+        if inexact:
+            raise InvalidArgumentError(
+                f"base weights {inexact[:3]} are not exactly representable in {storage_dtype}; round the base "
+                f"(for example base.half().float()) before training bundles on it, or save without storage_dtype"
+            )
     if isinstance(model, _network_class()):
         module = model.denoisers.model if model.share == "lora" else model.denoisers.denoiser
     else:
@@ -525,6 +568,13 @@ def save_base(model: UnfoldedNetwork | nn.Module, path: str | os.PathLike) -> Pa
         "fingerprint": fingerprint(state),
         "parameters": sum(v.numel() for v in state.values()),
     }
+    if store is not None:
+        config["storage_dtype"] = storage_dtype
+        config["dtype"] = sorted({str(v.dtype).removeprefix("torch.") for v in state.values() if v.is_floating_point()})
+        if len(config["dtype"]) != 1:
+            raise InvalidArgumentError(f"storage_dtype needs a base of one floating dtype, got {config['dtype']}")
+        config["dtype"] = config["dtype"][0]
+        state = {k: v.to(store) if v.is_floating_point() else v for k, v in state.items()}
     weights = _tensor_bytes(state, {"format": "pt", "lorun_fingerprint": config["fingerprint"]})
 
     def fill(folder: Path) -> None:
@@ -613,7 +663,7 @@ class Bundle:
 CONFIG_KEYS = {
     "format", "format_version", "library", "library_version", "K", "algorithm", "gamma", "share", "adapter",
     "noise_level", "target_modules", "adapter_options", "adapter_names", "ranks", "dtype", "operator", "denoiser",
-    "base_fingerprint", "metrics", "files",
+    "base_fingerprint", "metrics", "files", "storage_dtype",
 }
 
 
@@ -642,6 +692,7 @@ def _check_bundle_config(config: dict[str, Any], where: str) -> None:
         "dtype": (lambda v: isinstance(v, str), "a string"),
         "metrics": (lambda v: isinstance(v, dict), "an object"),
         "files": (lambda v: isinstance(v, dict) and all(isinstance(h, str) for h in v.values()), "an object of sha256 strings"),
+        "storage_dtype": (lambda v: v is None or v in STORAGE_DTYPES, f"absent or one of {STORAGE_DTYPES}"),
     }
     for key, (ok, want) in checks.items():
         if not ok(config.get(key)):
@@ -686,6 +737,12 @@ def _read_place(place: _Place) -> Bundle:
         raise CorruptFileError(f"{UNFOLDING_NAME} in {place.label} holds unexpected tensors {unknown[:4]}")
     steps = {k.removeprefix("steps."): v for k, v in unfolding.items() if k.startswith("steps.")}
     operator_state = {k.removeprefix("operator."): v for k, v in unfolding.items() if k.startswith("operator.")}
+    if config.get("storage_dtype") is not None:  # stored at half size: back to the saved network's dtype
+        dtype = getattr(torch, config["dtype"], None)
+        if not isinstance(dtype, torch.dtype):
+            raise CorruptFileError(f"{where}: 'dtype' {config['dtype']!r} is not a torch dtype")
+        widen = lambda tensors: {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}  # noqa: E731
+        stages, steps, operator_state = [widen(t) for t in stages], widen(steps), widen(operator_state)
     return Bundle(place.label, config, adapter_configs, stages, steps, operator_state, sizes)
 
 
@@ -930,6 +987,11 @@ def _read_base(place: _Place) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     if config.get("format") != BASE_FORMAT or not isinstance(config.get("denoiser"), dict) or not isinstance(config.get("fingerprint"), str):
         raise CorruptFileError(f"{BASE_CONFIG_NAME} of {place.label} is not a lorun_peft base config (edited or damaged?)")
     weights = _parse_safetensors(_read_bytes(place, BASE_WEIGHTS_NAME), f"{BASE_WEIGHTS_NAME} in {place.label}")
+    if config.get("storage_dtype") is not None:  # stored at half size (exactly): back to the trained dtype
+        dtype = getattr(torch, str(config.get("dtype")), None)
+        if config["storage_dtype"] not in STORAGE_DTYPES or not isinstance(dtype, torch.dtype):
+            raise CorruptFileError(f"{BASE_CONFIG_NAME} of {place.label} has a bad storage_dtype/dtype (edited or damaged?)")
+        weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()}
     if fingerprint(weights) != config["fingerprint"]:
         raise CorruptFileError(f"{BASE_WEIGHTS_NAME} in {place.label} does not match the fingerprint in {BASE_CONFIG_NAME} (corrupted or edited)")
     return config, weights
@@ -1225,9 +1287,12 @@ class BundleMethods:
     Each method calls the module function of the same name with the network as first argument.
     """
 
-    def save_adapters(self, path: str | os.PathLike, *, metrics: Mapping[str, Any] | None = None, base_model: str | None = None) -> Path:
+    def save_adapters(
+        self, path: str | os.PathLike, *, metrics: Mapping[str, Any] | None = None, base_model: str | None = None,
+        storage_dtype: str | None = None,
+    ) -> Path:
         """Save this task (adapters, steps, operator) as a bundle folder; see :func:`save_adapters`."""
-        return save_adapters(self, path, metrics=metrics, base_model=base_model)
+        return save_adapters(self, path, metrics=metrics, base_model=base_model, storage_dtype=storage_dtype)
 
     def load_adapters(
         self,
@@ -1242,9 +1307,9 @@ class BundleMethods:
         """Swap a task bundle into this live network, atomically; see :func:`load_adapters`."""
         return load_adapters(self, bundle, subfolder=subfolder, revision=revision, token=token, endpoint=endpoint, cache_dir=cache_dir)
 
-    def save_base(self, path: str | os.PathLike) -> Path:
+    def save_base(self, path: str | os.PathLike, *, storage_dtype: str | None = None) -> Path:
         """Save the plain shared base denoiser; see :func:`save_base`."""
-        return save_base(self, path)
+        return save_base(self, path, storage_dtype=storage_dtype)
 
     def push_adapters(
         self,

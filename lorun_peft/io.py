@@ -19,7 +19,24 @@ import tempfile
 from pathlib import Path
 from typing import IO, Iterator
 
-__all__ = ["atomic_write", "fsync_dir"]
+__all__ = ["atomic_write", "fsync_dir", "umask", "permit"]
+
+
+def umask() -> int:
+    """The process's umask (read from /proc where it can be, which leaves it untouched)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)  # elsewhere: set and restore it
+    os.umask(mask)
+    return mask
+
+
+def permit(path: str | os.PathLike, folder: bool = False) -> None:
+    """Give ``path`` the mode a plain ``open``/``mkdir`` would (0666/0777 less the umask): temporary
+    files and folders are created 0600/0700, which would make a saved file unreadable to others."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~umask())
 
 
 @contextlib.contextmanager
@@ -29,6 +46,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[IO[bytes]]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        permit(tmp)
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()

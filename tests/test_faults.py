@@ -65,3 +65,30 @@ def test_checkpoint_survives_sigkill(tmp_path):
         assert state["step"] >= last_step  # resumed runs go on from the last checkpoint
         last_step = state["step"]
     assert last_step > TRIES  # training really went on across the kills
+
+
+def test_saved_files_and_folders_follow_the_umask(tmp_path):
+    """Files 0644 and folders 0755 under umask 022 (not the 0600/0700 of temporary files)."""
+    import stat
+
+    from conftest import TinyDenoiser
+
+    from lorun_peft import unfold
+    from lorun_peft.io import atomic_write
+    from lorun_peft.operators import BlockCS
+
+    old = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "file.bin") as f:
+            f.write(b"x")
+        folder = unfold(TinyDenoiser(), BlockCS(0.25, block=8), K=2).save_adapters(tmp_path / "bundle")
+        os.umask(0o027)
+        with atomic_write(tmp_path / "private.bin") as f:
+            f.write(b"x")
+    finally:
+        os.umask(old)
+    mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
+    assert mode(tmp_path / "file.bin") == 0o644 and mode(tmp_path / "private.bin") == 0o640
+    assert mode(folder) == 0o755
+    assert {mode(p) for p in folder.rglob("*") if p.is_file()} == {0o644}
+    assert {mode(p) for p in folder.rglob("*") if p.is_dir()} == {0o755}
