@@ -18,6 +18,8 @@ torch.Size([1, 1, 8, 8])
 
 from __future__ import annotations
 
+import copy
+
 import math
 import re
 from dataclasses import dataclass
@@ -313,6 +315,20 @@ class StageAdapters(nn.Module):
                 path: [layer.get_delta_weight(name).detach() for name in self.adapter_names]
                 for path, layer in self._named_tuner_layers
             }
+
+    @torch.no_grad()
+    def merged_denoisers(self) -> list[nn.Module]:
+        """K plain denoisers (no PEFT modules), stage k's with weights W0 + delta_k: the same
+        values ``merged_forward`` computes, so their outputs equal it bit for bit."""
+        plain = copy.deepcopy(self.peft_model).unload()  # PEFT: drop the tuner layers, keep W0
+        plain.requires_grad_(True)
+        merged = []
+        for name in self.adapter_names:
+            stage = copy.deepcopy(plain)
+            for path, layer in self._named_tuner_layers:
+                stage.get_submodule(path).weight.copy_(layer.base_layer.weight + layer.get_delta_weight(name))
+            merged.append(stage)
+        return merged
 
     def base_weights(self) -> dict[str, torch.Tensor]:
         """Each adapted layer's frozen base weight W0."""

@@ -40,9 +40,11 @@ class IndependentDenoisers(nn.Module):
 
     adapter_names: list[str] = []
 
-    def __init__(self, denoiser: nn.Module, K: int) -> None:  # noqa: N803
+    def __init__(self, denoiser: nn.Module | list[nn.Module], K: int) -> None:  # noqa: N803
+        """``denoiser``: one module copied K times, or K modules used as they are."""
         super().__init__()
-        self.denoisers = nn.ModuleList(copy.deepcopy(denoiser) for _ in range(K))
+        given = isinstance(denoiser, list)
+        self.denoisers = nn.ModuleList(denoiser if given else (copy.deepcopy(denoiser) for _ in range(K)))
 
     def forward(self, k: int, *args: Any) -> torch.Tensor:
         return self.denoisers[k](*args)

@@ -177,6 +177,40 @@ class UnfoldedNetwork(BundleMethods, nn.Module):
         self.share, self.gamma = "lora", gamma
         return self
 
+    def merge_and_unload(self) -> "UnfoldedNetwork":
+        """A plain Block-K network (``share="none"``): K denoisers with the adapters merged in
+        (W0 + delta_k), no PEFT modules, the same step parameters and a copy of the operator.
+        Its eval outputs equal this network's merged path bit for bit; this network is unchanged.
+
+        >>> import torch
+        >>> from torch import nn
+        >>> from lorun_peft.operators import BlockCS
+        >>> net = unfold(nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 1, 3, padding=1)),
+        ...              BlockCS(0.25, block=8), K=2).eval()
+        >>> plain = net.merge_and_unload()
+        >>> plain.share, len(plain.denoisers.denoisers)
+        ('none', 2)
+        >>> y = net.operator.A(torch.rand(1, 1, 16, 16))
+        >>> torch.equal(plain(y), net(y))
+        True
+        """
+        if self.share != "lora" or not getattr(self.denoisers, "can_merge", False):
+            raise InvalidArgumentError(f"merge_and_unload needs a LoRun network with mergeable adapters; this one has share={self.share!r}, adapter={self.adapter!r}")
+        merged = self.denoisers.merged_denoisers()
+        plain = UnfoldedNetwork(
+            merged[0], copy.deepcopy(self.operator), self.K, algorithm=self.algorithm, gamma=self.gamma, share="none",
+            noise_level=self.noise_level, checkpoint=self.checkpoint,
+        )
+        plain.denoisers = IndependentDenoisers(merged, self.K)
+        plain.steps.load_state_dict(self.steps.state_dict())
+        return plain.train(self.training)
+
+    def print_trainable_parameters(self) -> None:
+        """PEFT's one-line summary: trainable params, all params and the trainable share."""
+        trainable = count(p for p in self.parameters() if p.requires_grad)
+        total = count(self.parameters())
+        print(f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / max(total, 1):.4f}")
+
     def rank_table(self) -> RankTable:
         """Every adapted layer with in/out dims and rank, plus the shared-only layers."""
         if self.share == "lora":

@@ -10,7 +10,9 @@ from conftest import MatrixOperator, SigmaDenoiser, TinyDenoiser
 from torch import nn
 
 import lorun_peft
+from lorun_peft import unfold
 from lorun_peft.errors import InvalidArgumentError, LorunError
+from lorun_peft.operators import BlockCS
 
 K = 4
 
@@ -378,3 +380,37 @@ def test_torch_compile_traces_the_stage_loop(operator, mode):
         (grad_eager,) = torch.autograd.grad(eager.sum(), net.denoisers.adapter_parameters(K - 1)[0])
         (grad_compiled,) = torch.autograd.grad(out.sum(), net.denoisers.adapter_parameters(K - 1)[0])
         torch.testing.assert_close(grad_compiled, grad_eager, rtol=1e-5, atol=1e-6)
+
+
+# ---- PEFT conventions: merge_and_unload, print_trainable_parameters ----------------------------
+@pytest.mark.parametrize("algorithm", ["pgd", "hqs"])
+def test_merge_and_unload_equals_the_merged_path_bit_for_bit(algorithm):
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from lorun_peft.denoisers import UNet
+
+    torch.manual_seed(0)
+    net = unfold(UNet(1, width=4, depth=1), BlockCS(0.25, block=8), K=3, algorithm=algorithm, noise_level=True,
+                 adapter_options={"init_lora_weights": False}).eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    plain = net.merge_and_unload()
+    assert plain.share == "none" and not any(isinstance(m, BaseTunerLayer) for m in plain.modules())
+    y = net.operator.A(torch.rand(2, 1, 16, 16))
+    with torch.no_grad():
+        assert torch.equal(plain(y), net(y))
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # the LoRun net is unchanged
+    assert plain.operator is not net.operator
+
+
+def test_merge_and_unload_needs_lorun():
+    net = unfold(TinyDenoiser(), BlockCS(0.25, block=8), K=2, share="base")
+    with pytest.raises(InvalidArgumentError, match="merge_and_unload needs a LoRun network"):
+        net.merge_and_unload()
+
+
+def test_print_trainable_parameters(capsys):
+    net = unfold(TinyDenoiser(), BlockCS(0.25, block=8), K=2)
+    net.print_trainable_parameters()
+    out = capsys.readouterr().out
+    report = net.parameter_report()
+    assert out.startswith(f"trainable params: {report.trainable:,d} || all params: {report.total:,d} || trainable%: ")
