@@ -4,7 +4,8 @@
 a CPU. ``lorun train --out DIR`` writes ``DIR/model.safetensors`` (the network's state_dict with
 its configuration in the file's metadata, so one file rebuilds the network), a readable
 ``DIR/config.json``, ``DIR/train_log.json`` and resumable checkpoints under ``DIR/checkpoints``;
-``eval``, ``restore``, ``inspect`` and ``plot`` take ``--model DIR``. Errors (bad arguments,
+``eval``, ``restore``, ``inspect`` and ``plot`` take ``--model DIR`` or a bundle of the shipped
+zoo, ``--model zoo:cs-0.25`` (no training, no network). Errors (bad arguments,
 missing or unreadable files) print one line on stderr and exit with status 2.
 
 >>> parser = build_parser()
@@ -50,12 +51,15 @@ from .operators import CASSI, BlockCS, BlurDownsample, operator_from_config
 from .plots import image_grid, line_chart, lora_norm_figure, lora_update_figure, save_png, to_display
 from .train import Evaluation, evaluate, fit_operator, train_two_phase
 from .unfold import UnfoldedNetwork, unfold
+from . import zoo
 
 __all__ = ["main", "build_parser", "demo", "save_model", "load_model", "MODEL_FILE"]
 
 MODEL_FILE = "model.safetensors"
 FORMAT = "lorun-model"
 TASKS = ("cs", "sr", "cassi")
+MODEL_HELP = "a `lorun train --out` folder, its model.safetensors, or a shipped zoo bundle: zoo:cs-0.25 (see `lorun_peft.zoo.list()`)"
+_TASK_OF_OPERATOR = {"BlockCS": "cs", "BlurDownsample": "sr", "CASSI": "cassi"}
 
 
 # =============================================================================== the parser
@@ -112,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(t)
 
     e = sub.add_parser("eval", help="PSNR / SSIM per image and mean, as a table and optionally CSV / JSON")
-    e.add_argument("--model", "--bundle", dest="model", type=Path, required=True, help="a `lorun train --out` folder or its model.safetensors")
+    e.add_argument("--model", "--bundle", dest="model", type=Path, required=True, help=MODEL_HELP)
     e.add_argument("--data", type=Path, help="folder of test images (default built-in images)")
     e.add_argument("--noise-sigma", type=float, default=0.0)
     e.add_argument("--y-channel", action=argparse.BooleanOptionalAction, help="measure RGB on the luma channel (default: on for sr)")
@@ -122,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(e)
 
     r = sub.add_parser("restore", help="degrade INPUT with the model's operator and restore it, or restore a measurement")
-    r.add_argument("--model", "--bundle", dest="model", type=Path, required=True)
+    r.add_argument("--model", "--bundle", dest="model", type=Path, required=True, help=MODEL_HELP)
     r.add_argument("input", type=Path, help="an image (.png/.tif/.bmp/.jpg), a cube (.npy/.mat), or with --measurement a measurement")
     r.add_argument("output", type=Path, help="OUTPUT.png (or .npy for the raw array)")
     r.add_argument("--measurement", action="store_true", help="INPUT is a measurement y (e.g. a low-resolution image, a CASSI snapshot)")
@@ -135,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(i)
 
     p = sub.add_parser("plot", help="per-stage PSNR curve and the LoRA weight-update maps (paper Fig. 12)")
-    p.add_argument("--model", "--bundle", dest="model", type=Path, required=True)
+    p.add_argument("--model", "--bundle", dest="model", type=Path, required=True, help=MODEL_HELP)
     p.add_argument("--data", type=Path, help="test images for the PSNR curve (default built-in images)")
     p.add_argument("--out", type=Path, help="folder for the figures (default: the model's folder)")
     p.add_argument("--layers", nargs="+", help="layers to show in lora_updates.png (default: the 4 most changed)")
@@ -262,10 +266,30 @@ def save_model(folder: Path, net: UnfoldedNetwork, config: dict[str, Any]) -> Pa
     return path
 
 
+def _zoo_model(name: str) -> tuple[UnfoldedNetwork, dict[str, Any]]:
+    """A zoo bundle on the zoo's base, with the command line's configuration of it."""
+    net = zoo.load(name)
+    base = net.denoisers.model
+    denoiser = next((n for n, cls in DENOISERS.items() if type(base) is cls), type(base).__name__)
+    operator = net.operator
+    config = {
+        "format": FORMAT, "version": 1, "task": _TASK_OF_OPERATOR.get(type(operator).__name__, "cs"),
+        "channels": getattr(operator, "channels", 1), "operator": operator.config(),
+        "denoiser": {"name": denoiser, "config": dict(getattr(base, "config", {}))},
+        "unfold": {"K": net.K, "algorithm": net.algorithm, "gamma": net.gamma, "share": net.share,
+                   "adapter": net.adapter, "noise_level": net.noise_level},
+    }
+    return net, config
+
+
 def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[UnfoldedNetwork, dict[str, Any]]:
-    """Rebuild a network saved by :func:`save_model` (``path``: the folder or the file)."""
+    """Rebuild a network saved by :func:`save_model` (``path``: the folder or the file), or a zoo
+    bundle (``zoo:cs-0.25``)."""
     from safetensors import SafetensorError, safe_open
 
+    if str(path).startswith(zoo.PREFIX):
+        net, config = _zoo_model(str(path))
+        return net.to(device).eval(), config
     file = path / MODEL_FILE if path.is_dir() else path
     if not file.is_file():
         where = f"{path} has no {MODEL_FILE}" if path.is_dir() else f"model not found: {path}"

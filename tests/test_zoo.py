@@ -1,0 +1,105 @@
+"""The zoo: listing, loading with SHA-256 checks, clear errors for damaged or unknown files, and
+the CLI's ``--model zoo:NAME``. A small zoo is built here; the shipped one is tested in
+``test_zoo_shipped.py``."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from lorun_peft import bundle, unfold, zoo
+from lorun_peft.denoisers import UNet
+from lorun_peft.errors import CorruptFileError, InvalidArgumentError
+from lorun_peft.operators import BlockCS
+
+
+@pytest.fixture(scope="module")
+def small_zoo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("zoo")
+    torch.manual_seed(0)
+    base = UNet(1, width=4, depth=1)
+    base.load_state_dict({k: v.half().float() for k, v in base.state_dict().items()})
+    for ratio in (0.25, 0.5):
+        net = unfold(base, BlockCS(ratio, block=8, linear_estimate=True), K=2, noise_level=True,
+                     adapter_options={"init_lora_weights": False})
+        net.save_adapters(root / f"cs-{ratio:.2f}", storage_dtype="float16")
+    net.save_base(root / "base", storage_dtype="float16")
+    zoo.write_checksums(root)
+    return root
+
+
+def copy(root, tmp_path):
+    return shutil.copytree(root, tmp_path / "zoo")
+
+
+def test_list_names_the_bundles(small_zoo) -> None:
+    assert zoo.list(small_zoo) == ["cs-0.25", "cs-0.50"]
+
+
+def test_load_gives_the_bundle_on_the_base(small_zoo) -> None:
+    net = zoo.load("cs-0.25", small_zoo)
+    same = bundle.load(small_zoo / "base", small_zoo / "cs-0.25")
+    y = net.operator.A(torch.rand(1, 1, 16, 16))
+    with torch.no_grad():
+        assert torch.equal(net(y), same(y))
+    assert not net.training and net.operator.ratio == 0.25
+    assert zoo.load("zoo:cs-0.50", small_zoo).operator.ratio == 0.5  # the CLI's spelling works too
+
+
+def test_a_damaged_file_is_a_clear_error(small_zoo, tmp_path) -> None:
+    root = copy(small_zoo, tmp_path)
+    target = root / "cs-0.25" / "stage_1" / "adapter_model.safetensors"
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 0xFF
+    target.write_bytes(bytes(data))
+    with pytest.raises(CorruptFileError, match="stage_1/adapter_model.safetensors is damaged"):
+        zoo.load("cs-0.25", root)
+    zoo.load("cs-0.50", root)  # the other bundle is untouched
+
+
+def test_a_damaged_base_is_a_clear_error(small_zoo, tmp_path) -> None:
+    root = copy(small_zoo, tmp_path)
+    target = root / "base" / "model.safetensors"
+    target.write_bytes(target.read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(CorruptFileError, match="base/model.safetensors is damaged"):
+        zoo.load("cs-0.50", root)
+
+
+def test_a_missing_checksum_file_is_a_clear_error(small_zoo, tmp_path) -> None:
+    root = copy(small_zoo, tmp_path)
+    (root / zoo.SUMS).unlink()
+    with pytest.raises(CorruptFileError, match="SHA256SUMS is missing"):
+        zoo.load("cs-0.25", root)
+
+
+def test_a_missing_file_is_a_clear_error(small_zoo, tmp_path) -> None:
+    root = copy(small_zoo, tmp_path)
+    (root / "cs-0.25" / "unfolding.safetensors").unlink()
+    with pytest.raises(CorruptFileError, match="unfolding.safetensors is missing"):
+        zoo.load("cs-0.25", root)
+
+
+def test_an_unlisted_file_is_a_clear_error(small_zoo, tmp_path) -> None:
+    root = copy(small_zoo, tmp_path)
+    (root / "cs-0.25" / "extra.safetensors").write_bytes(b"x")
+    with pytest.raises(CorruptFileError, match="not in SHA256SUMS"):
+        zoo.load("cs-0.25", root)
+
+
+def test_a_malformed_checksum_line_is_a_clear_error(small_zoo, tmp_path) -> None:
+    root = copy(small_zoo, tmp_path)
+    (root / zoo.SUMS).write_text("nonsense\n")
+    with pytest.raises(CorruptFileError, match="line 1 is not"):
+        zoo.load("cs-0.25", root)
+
+
+@pytest.mark.parametrize("name", ["cs-0.33", "base", 3])
+def test_an_unknown_bundle_is_a_clear_error(small_zoo, name) -> None:
+    with pytest.raises(InvalidArgumentError, match="the zoo has no bundle|must be a string"):
+        zoo.load(name, small_zoo)
+
+
+def test_an_empty_or_missing_zoo_lists_nothing(tmp_path) -> None:
+    assert zoo.list(tmp_path) == [] and zoo.list(tmp_path / "absent") == []
