@@ -1,0 +1,308 @@
+"""Train the pretrained zoo: one shared base denoiser, then one LoRun-9 bundle per task over it.
+
+    python -m benchmarks.zoo train base --data ../shared/data            # the shared base (first)
+    python -m benchmarks.zoo train cs-0.25 --data ../shared/data         # one task per process
+    python -m benchmarks.zoo export cs-0.25 --data ../shared/data  # test figures + the shipped folder
+    python -m benchmarks.zoo list
+
+``export`` measures a trained bundle on the test sets (Set11 and BSD68 at full size, beside A^T y and
+the linear MMSE estimate computed in the same run), then writes it in float16 into the package's
+Hub-ready zoo folder ``lorun_peft/pretrained/`` with its figures in the model card, and rewrites
+``SHA256SUMS``. Each task is resumable (checkpoints under ``--work``, default ``runs/zoo``): run the same command
+again after an interruption. Two tasks run side by side on two cores (one thread each). Training
+uses Train400 only: images test_001..test_390 for training, test_391..test_400 to validate. The
+test sets (Set11, BSD68, Set5, Set14) are never used here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+import lorun_peft
+import lorun_peft.zoo
+from lorun_peft.data import IMAGE_SUFFIXES, ImageFolder, list_files
+from lorun_peft.denoisers import UNet
+from lorun_peft.operators import BlockCS
+from lorun_peft.pretrain import choose_noise_schedule, denoise_psnr, train_denoiser
+from lorun_peft.steps import geometric
+from lorun_peft.train import fit_operator
+
+# The shared base: a noise-level-conditioned U-Net (536k parameters, about the paper's CS U-Net).
+BASE = {"in_channels": 1, "width": 16, "depth": 3}
+BASE_RECIPE = {"steps": 9000, "batch_size": 16, "patch_size": 64, "lr": 1e-3, "sigma_max": 50 / 255}
+VALIDATION = 10  # the last Train400 images, held out
+K = 9
+# Per-task training over the frozen base: LoRA adapters (gamma 10), step parameters, the sampling
+# matrix and the linear initial estimate, all trained jointly with the L2 loss.
+# Measured side by side (`python -m benchmarks.zoo ablate`, 80 steps at ratio 0.25, validation PSNR
+# 26.46 dB untrained, over an early checkpoint of the base, step 700): matrix and Q trained at lr 3e-4
+# 26.65, at 1e-3 26.39 (the moving matrix undoes the fitted estimate); matrix fixed, Q trained at 3e-4
+# 26.63, at 1e-3 26.76; both fixed at 1e-3 26.90. So the operator stays as fitted (orthonormal rows
+# regenerated from their seed, Q the least-squares estimate) and adapters and steps train at lr 1e-3.
+CS_RECIPE = {"steps": 1000, "batch_size": 4, "patch_size": 96, "lr": 1e-3, "block": 32, "gamma": 10.0,
+             "learn_matrix": False, "learn_estimate": False}
+CS_RATIOS = (0.01, 0.04, 0.10, 0.25, 0.50)
+SHORT_STEPS = {0.01: 400, 0.04: 400, 0.50: 400}  # what the session's CPU time allowed; see RESULTS.md
+
+
+def train400(data: Path) -> tuple[list[Path], list[Path]]:
+    files = list_files(data / "train400", IMAGE_SUFFIXES)
+    return files[:-VALIDATION], files[-VALIDATION:]
+
+
+def train_base(data: Path, work: Path, steps: int | None = None) -> dict:
+    training, validation = train400(data)
+    recipe = {**BASE_RECIPE, "steps": steps or BASE_RECIPE["steps"]}
+    base = UNet(**BASE)
+    patches = ImageFolder(training, patch_size=recipe["patch_size"])
+    val = ImageFolder(validation)
+    start = time.perf_counter()
+    result = train_denoiser(
+        base, patches, steps=recipe["steps"], batch_size=recipe["batch_size"], lr=recipe["lr"],
+        sigma_max=recipe["sigma_max"], checkpoint_dir=work / "base", checkpoint_every=250,
+        val_data=val, val_every=1000,
+    )
+    save_file({k: v.contiguous() for k, v in base.state_dict().items()}, str(work / "base" / "denoiser.safetensors"))
+    summary = {
+        "denoiser": {"class": "UNet", **base.config()},
+        "recipe": recipe,
+        "val_psnr_sigma25": denoise_psnr(base, val, 25 / 255),
+        "val_psnr_curve": result.val_psnr,
+        "seconds_this_run": time.perf_counter() - start,
+    }
+    (work / "base" / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def load_base(work: Path) -> UNet:
+    """The trained base, rounded to float16-representable values (so it ships in float16 exactly)."""
+    path = work / "base" / "denoiser.safetensors"
+    if not path.exists():
+        raise SystemExit(f"{path} is missing: train the base first (python -m benchmarks.zoo train base ...)")
+    base = UNet(**BASE)
+    base.load_state_dict({k: v.half().float() for k, v in load_file(str(path)).items()})
+    return base.eval()
+
+
+def cs_operator(ratio: float, images: ImageFolder, learn_matrix: bool, learn_estimate: bool = False) -> BlockCS:
+    """Block CS with orthonormal rows and the linear MMSE initial estimate Q fitted to ``images``;
+    the matrix is trained with the network if ``learn_matrix``, Q if ``learn_estimate``."""
+    operator = BlockCS(ratio, block=CS_RECIPE["block"], init="orthogonal", learnable=learn_matrix, linear_estimate=True,
+                       seed=round(ratio * 1000))
+    operator.fit_initial_estimate([images.full(i) for i in range(len(images))])
+    operator.q.requires_grad_(learn_estimate)
+    return operator
+
+
+def ablate(data: Path, work: Path, variants: list[str], steps: int = 80, ratio: float = 0.25) -> dict:
+    """Validation PSNR after ``steps`` steps for variants "learn-<lr>" (matrix and Q trained),
+    "fixed-<lr>" (Q trained) and "frozen-<lr>" (neither), each from the same start: the side-by-side
+    runs behind CS_RECIPE."""
+    training, validation = train400(data)
+    whole = ImageFolder(training)
+    val = [ImageFolder(validation).full(i) for i in range(VALIDATION)]
+    out = {}
+    for variant in variants:
+        kind, lr = variant.split("-", 1)
+        operator = cs_operator(ratio, whole, kind == "learn", kind != "frozen")
+        net = lorun_peft.unfold(load_base(work), operator, K, noise_level=True)
+        untrained = choose_noise_schedule(net, val, step=1.0)["psnr"]
+        result = lorun_peft.train(net, ImageFolder(training, patch_size=CS_RECIPE["patch_size"]), steps=steps,
+                                  batch_size=CS_RECIPE["batch_size"], lr=float(lr), val_data=val, val_every=steps // 2, desc=variant)
+        out[variant] = {"untrained": untrained, "val_psnr": result.val_psnr}
+        print(variant, out[variant], flush=True)
+    return out
+
+
+def train_cs(ratio: float, data: Path, work: Path, steps: int | None = None) -> dict:
+    name = f"cs-{ratio:.2f}"
+    folder = work / name
+    folder.mkdir(parents=True, exist_ok=True)
+    recipe = {**CS_RECIPE, "steps": steps or SHORT_STEPS.get(ratio, CS_RECIPE["steps"])}
+    training, validation = train400(data)
+    whole = ImageFolder(training)
+    val = [ImageFolder(validation).full(i) for i in range(VALIDATION)]
+    operator = cs_operator(ratio, whole, recipe["learn_matrix"], recipe["learn_estimate"])
+    net = lorun_peft.unfold(load_base(work), operator, K, gamma=recipe["gamma"], noise_level=True)
+    start = time.perf_counter()
+    init_file = folder / "step_init.json"
+    if init_file.exists():  # chosen in an earlier run of this task
+        init = json.loads(init_file.read_text())
+        net.steps.initialise(step=init["step"], sigma=geometric(init["sigma_first"], init["sigma_last"], K))
+    else:
+        init = choose_noise_schedule(net, val, step=1.0)  # on the validation images, untrained
+        init["val_psnr_untrained"] = init.pop("psnr")
+        init_file.write_text(json.dumps(init, indent=1))
+    print(f"{name}: step init {init['step']}, sigma {init['sigma_first']} -> {init['sigma_last']} "
+          f"(validation {init['val_psnr_untrained']:.2f} dB untrained)", flush=True)
+    result = lorun_peft.train(
+        net, ImageFolder(training, patch_size=recipe["patch_size"]), steps=recipe["steps"],
+        batch_size=recipe["batch_size"], lr=recipe["lr"], checkpoint_dir=folder, checkpoint_every=50,
+        val_data=val, val_every=200, desc=name,
+    )
+    net.eval()
+    net.save_adapters(folder / "bundle")
+    before = json.loads((folder / "summary.json").read_text()).get("cpu_seconds", 0.0) if (folder / "summary.json").exists() else 0.0
+    summary = {
+        "task": name, "recipe": recipe, "step_init": init, "val_psnr_curve": result.val_psnr,
+        "steps": result.step, "seconds_this_run": time.perf_counter() - start,
+        "cpu_seconds": before + time.perf_counter() - start,  # one thread; runs cut short are not counted
+    }
+    (folder / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+TEST_SETS = {"cs": ("set11", "bsd68")}
+ZOO = Path(lorun_peft.__file__).parent / "pretrained"
+
+
+@torch.no_grad()
+def test_figures(net, data: Path, sets: tuple[str, ...]) -> dict:
+    """Mean PSNR/SSIM on each test set of A^T y, the initial estimate (linear MMSE) and the network."""
+    figures = {}
+    for name in sets:
+        folder = ImageFolder(data / name, augment=False)
+        images = [folder.full(i) for i in range(len(folder))]
+        result = lorun_peft.evaluate(net, images, names=folder.names)
+        adjoint = []
+        for x in images:
+            with fit_operator(net.operator, x.shape[-2:]):
+                at_y = net.operator.A_adjoint(net.operator.A(x[None])).clamp(0, 1)
+            adjoint.append(float(lorun_peft.metrics.psnr(at_y, x[None])))
+        mean = result.mean()
+        figures[name] = {
+            "images": len(images), "adjoint_psnr": sum(adjoint) / len(adjoint), "linear_psnr": mean["x0_psnr"],
+            "linear_ssim": mean["x0_ssim"], "psnr": mean["psnr"], "ssim": mean["ssim"],
+        }
+    return figures
+
+
+def write_zoo_card(root: Path) -> None:
+    """The zoo folder's own model card: every bundle's test figures in one table."""
+    rows = []
+    for name in lorun_peft.zoo.list(root):
+        m = json.loads((root / name / "lorun_config.json").read_text())["metrics"]
+        rows.append(f"| {name} | {m.get('set11_adjoint_psnr', '')} | {m.get('set11_linear_mmse_psnr', '')} | "
+                    f"**{m.get('set11_psnr', '')}** / {m.get('set11_ssim', '')} | {m.get('bsd68_linear_mmse_psnr', '')} | "
+                    f"**{m.get('bsd68_psnr', '')}** / {m.get('bsd68_ssim', '')} | {m.get('train_steps', '')} | {m.get('train_cpu_minutes', '')} |")
+    text = f"""---
+library_name: lorun_peft
+pipeline_tag: image-to-image
+tags:
+- lorun_peft
+- peft
+- lora
+- deep-unfolding
+- image-restoration
+- compressive-sensing
+---
+
+# lorun_peft pretrained zoo
+
+One shared base denoiser (`base/`: a noise-level-conditioned U-Net, {BASE}, pretrained as a
+Gaussian denoiser on Train400) and one LoRun-9 task bundle per folder (9 PEFT LoRA adapters, gamma
+10, PGD steps, the task's sampling matrix and linear initial estimate), all stored in float16. Each
+bundle's `README.md` has its settings and figures; `SHA256SUMS` lists every file, and
+`lorun_peft.zoo.load` checks them before loading.
+
+```python
+import lorun_peft
+net = lorun_peft.zoo.load("cs-0.25")                          # ready, no training, no network
+net.load_adapters(lorun_peft.zoo.bundle_path("cs-0.10"))      # swap the task in the live network
+```
+or `lorun restore --model zoo:cs-0.25 photo.png restored.png`.
+
+Test figures (PSNR dB / SSIM, images at full size, block CS with 32 x 32 blocks, noiseless;
+A^T y and the linear MMSE estimate computed in the same run on the same images):
+
+| bundle | Set11 A^T y | Set11 linear MMSE | Set11 LoRun-9 | BSD68 linear MMSE | BSD68 LoRun-9 | steps | CPU minutes |
+|---|---|---|---|---|---|---|---|
+""" + "\n".join(rows) + """
+
+Trained by `python -m benchmarks.zoo train base|cs-R --data DATA` (Train400 images 1-390; 391-400
+validate; the test sets are never used to train or choose settings) and written here by
+`python -m benchmarks.zoo export cs-R --data DATA`. Licence of the training images: BSD (research use).
+"""
+    (root / "README.md").write_text(text)
+
+
+def export(task: str, data: Path, work: Path, root: Path = ZOO) -> dict:
+    """Score a trained bundle, then write base and bundle (float16) into the zoo folder."""
+    trained = work / task / "bundle"
+    if not trained.exists():
+        raise SystemExit(f"{trained} is missing: train {task} first")
+    base = load_base(work)
+    net = lorun_peft.load(base, trained)
+    start = time.perf_counter()
+    figures = test_figures(net, data, TEST_SETS["cs"])
+    seconds = time.perf_counter() - start
+    net.save_base(root / "base", storage_dtype="float16")
+    summary = json.loads((work / task / "summary.json").read_text())
+    metrics = {"dataset": "Set11 / BSD68 (full size)"}
+    for name, f in figures.items():
+        metrics.update({f"{name}_psnr": round(f["psnr"], 2), f"{name}_ssim": round(f["ssim"], 4),
+                        f"{name}_linear_mmse_psnr": round(f["linear_psnr"], 2), f"{name}_adjoint_psnr": round(f["adjoint_psnr"], 2)})
+    metrics["train_steps"] = summary["steps"]
+    metrics["train_cpu_minutes"] = round(summary.get("cpu_seconds", summary["seconds_this_run"]) / 60, 1)
+    half = net.save_adapters(root / task, metrics=metrics, storage_dtype="float16")
+    # what float16 storage costs, measured on Set11
+    reloaded = lorun_peft.load(lorun_peft.zoo.base_path(root), half)
+    half_psnr = test_figures(reloaded, data, ("set11",))["set11"]["psnr"]
+    write_zoo_card(root)
+    lorun_peft.zoo.write_checksums(root)
+    report = {"task": task, "figures": figures, "float16_set11_psnr": half_psnr,
+              "float16_loss_db": figures["set11"]["psnr"] - half_psnr, "eval_seconds": seconds}
+    (work / task / "test_figures.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+TASKS = {"base": train_base, **{f"cs-{r:.2f}": (lambda r: lambda data, work, steps=None: train_cs(r, data, work, steps))(r) for r in CS_RATIOS}}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("train", help="train one task (resumable)")
+    run.add_argument("task", choices=sorted(TASKS))
+    run.add_argument("--data", type=Path, required=True, help="the shared data folder (with train400/)")
+    run.add_argument("--work", type=Path, default=Path("runs/zoo"), help="checkpoints and outputs")
+    run.add_argument("--threads", type=int, default=1)
+    run.add_argument("--steps", type=int, default=None, help="override the recipe's steps (quick checks)")
+    out = sub.add_parser("export", help="score a trained task on the test sets and write it into the zoo folder")
+    out.add_argument("task", choices=sorted(set(TASKS) - {"base"}))
+    out.add_argument("--data", type=Path, required=True)
+    out.add_argument("--work", type=Path, default=Path("runs/zoo"))
+    out.add_argument("--root", type=Path, default=ZOO, help="the zoo folder to write")
+    out.add_argument("--threads", type=int, default=1)
+    ab = sub.add_parser("ablate", help="side-by-side short runs of recipe variants at ratio 0.25")
+    ab.add_argument("variants", nargs="+", help="learn-<lr> or fixed-<lr>, e.g. learn-3e-4 fixed-1e-3")
+    ab.add_argument("--data", type=Path, required=True)
+    ab.add_argument("--work", type=Path, default=Path("runs/zoo"))
+    ab.add_argument("--steps", type=int, default=80)
+    ab.add_argument("--threads", type=int, default=1)
+    sub.add_parser("list", help="list the tasks")
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        print("\n".join(sorted(TASKS)))
+        return
+    torch.set_num_threads(args.threads)
+    if args.command == "ablate":
+        print(json.dumps(ablate(args.data, args.work, args.variants, args.steps), indent=1))
+        return
+    if args.command == "export":
+        print(json.dumps(export(args.task, args.data, args.work, args.root), indent=1))
+        return
+    start = time.perf_counter()
+    summary = TASKS[args.task](args.data, args.work, args.steps)
+    print(json.dumps(summary, indent=1))
+    print(f"{args.task}: {time.perf_counter() - start:.0f} s in this run")
+
+
+if __name__ == "__main__":
+    main()
