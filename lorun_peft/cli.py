@@ -655,7 +655,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         torch.set_num_threads(args.threads)
     try:
-        if is_bundle_command(args):
+        if args.command == "push" and zoo.is_zoo(args.folder):  # the whole zoo folder, unchanged
+            zoo.push(args.repo_id, args.folder, path_in_repo=args.path_in_repo, revision=args.revision, tag=args.tag,
+                     private=args.private, commit_message=args.message, endpoint=args.endpoint)
+        elif is_bundle_command(args):
             run_bundle_command(args)
         elif args.command == "demo":
             demo(args.out, ratio=args.ratio, K=args.K, gamma=args.gamma, steps=60 if args.quick else args.steps,

@@ -21,11 +21,11 @@ import hashlib
 import os
 from pathlib import Path
 
-from . import bundle
+from . import bundle, hub
 from .errors import CorruptFileError, InvalidArgumentError
 from .unfold import UnfoldedNetwork
 
-__all__ = ["ROOT", "PREFIX", "list", "load", "bundle_path", "base_path", "verify", "write_checksums"]
+__all__ = ["ROOT", "PREFIX", "list", "load", "bundle_path", "base_path", "verify", "write_checksums", "is_zoo", "push"]
 
 ROOT = Path(__file__).parent / "pretrained"
 PREFIX = "zoo:"  # the CLI's spelling: --model zoo:cs-0.25
@@ -102,3 +102,25 @@ def write_checksums(root: str | os.PathLike = ROOT) -> Path:
     target = root / SUMS
     target.write_text("\n".join(lines) + "\n")
     return target
+
+
+def is_zoo(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` is a zoo folder (``SHA256SUMS`` and ``base/`` beside its bundles)."""
+    folder = Path(folder)
+    return (folder / SUMS).is_file() and (folder / BASE).is_dir()
+
+
+def push(repo_id: str, root: str | os.PathLike = ROOT, **hub_options) -> object:
+    """Check every bundle of the zoo at ``root`` (SHA-256 and loadable files), then upload the
+    folder unchanged to the Hub repo ``repo_id`` in one commit. ``hub_options`` are those of
+    ``lorun push`` (path_in_repo, revision, tag, private, commit_message, endpoint, token)."""
+    root = Path(root)
+    names = list(root)
+    if not is_zoo(root) or not names:
+        raise InvalidArgumentError(f"{root} is not a zoo folder with bundles ({SUMS}, {BASE}/ and bundle folders)")
+    for name in names:
+        verify(name, root)
+        bundle.read_bundle(root / name)
+    if not hub_options.get("commit_message"):
+        hub_options["commit_message"] = f"Upload the lorun_peft zoo ({', '.join(names)})"
+    return hub.upload(root, repo_id, **hub_options)

@@ -103,3 +103,26 @@ def test_an_unknown_bundle_is_a_clear_error(small_zoo, name) -> None:
 
 def test_an_empty_or_missing_zoo_lists_nothing(tmp_path) -> None:
     assert zoo.list(tmp_path) == [] and zoo.list(tmp_path / "absent") == []
+
+
+def test_lorun_push_publishes_the_zoo_folder_unchanged(small_zoo, monkeypatch):
+    from test_hub import FakeHfApi
+
+    from lorun_peft import cli, hub
+
+    FakeHfApi.calls, FakeHfApi.fail_upload = [], None
+    monkeypatch.setattr(hub, "HfApi", FakeHfApi)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    assert cli.main(["push", str(small_zoo), "user/lorun-zoo", "--tag", "v1"]) == 0
+    upload = dict(FakeHfApi.calls)["upload_folder"]
+    local = sorted(p.relative_to(small_zoo).as_posix() for p in small_zoo.rglob("*") if p.is_file())
+    assert upload["files"] == local and upload["allow_patterns"] is None and upload["path_in_repo"] is None
+    assert "cs-0.25" in upload["commit_message"] and "create_tag" in dict(FakeHfApi.calls)
+
+
+def test_push_refuses_a_damaged_zoo(small_zoo, tmp_path):
+    root = copy(small_zoo, tmp_path)
+    (root / "cs-0.50" / "lorun_config.json").write_text("{}")
+    with pytest.raises(CorruptFileError, match="damaged"):
+        zoo.push("user/lorun-zoo", root)
