@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .data import (
+    CUBE_SUFFIXES,
     IMAGE_SUFFIXES,
     ImageFolder,
     SpectralCubes,
@@ -352,17 +353,27 @@ def evaluation_images(config: dict[str, Any], operator: Any, folder: Path | None
 
 
 def training_data(args: argparse.Namespace, config: dict[str, Any], operator: Any) -> tuple[Any, Any]:
-    """(training data, validation images) for ``lorun train``."""
+    """(training data, validation images) for ``lorun train``. With ``--data`` and no ``--val`` a
+    few images of the folder (the last tenth, 1 to 4) are held out to validate on."""
     size = operator.height if config["task"] == "cassi" else args.patch
     if args.data is not None:
-        if config["task"] == "cassi":
-            data: Any = SpectralCubes(args.data, patch_size=size)
+        cassi = config["task"] == "cassi"
+        files = list_files(args.data, CUBE_SUFFIXES if cassi else IMAGE_SUFFIXES)
+        held = 0 if args.val or len(files) < 2 else min(4, max(1, len(files) // 10))
+        training = files[: len(files) - held]
+        if cassi:
+            data: Any = SpectralCubes(training, patch_size=size)
             if data.bands != config["channels"]:
                 raise InvalidArgumentError(f"the cubes in {args.data} have {data.bands} bands, the model {config['channels']}")
         else:
-            data = ImageFolder(args.data, patch_size=size, channels=config["channels"])
-        val = evaluation_images(config, operator, args.val)[0] if args.val else None
-        return data, val
+            data = ImageFolder(training, patch_size=size, channels=config["channels"])
+        if args.val:
+            return data, evaluation_images(config, operator, args.val)[0]
+        if not held:
+            return data, None
+        _say(f"validating on {held} image(s) held out of {args.data}: {', '.join(p.name for p in files[-held:])} (or give --val DIR)")
+        holdout = SpectralCubes(files[-held:], augment=False) if cassi else ImageFolder(files[-held:], channels=config["channels"], augment=False)
+        return data, [fit_images(config, operator, [holdout.full(i)])[0] for i in range(len(holdout))]
     if config["task"] == "cassi":
         data = synthetic_cubes(32, size, config["channels"], seed=args.seed)
     else:

@@ -199,3 +199,13 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "lorun eval: error: model not found" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_train_with_data_validates_on_held_out_images_by_default(tmp_path, images, capsys):
+    out = tmp_path / "run"
+    code, text, _ = run(capsys, "train", "--block", "8", "--data", images, "--out", out, *TINY)
+    assert code == 0
+    assert "validating on 1 image(s) held out of" in text and "img2.png" in text
+    assert text.count("validation PSNR") == 2  # one line per phase
+    log = json.loads((out / "train_log.json").read_text())
+    assert all(entry["val_psnr"] for entry in log.values())
