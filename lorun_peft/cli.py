@@ -35,6 +35,7 @@ from .data import (
     ImageFolder,
     SpectralCubes,
     center_crop,
+    image_channels,
     list_files,
     load_cube,
     load_image,
@@ -75,7 +76,7 @@ def _network_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mask", type=Path, help="cassi: coded aperture, .mat (key 'mask') or .npy; default a random binary mask")
     g.add_argument("--bands", type=int, default=28, help="cassi: spectral bands (default 28)")
     g.add_argument("--dispersion", type=int, default=2, help="cassi: shift per band in pixels (default 2)")
-    g.add_argument("--channels", type=int, choices=(1, 3), help="image channels: 1 gray, 3 RGB (default: 1 for cs, 3 for sr)")
+    g.add_argument("--channels", type=int, choices=(1, 3), help="image channels: 1 gray, 3 RGB (default: what --data holds, 3 if any image is colour; on built-in images 1 for cs, 3 for sr)")
     g.add_argument("--denoiser", choices=sorted(DENOISERS), default="unet", help="reference denoiser (default unet)")
     g.add_argument("--width", type=int, default=16, help="denoiser width (U-Net channels / Transformer dim; default 16)")
     g.add_argument("--depth", type=int, default=2, help="denoiser depth (default 2)")
@@ -172,9 +173,16 @@ def _say(*args: Any) -> None:
 
 
 def _channels(args: argparse.Namespace) -> int:
+    """CASSI: the bands; else --channels, or what the training images hold (3 if any is colour),
+    or 1 for cs and 3 for sr on built-in images."""
     if args.task == "cassi":
         return args.bands
-    return args.channels or (3 if args.task == "sr" else 1)
+    if args.channels:
+        return args.channels
+    data = getattr(args, "data", None)
+    if data is not None and Path(data).is_dir():
+        return max((image_channels(f) for f in list_files(data, IMAGE_SUFFIXES)), default=1)
+    return 3 if args.task == "sr" else 1
 
 
 def make_operator(args: argparse.Namespace) -> torch.nn.Module:
@@ -509,6 +517,12 @@ def _write_output(path: Path, x: torch.Tensor) -> None:
     save_png(path, Image.fromarray(to_display(x)))
 
 
+def _as_input(x: torch.Tensor, path: Path, config: dict[str, Any]) -> torch.Tensor:
+    """A gray input image restored by a colour model (its channels replicated) comes back gray."""
+    gray_in = path.suffix.lower() in IMAGE_SUFFIXES and config["task"] != "cassi" and image_channels(path) == 1
+    return x.mean(dim=0, keepdim=True) if gray_in and x.shape[0] == 3 else x
+
+
 @torch.no_grad()
 def cmd_restore(args: argparse.Namespace) -> None:
     if args.output.suffix.lower() not in (".png", ".npy"):
@@ -526,7 +540,7 @@ def cmd_restore(args: argparse.Namespace) -> None:
                 x_hat = net(y).clamp(0, 1)
             except InvalidArgumentError as err:
                 raise InvalidArgumentError(f"measurement {args.input} does not fit the model: {err}") from err
-        _write_output(args.output, x_hat[0])
+        _write_output(args.output, _as_input(x_hat[0], args.input, config))
         print(f"restored {args.input} ({tuple(y.shape[1:])}) -> {args.output} ({tuple(x_hat.shape[1:])})")
         return
     if config["task"] == "cassi":
@@ -538,7 +552,7 @@ def cmd_restore(args: argparse.Namespace) -> None:
     x = fit_images(config, operator, [x])[0].to(reference)[None]
     result = evaluate(net, x, names=[args.input.name], noise_sigma=args.noise_sigma, seed=args.seed,
                       keep_outputs=True, **_metric_options(config, operator, args))
-    _write_output(args.output, result.restored[0])
+    _write_output(args.output, _as_input(result.restored[0], args.input, config))
     row = result.table.rows[0][1]
     print(f"{args.input} -> {args.output}: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f} "
           f"(initial estimate {row['x0_psnr']:.2f} dB)")

@@ -36,6 +36,7 @@ __all__ = [
     "ImageFolder",
     "SpectralCubes",
     "load_image",
+    "image_channels",
     "load_cube",
     "list_files",
     "augment",
@@ -103,11 +104,32 @@ def load_image(path: str | os.PathLike, channels: int | None = None) -> torch.Te
     return torch.from_numpy(array)
 
 
+def image_channels(path: str | os.PathLike) -> int:
+    """1 for a gray image file (gray modes, a gray palette), 3 for colour; reads the header only.
+
+    >>> import tempfile, numpy as np
+    >>> from PIL import Image
+    >>> path = tempfile.mkdtemp() + "/gray.png"
+    >>> Image.fromarray(np.zeros((4, 4), np.uint8)).save(path)
+    >>> image_channels(path)
+    1
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return 1 if image.mode in _GRAY_MODES or _has_gray_palette(image) else 3
+    except (OSError, ValueError, SyntaxError) as err:
+        raise CorruptFileError(f"image {path} cannot be read: {err}") from err
+
+
+_GRAY_MODES = ("L", "LA", "1", "I", "I;16", "I;16B", "I;16L", "F")
+
+
 def _image_array(image: Any, channels: int | None) -> np.ndarray:
     """C x H x W float32 in [0, 1] from an opened PIL image."""
-    gray_modes = ("L", "LA", "1", "I", "I;16", "I;16B", "I;16L", "F")
     if channels is None:
-        channels = 1 if image.mode in gray_modes or _has_gray_palette(image) else 3
+        channels = 1 if image.mode in _GRAY_MODES or _has_gray_palette(image) else 3
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16/32-bit gray
         array = np.asarray(image, dtype=np.float32)
         array = array / 65535.0 if image.mode != "F" else array

@@ -209,3 +209,19 @@ def test_train_with_data_validates_on_held_out_images_by_default(tmp_path, image
     assert text.count("validation PSNR") == 2  # one line per phase
     log = json.loads((out / "train_log.json").read_text())
     assert all(entry["val_psnr"] for entry in log.values())
+
+
+def test_channels_follow_the_data(tmp_path, capsys):
+    gray = tmp_path / "gray"
+    gray.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (24, 32), dtype=np.uint8)).save(gray / f"g{i}.png")
+    out = tmp_path / "sr_gray"
+    assert run(capsys, "train", "--task", "sr", "--scale", "2", "--data", gray, "--out", out, *TINY)[0] == 0
+    assert load_model(out)[1]["channels"] == 1  # gray images train a gray model
+    rgb = tmp_path / "sr_rgb"
+    assert run(capsys, "train", "--task", "sr", "--scale", "2", "--data", gray, "--channels", "3", "--out", rgb, *TINY)[0] == 0
+    assert load_model(rgb)[1]["channels"] == 3  # unless --channels 3 is asked
+    code, _, _ = run(capsys, "restore", "--model", rgb, gray / "g0.png", tmp_path / "restored.png")
+    assert code == 0 and Image.open(tmp_path / "restored.png").mode == "L"  # a gray input comes back gray
