@@ -425,6 +425,13 @@ def cmd_train(args: argparse.Namespace) -> None:
         config = network_config(args, operator, "base")
         net = build_network(config, operator)
     net.to(_device(args.device))
+    training = {
+        "phases": list(phases), "steps": args.steps, "adapter_steps": args.adapter_steps or args.steps,
+        "lr": args.lr, "adapter_lr": args.adapter_lr or args.lr, "batch_size": args.batch_size,
+        "noise_sigma": args.noise_sigma, "patch": args.patch, "seed": args.seed,
+        "data": str(args.data) if args.data else "built-in", "val": str(args.val) if args.val else None,
+    }
+    _record_settings(args.out / "checkpoints", {**config, "training": training}, fresh=args.fresh)
     data, val = training_data(args, config, net.operator)
     _say(f"lorun train: task {config['task']}, phases {', '.join(phases)}, {args.steps} steps each, output {args.out}")
     result = train_two_phase(
@@ -435,11 +442,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     )
     if not _is_main():
         return
-    config["training"] = {
-        "phases": list(phases), "steps": args.steps, "adapter_steps": args.adapter_steps or args.steps,
-        "lr": args.lr, "batch_size": args.batch_size, "noise_sigma": args.noise_sigma, "patch": args.patch,
-        "seed": args.seed, "data": str(args.data) if args.data else "built-in",
-    }
+    config["training"] = training
     path = save_model(args.out, net, config)
     log = {
         phase: {"losses": r.losses, "val_psnr": r.val_psnr, "seconds": r.seconds}
@@ -452,6 +455,44 @@ def cmd_train(args: argparse.Namespace) -> None:
         _say(f"{phase}: final loss {entry['losses'][-1]:.4g}{val_text}, {entry['seconds']:.0f} s")
     _say(str(net.parameter_report()))
     _say(f"model: {path}")
+
+
+SETTINGS_FILE = "settings.json"
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _flatten(item, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): value}
+
+
+def _record_settings(folder: Path, settings: dict[str, Any], fresh: bool) -> None:
+    """Resume only a run with exactly these settings: compare them with the ones recorded when the
+    checkpoints in ``folder`` were started, and refuse naming each difference; record them for a new
+    run (or with ``fresh``, after removing the old checkpoints)."""
+    record = folder / SETTINGS_FILE
+    settings = json.loads(json.dumps(settings))  # the JSON form, as it is recorded
+    if fresh and folder.is_dir():
+        for old in folder.rglob("*"):
+            if old.is_file():
+                old.unlink()
+    elif record.is_file():
+        try:
+            before = json.loads(record.read_text())
+        except (OSError, ValueError) as err:
+            raise CorruptFileError(f"{record} cannot be read ({err}); start over with --fresh") from err
+        old, new = _flatten(before), _flatten(settings)
+        differ = [f"{key}: recorded {old.get(key)!r}, now {new.get(key)!r}" for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+        if differ:
+            raise InvalidArgumentError(
+                f"{folder.parent} holds a run started with other settings ({'; '.join(differ)}); rerun with the "
+                "recorded settings to resume it, or add --fresh to start over"
+            )
+        return
+    elif folder.is_dir() and any(folder.rglob("*.pt")):
+        raise InvalidArgumentError(f"{folder} holds checkpoints without recorded settings (an older lorun); add --fresh to start over")
+    with atomic_write(record) as f:
+        f.write(json.dumps(settings, indent=2).encode())
 
 
 def _evaluate_model(net: UnfoldedNetwork, config: dict[str, Any], args: argparse.Namespace, **extra: Any) -> Evaluation:

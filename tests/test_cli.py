@@ -225,3 +225,26 @@ def test_channels_follow_the_data(tmp_path, capsys):
     assert load_model(rgb)[1]["channels"] == 3  # unless --channels 3 is asked
     code, _, _ = run(capsys, "restore", "--model", rgb, gray / "g0.png", tmp_path / "restored.png")
     assert code == 0 and Image.open(tmp_path / "restored.png").mode == "L"  # a gray input comes back gray
+
+
+def test_rerunning_train_resumes_only_with_the_recorded_settings(tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["train", "--block", "8", "--out", out, *TINY]
+    assert run(capsys, *base)[0] == 0
+    recorded = (out / "config.json").read_text()
+    code, _, err = run(capsys, *base, "--lr", "0.5", "--noise-sigma", "0.1")
+    assert code == 2 and "training.lr: recorded 0.001, now 0.5" in err and "training.noise_sigma" in err and "--fresh" in err
+    code, _, err = run(capsys, *base, "--ratio", "0.1")
+    assert code == 2 and "operator.ratio: recorded 0.25, now 0.1" in err and "--fresh" in err
+    assert (out / "config.json").read_text() == recorded  # nothing false was recorded
+    assert run(capsys, *base)[0] == 0  # the same settings resume
+    assert run(capsys, *base, "--lr", "0.5", "--fresh")[0] == 0
+    assert json.loads((out / "config.json").read_text())["training"]["lr"] == 0.5
+
+
+def test_checkpoints_without_recorded_settings_are_not_resumed(tmp_path, capsys):
+    out = tmp_path / "run"
+    (out / "checkpoints" / "backbone").mkdir(parents=True)
+    (out / "checkpoints" / "backbone" / "checkpoint.pt").write_bytes(b"old")
+    code, _, err = run(capsys, "train", "--block", "8", "--out", out, *TINY)
+    assert code == 2 and "without recorded settings" in err and "--fresh" in err
