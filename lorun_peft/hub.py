@@ -1,6 +1,6 @@
 """The Hugging Face Hub side of task bundles: download one bundle's files, upload a folder, turn
 every Hub failure into a :class:`~lorun_peft.errors.HubError` that names the repo, revision and
-files, and the ``lorun push`` / ``lorun pull`` / ``lorun inspect`` commands.
+files (the ``lorun push`` / ``pull`` / ``inspect BUNDLE`` commands are in :mod:`lorun_peft.commands`).
 
 Downloads go through ``huggingface_hub.snapshot_download`` with ``allow_patterns``, so only the
 wanted bundle is fetched, the local cache is used, and ``HF_HUB_OFFLINE=1`` (read at call time
@@ -26,11 +26,9 @@ refused a/../../b
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -264,72 +262,3 @@ def upload(
 
 # ---- command line ------------------------------------------------------------------------------
 BUNDLE_COMMANDS = ("push", "pull", "inspect")
-
-
-def add_bundle_commands(subparsers: Any) -> None:
-    """Add ``push`` and ``pull`` to a ``parser.add_subparsers(dest="command")`` object, and a
-    ``BUNDLE`` argument (+ ``--subfolder``, ``--revision``, ``--base``, ``--endpoint``) to its
-    ``inspect`` command, which is added if the parser has none. Call it after the other commands.
-
-    Tokens come from ``HF_TOKEN`` or ``hf auth login``, never from the command line.
-
-    >>> parser = argparse.ArgumentParser(prog="lorun")
-    >>> add_bundle_commands(parser.add_subparsers(dest="command"))
-    >>> args = parser.parse_args(["pull", "user/repo", "--subfolder", "cs-0.10"])
-    >>> args.subfolder, is_bundle_command(args)
-    ('cs-0.10', True)
-    """
-    p = subparsers.add_parser("push", help="upload a saved task bundle or base folder to the Hugging Face Hub")
-    p.add_argument("folder", type=Path, help="a folder written by net.save_adapters() or net.save_base()")
-    p.add_argument("repo_id", help="Hub repo, e.g. user/lorun-cs (created if missing)")
-    p.add_argument("--path-in-repo", default=None, help="folder inside the repo (default: the repo root)")
-    p.add_argument("--revision", default=None, help="branch to commit to (created if missing; default main)")
-    p.add_argument("--tag", default=None, help="tag the new commit")
-    p.add_argument("--private", action="store_true", default=None, help="create the repo as private")
-    p.add_argument("--message", default=None, help="commit message")
-    p.add_argument("--endpoint", default=None, help="Hub URL (default: HF_ENDPOINT or huggingface.co)")
-
-    p = subparsers.add_parser("pull", help="download one task bundle from the Hub into the cache (and optionally a folder)")
-    p.add_argument("repo_id", help="Hub repo, e.g. user/lorun-cs")
-    p.add_argument("--subfolder", default=None, help="the bundle's folder inside the repo")
-    p.add_argument("--revision", default=None, help="branch, tag or commit (default main)")
-    p.add_argument("--to", type=Path, default=None, help="also copy the bundle into this folder")
-    p.add_argument("--endpoint", default=None, help="Hub URL (default: HF_ENDPOINT or huggingface.co)")
-
-    p = subparsers.choices.get("inspect") or subparsers.add_parser("inspect", help="show a task bundle or list a repo's bundles")
-    g = p.add_argument_group("task bundles (lorun inspect BUNDLE)")
-    g.add_argument("bundle", nargs="?", default=None, help="a task bundle folder, a folder of bundles, or a Hub repo id")
-    g.add_argument("--subfolder", default=None, help="the bundle's folder inside the repo or folder")
-    g.add_argument("--revision", default=None, help="Hub branch, tag or commit")
-    g.add_argument("--base", default=None, help="a saved base (folder or Hub repo) to check the fingerprint against")
-    g.add_argument("--endpoint", default=None, help="Hub URL (default: HF_ENDPOINT or huggingface.co)")
-
-
-def is_bundle_command(args: argparse.Namespace) -> bool:
-    """Whether :func:`run_bundle_command` handles ``args`` (push, pull, or inspect with a BUNDLE)."""
-    command = getattr(args, "command", None)
-    return command in ("push", "pull") or (command == "inspect" and getattr(args, "bundle", None) is not None)
-
-
-def run_bundle_command(args: argparse.Namespace) -> int:
-    """Run a command added by :func:`add_bundle_commands`; raises LorunError subclasses on failure."""
-    from . import bundle  # bundle.py imports this module: import it only when a command runs
-
-    if not is_bundle_command(args):
-        raise InvalidArgumentError(f"not a bundle command: {getattr(args, 'command', None)!r} (inspect needs a BUNDLE)")
-    if args.command == "push":
-        what = bundle.push_folder(
-            args.folder, args.repo_id, path_in_repo=args.path_in_repo, revision=args.revision, tag=args.tag,
-            private=args.private, commit_message=args.message, endpoint=args.endpoint,
-        )
-        print(f"pushed {args.folder} to {args.repo_id}/{args.path_in_repo or ''} ({getattr(what, 'commit_url', what)})")
-    elif args.command == "pull":
-        local = bundle.pull(args.repo_id, subfolder=args.subfolder, revision=args.revision, endpoint=args.endpoint)
-        if args.to is not None:
-            local = bundle.copy_bundle(local, args.to)
-        print(bundle.inspect(local))
-        print(f"\nbundle at {local}")
-    else:
-        print(bundle.inspect(args.bundle, subfolder=args.subfolder, revision=args.revision, base=args.base, endpoint=args.endpoint))
-    sys.stdout.flush()
-    return 0

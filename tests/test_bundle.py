@@ -23,9 +23,10 @@ from peft import PeftModel
 from safetensors.torch import load_file
 
 from lorun_peft import bundle
+from lorun_peft.cli import add_bundle_commands
+from lorun_peft.commands import run_bundle_command
 from lorun_peft.denoisers import UNet
 from lorun_peft.errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError
-from lorun_peft.hub import add_bundle_commands, run_bundle_command
 from lorun_peft.operators import BlockCS
 from lorun_peft.unfold import UnfoldedNetwork, unfold
 

@@ -12,8 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from lorun_peft import cli
-from lorun_peft.cli import MODEL_FILE, load_model, main
+from lorun_peft import cli, commands
+from lorun_peft.cli import main
+from lorun_peft.commands import MODEL_FILE, load_model
 from lorun_peft.errors import TrainingError
 
 TINY = ["--K", "2", "--width", "4", "--depth", "1", "--patch", "16", "--steps", "2", "--batch-size", "2", "--no-progress"]
@@ -157,7 +158,7 @@ def test_failed_training_writes_no_model(tmp_path, capsys, monkeypatch):
     def fail(*args, **kwargs):
         raise TrainingError("loss became nan at step 1")
 
-    monkeypatch.setattr(cli, "train_two_phase", fail)
+    monkeypatch.setattr(commands, "train_two_phase", fail)
     expect_error(capsys, "loss became nan", "train", "--block", "8", "--out", tmp_path / "o", *TINY)
     assert not (tmp_path / "o" / MODEL_FILE).exists()
 
@@ -248,3 +249,32 @@ def test_checkpoints_without_recorded_settings_are_not_resumed(tmp_path, capsys)
     (out / "checkpoints" / "backbone" / "checkpoint.pt").write_bytes(b"old")
     code, _, err = run(capsys, "train", "--block", "8", "--out", out, *TINY)
     assert code == 2 and "without recorded settings" in err and "--fresh" in err
+
+
+def test_help_and_argument_errors_need_no_torch():
+    """`lorun --help` and argument errors answer before torch (or PEFT, the Hub client) is imported."""
+    code = (
+        "import sys\n"
+        "from lorun_peft.cli import main\n"
+        "for argv in (['--help'], ['train', '--steps', 'x'], ['eval']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "heavy = [m for m in ('torch', 'peft', 'huggingface_hub', 'accelerate', 'timm') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "HEAVY []" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_import_lorun_peft_is_lazy():
+    code = "import sys, lorun_peft\nprint([m for m in ('torch', 'peft', 'huggingface_hub', 'accelerate', 'timm') if m in sys.modules])"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
+def test_the_parser_names_every_denoiser():
+    from lorun_peft.denoisers import DENOISERS
+
+    assert cli.DENOISER_NAMES == tuple(sorted(DENOISERS))

@@ -27,6 +27,8 @@ import torch
 from huggingface_hub.errors import HfHubHTTPError
 
 from lorun_peft import bundle, hub
+from lorun_peft.cli import add_bundle_commands
+from lorun_peft.commands import run_bundle_command
 from lorun_peft.denoisers import UNet
 from lorun_peft.errors import CorruptFileError, HubError, InvalidArgumentError
 from lorun_peft.operators import BlockCS
@@ -227,17 +229,17 @@ def test_subfolders_from_the_caller_cannot_escape(server, opts):
 def test_pull_and_inspect_commands(server, opts, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", opts["cache_dir"])
     parser = argparse.ArgumentParser()
-    hub.add_bundle_commands(parser.add_subparsers(dest="command"))
+    add_bundle_commands(parser.add_subparsers(dest="command"))
     target = tmp_path / "pulled"
     args = parser.parse_args(["pull", REPO, "--subfolder", "cs-0.10", "--revision", "v1", "--to", str(target), "--endpoint", server.endpoint])
-    assert hub.run_bundle_command(args) == 0
+    assert run_bundle_command(args) == 0
     assert "ratio=0.1" in capsys.readouterr().out
     assert torch.equal(restore(make_net(server.base, 0.25, 9).load_adapters(target)), local_output(server, "v1"))
-    hub.run_bundle_command(parser.parse_args(["inspect", REPO, "--endpoint", server.endpoint]))
+    run_bundle_command(parser.parse_args(["inspect", REPO, "--endpoint", server.endpoint]))
     assert "2 bundle(s)" in capsys.readouterr().out
     args = ["inspect", REPO, "--subfolder", "cs-0.25", "--base", str(target.parent / "no-base"), "--endpoint", server.endpoint]
     with pytest.raises(InvalidArgumentError):
-        hub.run_bundle_command(parser.parse_args(args))
+        run_bundle_command(parser.parse_args(args))
 
 
 # ---- uploads, at huggingface_hub's boundary ----------------------------------------------------
@@ -312,8 +314,8 @@ def test_push_base_and_push_folder(fake_api, small_net, tmp_path):
     fake_api.calls.clear()
     folder = small_net.save_adapters(tmp_path / "b")
     parser = argparse.ArgumentParser()
-    hub.add_bundle_commands(parser.add_subparsers(dest="command"))
-    hub.run_bundle_command(parser.parse_args(["push", str(folder), REPO, "--path-in-repo", "cs-0.10", "--tag", "t"]))
+    add_bundle_commands(parser.add_subparsers(dest="command"))
+    run_bundle_command(parser.parse_args(["push", str(folder), REPO, "--path-in-repo", "cs-0.10", "--tag", "t"]))
     calls = dict(fake_api.calls)
     assert calls["upload_folder"]["folder_path"] == str(folder) and calls["upload_folder"]["path_in_repo"] == "cs-0.10"
     assert calls["create_tag"]["tag"] == "t" and calls["HfApi"]["token"] is None
