@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 # public name -> the module that defines it ("" for a submodule of the same name)
 _NAMES = {
     "unfold": "unfold", "UnfoldedNetwork": "unfold", "gamma_rank": "adapters", "train": "train",
-    "train_two_phase": "train", "evaluate": "train", "load": "bundle", "list_bundles": "bundle",
+    "train_two_phase": "train", "evaluate": "train", "load": "unfold", "list_bundles": "bundle",
     "data": "", "errors": "", "metrics": "", "operators": "", "zoo": "", "pretrain": "",
 }
 

@@ -75,10 +75,6 @@ if TYPE_CHECKING:  # unfold.py imports this module (UnfoldedNetwork subclasses B
     from .unfold import UnfoldedNetwork
 
 
-def _network_class() -> type:
-    from .unfold import UnfoldedNetwork  # imported when first needed: unfold.py imports this module
-
-    return UnfoldedNetwork
 
 __all__ = [
     "BundleMethods",
@@ -89,7 +85,6 @@ __all__ = [
     "read_bundle",
     "load_adapters",
     "load_base",
-    "load",
     "list_bundles",
     "push_adapters",
     "push_base",
@@ -132,7 +127,7 @@ def base_state(model: nn.Module) -> dict[str, torch.Tensor]:
     PEFT moves each adapted layer's weights under ``<layer>.base_layer``; this undoes the renaming
     and leaves the adapters out, so a wrapped base gives the same names as the module it wraps.
     """
-    if isinstance(model, _network_class()):
+    if isinstance(model, BundleMethods):
         if model.share == "lora":
             model = model.denoisers.model
         elif model.share == "base":
@@ -402,7 +397,7 @@ def _tensor_bytes(tensors: Mapping[str, torch.Tensor], metadata: dict[str, str] 
 
 # ==== saving ==================================================================================
 def _require_lora(net: Any, what: str) -> None:
-    if not isinstance(net, _network_class()):
+    if not isinstance(net, BundleMethods):
         raise InvalidArgumentError(f"{what} needs an UnfoldedNetwork, got {type(net).__name__}")
     if net.share != "lora":
         kind = "Block-1 (share='base'): call net.to_lora() first" if net.share == "base" else "Block-K (share='none')"
@@ -555,7 +550,7 @@ def save_base(model: UnfoldedNetwork | nn.Module, path: str | os.PathLike, *, st
                 f"base weights {inexact[:3]} are not exactly representable in {storage_dtype}; round the base "
                 f"(for example base.half().float()) before training bundles on it, or save without storage_dtype"
             )
-    if isinstance(model, _network_class()):
+    if isinstance(model, BundleMethods):
         module = model.denoisers.model if model.share == "lora" else model.denoisers.denoiser
     else:
         module = getattr(getattr(model, "base_model", None), "model", model)
@@ -1013,59 +1008,6 @@ def _build_library_denoiser(info: Mapping[str, Any], label: str) -> nn.Module:
         raise CorruptFileError(f"base {label}: cannot rebuild {name} from its saved config: {err}") from None
 
 
-def load(
-    base: nn.Module | str | os.PathLike,
-    bundle: Bundle | str | os.PathLike,
-    *,
-    subfolder: str | None = None,
-    revision: str | None = None,
-    module: nn.Module | None = None,
-    base_subfolder: str | None = None,
-    base_revision: str | None = None,
-    token: str | None = None,
-    endpoint: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
-) -> UnfoldedNetwork:
-    """Build a ready LoRun network (in eval mode) from a base and a bundle.
-
-    ``base``: the plain denoiser module with the base weights, or a saved base (folder or Hub repo
-    + ``base_subfolder``/``base_revision``; see :func:`load_base` for ``module``). ``bundle``: a
-    folder, Hub repo (+ ``subfolder``, ``revision``) or :class:`Bundle`. The base must have the
-    fingerprint the bundle was trained on.
-    """
-    options = {"token": token, "endpoint": endpoint, "cache_dir": cache_dir}
-    if not isinstance(bundle, Bundle):
-        bundle = read_bundle(bundle, subfolder=subfolder, revision=revision, **options)
-    if isinstance(base, nn.Module):
-        if module is not None:
-            raise InvalidArgumentError("pass either a base module or module=, not both")
-        denoiser = base
-    else:
-        denoiser = load_base(base, module=module, subfolder=base_subfolder, revision=base_revision, **options)
-    config = bundle.config
-    found = fingerprint(denoiser)
-    if found != config["base_fingerprint"]:
-        raise IncompatibleBundleError(
-            f"bundle {bundle.label} was trained on another base (fingerprint {config['base_fingerprint'][:19]}..., given base {found[:19]}...)"
-        )
-    try:
-        operator = operator_from_config(dict(config["operator"]))
-    except Exception as err:  # noqa: BLE001
-        raise IncompatibleBundleError(f"bundle {bundle.label}: its operator cannot be rebuilt here: {err}") from None
-    from .unfold import unfold
-
-    net = unfold(
-        denoiser, operator, config["K"], algorithm=config["algorithm"], gamma=config["gamma"], adapter=config["adapter"],
-        target_modules=config.get("target_modules"), noise_level=config["noise_level"],
-        adapter_options=config.get("adapter_options") or None,
-    )
-    dtype = getattr(torch, config["dtype"], None)
-    if isinstance(dtype, torch.dtype) and dtype != next(net.steps.parameters()).dtype:
-        net.steps.to(dtype)
-    load_adapters(net, bundle)
-    return net.eval()
-
-
 # ==== listing, inspecting, copying ===========================================================
 @dataclass(frozen=True, repr=False)
 class BundleInfo:
@@ -1352,3 +1294,55 @@ class BundleMethods:
     def base_fingerprint(self) -> str:
         """The sha256 fingerprint bundles use to name this network's base."""
         return _live_fingerprint(self)
+
+    @classmethod
+    def from_bundle(
+        cls,
+        base: nn.Module | str | os.PathLike,
+        bundle: Bundle | str | os.PathLike,
+        *,
+        subfolder: str | None = None,
+        revision: str | None = None,
+        module: nn.Module | None = None,
+        base_subfolder: str | None = None,
+        base_revision: str | None = None,
+        token: str | None = None,
+        endpoint: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+    ) -> "UnfoldedNetwork":
+        """Build a ready LoRun network (in eval mode) from a base and a bundle (``lorun_peft.load``).
+
+        ``base``: the plain denoiser module with the base weights, or a saved base (folder or Hub repo
+        + ``base_subfolder``/``base_revision``; see :func:`load_base` for ``module``). ``bundle``: a
+        folder, Hub repo (+ ``subfolder``, ``revision``) or :class:`Bundle`. The base must have the
+        fingerprint the bundle was trained on.
+        """
+        options = {"token": token, "endpoint": endpoint, "cache_dir": cache_dir}
+        if not isinstance(bundle, Bundle):
+            bundle = read_bundle(bundle, subfolder=subfolder, revision=revision, **options)
+        if isinstance(base, nn.Module):
+            if module is not None:
+                raise InvalidArgumentError("pass either a base module or module=, not both")
+            denoiser = base
+        else:
+            denoiser = load_base(base, module=module, subfolder=base_subfolder, revision=base_revision, **options)
+        config = bundle.config
+        found = fingerprint(denoiser)
+        if found != config["base_fingerprint"]:
+            raise IncompatibleBundleError(
+                f"bundle {bundle.label} was trained on another base (fingerprint {config['base_fingerprint'][:19]}..., given base {found[:19]}...)"
+            )
+        try:
+            operator = operator_from_config(dict(config["operator"]))
+        except Exception as err:  # noqa: BLE001
+            raise IncompatibleBundleError(f"bundle {bundle.label}: its operator cannot be rebuilt here: {err}") from None
+        net = cls(
+            denoiser, operator, config["K"], algorithm=config["algorithm"], gamma=config["gamma"], adapter=config["adapter"],
+            target_modules=config.get("target_modules"), noise_level=config["noise_level"],
+            adapter_options=config.get("adapter_options") or None,
+        )
+        dtype = getattr(torch, config["dtype"], None)
+        if isinstance(dtype, torch.dtype) and dtype != next(net.steps.parameters()).dtype:
+            net.steps.to(dtype)
+        load_adapters(net, bundle)
+        return net.eval()

@@ -178,9 +178,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lorun {args.command}: error: --threads must be >= 1", file=sys.stderr)
         return 2
     try:
-        from . import commands  # torch and the rest load here, after the arguments are known good
+        import torch  # torch and the rest load here, after the arguments are known good
 
-        commands.run(args)
+        if getattr(args, "threads", None):
+            torch.set_num_threads(args.threads)
+        if args.command == "demo":
+            from .demo import demo
+
+            demo(args.out, ratio=args.ratio, K=args.K, gamma=args.gamma, steps=60 if args.quick else args.steps,
+                 seed=args.seed, data=args.data, progress=not args.no_progress)
+        else:
+            from . import commands
+
+            commands.run(args)
     except (LorunError, FileNotFoundError, ImportError) as err:
         print(f"lorun {args.command}: error: {err}", file=sys.stderr)
         return 2

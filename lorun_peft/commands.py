@@ -559,17 +559,10 @@ COMMANDS = {"train": cmd_train, "eval": cmd_eval, "restore": cmd_restore, "inspe
 
 def run(args: argparse.Namespace) -> None:
     """Run the parsed command ``args``; raises LorunError subclasses (and FileNotFoundError) on failure."""
-    if getattr(args, "threads", None):
-        torch.set_num_threads(args.threads)
     if args.command == "push" and zoo.is_zoo(args.folder):  # the whole zoo folder, unchanged
         zoo.push(args.repo_id, args.folder, path_in_repo=args.path_in_repo, revision=args.revision, tag=args.tag,
                  private=args.private, commit_message=args.message, endpoint=args.endpoint)
     elif is_bundle_command(args):
         run_bundle_command(args)
-    elif args.command == "demo":
-        from .demo import demo  # demo.py builds on this module
-
-        demo(args.out, ratio=args.ratio, K=args.K, gamma=args.gamma, steps=60 if args.quick else args.steps,
-             seed=args.seed, data=args.data, progress=not args.no_progress)
     else:
         COMMANDS[args.command](args)

@@ -54,10 +54,6 @@ __all__ = [
     "scrub",
     "is_repo_id",
     "offline",
-    "add_bundle_commands",
-    "is_bundle_command",
-    "run_bundle_command",
-    "BUNDLE_COMMANDS",
 ]
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
@@ -259,6 +255,3 @@ def upload(
             api.create_tag(repo_id, tag=tag, revision=getattr(info, "oid", None) or revision, repo_type="model")
     return info
 
-
-# ---- command line ------------------------------------------------------------------------------
-BUNDLE_COMMANDS = ("push", "pull", "inspect")

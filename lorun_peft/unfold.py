@@ -28,7 +28,7 @@ from .report import ParameterReport, count
 from .sharing import SHARE_MODES, IndependentDenoisers, SharedDenoiser
 from .steps import STEPS
 
-__all__ = ["unfold", "UnfoldedNetwork"]
+__all__ = ["unfold", "load", "UnfoldedNetwork"]
 
 
 def unfold(
@@ -233,6 +233,13 @@ class UnfoldedNetwork(BundleMethods, nn.Module):
             trainable=count(p for p in self.parameters() if p.requires_grad),
             total=count(self.parameters()), block_k=self.K * base + step + operator,
         )
+
+
+def load(base: nn.Module | str, bundle: Any, **options: Any) -> UnfoldedNetwork:
+    """A ready LoRun network (eval mode) from a saved base (folder, Hub repo or module) and a task
+    bundle; see :meth:`UnfoldedNetwork.from_bundle` for the options (subfolder, revision, module=
+    for your own denoiser class, base_subfolder, ...)."""
+    return UnfoldedNetwork.from_bundle(base, bundle, **options)
 
 
 def _check_arguments(denoiser, operator, K, algorithm, gamma, share, adapter) -> None:  # noqa: N803

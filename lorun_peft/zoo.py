@@ -88,7 +88,7 @@ def load(name: str, root: str | os.PathLike = ROOT) -> UnfoldedNetwork:
     every file's SHA-256. Swap another task in with ``net.load_adapters(zoo.bundle_path("cs-0.10"))``.
     """
     verify(name, root)
-    return bundle.load(base_path(root), bundle_path(name, root))
+    return UnfoldedNetwork.from_bundle(base_path(root), bundle_path(name, root))
 
 
 def write_checksums(root: str | os.PathLike = ROOT) -> Path:

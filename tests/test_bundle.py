@@ -22,6 +22,7 @@ from conftest import MatrixOperator, TinyDenoiser
 from peft import PeftModel
 from safetensors.torch import load_file
 
+import lorun_peft
 from lorun_peft import bundle
 from lorun_peft.cli import add_bundle_commands
 from lorun_peft.commands import run_bundle_command
@@ -183,14 +184,14 @@ def test_load_with_a_custom_denoiser_needs_the_module(tmp_path, saved, base):
     base_folder = net.save_base(tmp_path / "base")
     assert sorted(p.name for p in base_folder.iterdir()) == ["README.md", "base_config.json", "model.safetensors"]
     with pytest.raises(InvalidArgumentError, match="module="):
-        bundle.load(base_folder, folder)
-    rebuilt = bundle.load(base_folder, folder, module=TinyDenoiser())
+        lorun_peft.load(base_folder, folder)
+    rebuilt = lorun_peft.load(base_folder, folder, module=TinyDenoiser())
     assert torch.equal(output(rebuilt), output(net))
-    from_module = bundle.load(base, folder)
+    from_module = lorun_peft.load(base, folder)
     assert torch.equal(output(from_module), output(net)) and not from_module.training
     other = TinyDenoiser()
     with pytest.raises(IncompatibleBundleError, match="another base"):
-        bundle.load(other, folder)
+        lorun_peft.load(other, folder)
 
 
 FRESH_PROCESS = textwrap.dedent(
@@ -200,10 +201,10 @@ FRESH_PROCESS = textwrap.dedent(
         raise AssertionError("unpickling is not allowed")
     torch.load = pickle.load = pickle.loads = refuse
     from safetensors.torch import load_file, save_file
-    import lorun_peft.bundle as bundle
+    import lorun_peft
     torch.set_num_threads(1)
     base, folder, y, out = sys.argv[1:5]
-    net = bundle.load(base, folder)
+    net = lorun_peft.load(base, folder)
     with torch.no_grad():
         x, stages = net(load_file(y)["y"], return_stages=True)
     save_file({"x": x.clone(), **{f"s{k}": s.clone() for k, s in enumerate(stages)}}, out)

@@ -26,6 +26,7 @@ import pytest
 import torch
 from huggingface_hub.errors import HfHubHTTPError
 
+import lorun_peft
 from lorun_peft import bundle, hub
 from lorun_peft.cli import add_bundle_commands
 from lorun_peft.commands import run_bundle_command
@@ -159,7 +160,7 @@ def test_only_the_wanted_bundle_is_downloaded(server, opts):
 
 
 def test_load_base_and_bundle_from_the_hub(server, opts):
-    net = bundle.load(REPO, REPO, subfolder="cs-0.10", revision="dev", base_subfolder="base", **opts)
+    net = lorun_peft.load(REPO, REPO, subfolder="cs-0.10", revision="dev", base_subfolder="base", **opts)
     assert torch.equal(restore(net), local_output(server, "dev"))
 
 

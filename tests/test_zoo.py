@@ -9,7 +9,8 @@ import shutil
 import pytest
 import torch
 
-from lorun_peft import bundle, unfold, zoo
+import lorun_peft
+from lorun_peft import unfold, zoo
 from lorun_peft.denoisers import UNet
 from lorun_peft.errors import CorruptFileError, InvalidArgumentError
 from lorun_peft.operators import BlockCS
@@ -40,7 +41,7 @@ def test_list_names_the_bundles(small_zoo) -> None:
 
 def test_load_gives_the_bundle_on_the_base(small_zoo) -> None:
     net = zoo.load("cs-0.25", small_zoo)
-    same = bundle.load(small_zoo / "base", small_zoo / "cs-0.25")
+    same = lorun_peft.load(small_zoo / "base", small_zoo / "cs-0.25")
     y = net.operator.A(torch.rand(1, 1, 16, 16))
     with torch.no_grad():
         assert torch.equal(net(y), same(y))
