@@ -34,6 +34,8 @@ __all__ = ["PositiveScalars", "PGDStep", "HQSStep", "DataStep", "STEPS", "geomet
 
 CG_ITERATIONS = 20  # fixed CG steps for HQS on operators without prox_l2
 
+Values = float | Sequence[float] | torch.Tensor  # one value for every stage, or K of them
+
 
 class PositiveScalars(nn.Module):
     """K learnable positive scalars, value_k = softplus(raw_k), all initialised to ``init``."""
@@ -50,14 +52,14 @@ class PositiveScalars(nn.Module):
         return F.softplus(self.raw.detach())
 
     @torch.no_grad()
-    def set(self, values: float | Sequence[float] | torch.Tensor) -> None:
+    def set(self, values: Values) -> None:
         """Set the K values: one positive number for all stages or K positive numbers."""
         values = stage_values(values, self.raw.numel())
         # softplus^-1(v) = v + log(1 - exp(-v)), stable for large v
         self.raw.copy_((values + torch.log(-torch.expm1(-values))).to(self.raw.dtype))
 
 
-def stage_values(values: float | Sequence[float] | torch.Tensor, K: int, what: str = "values") -> torch.Tensor:  # noqa: N803
+def stage_values(values: Values, K: int, what: str = "values") -> torch.Tensor:  # noqa: N803
     """K positive finite float64 values from one number or K numbers."""
     values = torch.as_tensor(values, dtype=torch.float64).flatten()
     if values.numel() == 1:
@@ -80,7 +82,7 @@ def geometric(first: float, last: float, K: int) -> list[float]:  # noqa: N803
     return [float(first * (last / first) ** (k / (K - 1))) for k in range(K)]
 
 
-def _initialise(module: nn.Module, size: PositiveScalars, step, sigma, lam_from) -> nn.Module:
+def _initialise(module: nn.Module, size: PositiveScalars, step: Values | None, sigma: Values | None, lam_from: Any) -> nn.Module:
     """Set the step size and/or the per-stage noise level; lambda = lam_from(sigma, step).
     Everything is checked before anything changes."""
     K = size.raw.numel()  # noqa: N806
@@ -101,7 +103,7 @@ class DataStep(Protocol):
 
     def noise_sigma(self, k: int) -> torch.Tensor: ...
 
-    def initialise(self, step: Any = None, sigma: Any = None) -> nn.Module: ...
+    def initialise(self, step: Values | None = None, sigma: Values | None = None) -> nn.Module: ...
 
 
 class PGDStep(nn.Module):
@@ -118,7 +120,7 @@ class PGDStep(nn.Module):
     def noise_sigma(self, k: int) -> torch.Tensor:
         return torch.sqrt(self.rho(k) * self.lam(k))
 
-    def initialise(self, step=None, sigma=None) -> "PGDStep":
+    def initialise(self, step: Values | None = None, sigma: Values | None = None) -> "PGDStep":
         """Set rho_k (``step``) and the denoiser's noise level sigma_k (lambda_k = sigma_k^2 / rho_k);
         each a positive number or K of them. Returns self."""
         return _initialise(self, self.rho, step, sigma, lambda s, rho: s**2 / rho)
@@ -145,7 +147,7 @@ class HQSStep(nn.Module):
     def noise_sigma(self, k: int) -> torch.Tensor:
         return torch.sqrt(self.lam(k) / self.mu(k))
 
-    def initialise(self, step=None, sigma=None) -> "HQSStep":
+    def initialise(self, step: Values | None = None, sigma: Values | None = None) -> "HQSStep":
         """Set mu_k (``step``) and the denoiser's noise level sigma_k (lambda_k = sigma_k^2 mu_k);
         each a positive number or K of them. Returns self."""
         return _initialise(self, self.mu, step, sigma, lambda s, mu: s**2 * mu)
