@@ -45,3 +45,11 @@ def test_suite_measures_tiny_configuration(tmp_path):
     result = {"parameters": params, "memory_bytes": memory, "latency": latency}
     run.plot(result, tmp_path / "plot.png")
     assert (tmp_path / "plot.png").stat().st_size > 0
+
+
+def test_startup_benchmark_runs(monkeypatch, tmp_path):
+    startup = pytest.importorskip("benchmarks.startup")
+    monkeypatch.setattr(startup, "save", lambda name, payload: tmp_path / f"{name}.json")
+    result = startup.main(["--rounds", "1"])
+    assert set(result) == {"import torch", "import lorun_peft", "lorun --help"}
+    assert result["import torch"]["ratio_to_import_torch"] == 1.0
