@@ -28,7 +28,10 @@ import lorun_peft
 import lorun_peft.zoo
 from lorun_peft.data import IMAGE_SUFFIXES, ImageFolder, list_files
 from lorun_peft.denoisers import UNet
-from lorun_peft.operators import BlockCS
+from lorun_peft.data import modcrop
+from lorun_peft.kernels import kernel_bank
+from lorun_peft.metrics import rgb_to_y, shave
+from lorun_peft.operators import BlockCS, BlurDownsample
 from lorun_peft.pretrain import choose_noise_schedule, denoise_psnr, train_denoiser
 from lorun_peft.steps import geometric
 from lorun_peft.train import fit_operator
@@ -48,6 +51,10 @@ K = 9
 CS_RECIPE = {"steps": 1000, "batch_size": 4, "patch_size": 96, "lr": 1e-3, "block": 32, "gamma": 10.0,
              "learn_matrix": False, "learn_estimate": False}
 CS_RATIOS = (0.01, 0.04, 0.10, 0.25, 0.50)
+# SR on the luma channel with the same gray base: HQS (closed-form FFT prox), kernels of
+# lorun_peft.kernels.kernel_bank(): 0 isotropic (sigma 0.7 px), 4 anisotropic. Not yet trained.
+SR_SETTINGS = {"sr-x2-k0": (2, 0), "sr-x2-k4": (2, 4), "sr-x4-k0": (4, 0), "sr-x4-k4": (4, 4)}
+SR_RECIPE = {"steps": 600, "batch_size": 4, "patch_size": 96, "lr": 1e-3, "gamma": 10.0, "mu": (0.05, 0.2, 1.0)}
 SHORT_STEPS = {0.01: 400, 0.04: 400, 0.50: 400}  # what the session's CPU time allowed; see RESULTS.md
 
 
@@ -120,23 +127,22 @@ def ablate(data: Path, work: Path, variants: list[str], steps: int = 80, ratio: 
     return out
 
 
-def train_cs(ratio: float, data: Path, work: Path, steps: int | None = None) -> dict:
-    name = f"cs-{ratio:.2f}"
+def train_task(name: str, net, recipe: dict, data: Path, work: Path, steps_grid: tuple[float, ...] = (1.0,)) -> dict:
+    """Choose the step initialisation on the validation images (once; kept in step_init.json), then
+    train the adapters and steps over the frozen base (resumable), then save the bundle."""
     folder = work / name
     folder.mkdir(parents=True, exist_ok=True)
-    recipe = {**CS_RECIPE, "steps": steps or SHORT_STEPS.get(ratio, CS_RECIPE["steps"])}
     training, validation = train400(data)
-    whole = ImageFolder(training)
     val = [ImageFolder(validation).full(i) for i in range(VALIDATION)]
-    operator = cs_operator(ratio, whole, recipe["learn_matrix"], recipe["learn_estimate"])
-    net = lorun_peft.unfold(load_base(work), operator, K, gamma=recipe["gamma"], noise_level=True)
     start = time.perf_counter()
     init_file = folder / "step_init.json"
     if init_file.exists():  # chosen in an earlier run of this task
         init = json.loads(init_file.read_text())
         net.steps.initialise(step=init["step"], sigma=geometric(init["sigma_first"], init["sigma_last"], K))
-    else:
-        init = choose_noise_schedule(net, val, step=1.0)  # on the validation images, untrained
+    else:  # on the validation images, untrained (plug-and-play)
+        choices = [choose_noise_schedule(net, val, step=step) for step in steps_grid]
+        init = max(choices, key=lambda c: c["psnr"])
+        net.steps.initialise(step=init["step"], sigma=geometric(init["sigma_first"], init["sigma_last"], K))
         init["val_psnr_untrained"] = init.pop("psnr")
         init_file.write_text(json.dumps(init, indent=1))
     print(f"{name}: step init {init['step']}, sigma {init['sigma_first']} -> {init['sigma_last']} "
@@ -158,23 +164,48 @@ def train_cs(ratio: float, data: Path, work: Path, steps: int | None = None) -> 
     return summary
 
 
-TEST_SETS = {"cs": ("set11", "bsd68")}
+def train_cs(ratio: float, data: Path, work: Path, steps: int | None = None) -> dict:
+    recipe = {**CS_RECIPE, "steps": steps or SHORT_STEPS.get(ratio, CS_RECIPE["steps"])}
+    operator = cs_operator(ratio, ImageFolder(train400(data)[0]), recipe["learn_matrix"], recipe["learn_estimate"])
+    net = lorun_peft.unfold(load_base(work), operator, K, gamma=recipe["gamma"], noise_level=True)
+    return train_task(f"cs-{ratio:.2f}", net, recipe, data, work)
+
+
+def train_sr(name: str, data: Path, work: Path, steps: int | None = None) -> dict:
+    recipe = {**SR_RECIPE, "steps": steps or SR_RECIPE["steps"]}
+    scale, kernel = SR_SETTINGS[name]
+    operator = BlurDownsample(kernel_bank()[kernel], scale=scale, channels=1)
+    net = lorun_peft.unfold(load_base(work), operator, K, algorithm="hqs", gamma=recipe["gamma"], noise_level=True)
+    return train_task(name, net, recipe, data, work, steps_grid=recipe["mu"])
+
+
+TEST_SETS = {"cs": ("set11", "bsd68"), "sr": ("set5", "set14")}
 ZOO = Path(lorun_peft.__file__).parent / "pretrained"
+
+
+def test_images(data: Path, name: str, scale: int | None) -> tuple[list[torch.Tensor], list[str]]:
+    """A test set at full size: gray for CS; for SR the luma channel, cropped to the scale."""
+    folder = ImageFolder(data / name, channels=3 if scale else 1, augment=False)
+    images = [folder.full(i) for i in range(len(folder))]
+    if scale:
+        images = [modcrop(rgb_to_y(x[None])[0], scale) for x in images]
+    return images, folder.names
 
 
 @torch.no_grad()
 def test_figures(net, data: Path, sets: tuple[str, ...]) -> dict:
-    """Mean PSNR/SSIM on each test set of A^T y, the initial estimate (linear MMSE) and the network."""
+    """Mean PSNR/SSIM on each test set of A^T y, the initial estimate (CS: linear MMSE; SR: cubic,
+    on the luma channel with ``scale`` border pixels shaved) and the network."""
     figures = {}
+    scale = getattr(net.operator, "scale", None)
     for name in sets:
-        folder = ImageFolder(data / name, augment=False)
-        images = [folder.full(i) for i in range(len(folder))]
-        result = lorun_peft.evaluate(net, images, names=folder.names)
+        images, names = test_images(data, name, scale)
+        result = lorun_peft.evaluate(net, images, names=names, border=scale or 0)
         adjoint = []
         for x in images:
             with fit_operator(net.operator, x.shape[-2:]):
                 at_y = net.operator.A_adjoint(net.operator.A(x[None])).clamp(0, 1)
-            adjoint.append(float(lorun_peft.metrics.psnr(at_y, x[None])))
+            adjoint.append(float(lorun_peft.metrics.psnr(shave(at_y, scale or 0), shave(x[None], scale or 0))))
         mean = result.mean()
         figures[name] = {
             "images": len(images), "adjoint_psnr": sum(adjoint) / len(adjoint), "linear_psnr": mean["x0_psnr"],
@@ -185,12 +216,22 @@ def test_figures(net, data: Path, sets: tuple[str, ...]) -> dict:
 
 def write_zoo_card(root: Path) -> None:
     """The zoo folder's own model card: every bundle's test figures in one table."""
-    rows = []
+    rows, sr_rows = [], []
     for name in lorun_peft.zoo.list(root):
         m = json.loads((root / name / "lorun_config.json").read_text())["metrics"]
-        rows.append(f"| {name} | {m.get('set11_adjoint_psnr', '')} | {m.get('set11_linear_mmse_psnr', '')} | "
-                    f"**{m.get('set11_psnr', '')}** / {m.get('set11_ssim', '')} | {m.get('bsd68_linear_mmse_psnr', '')} | "
-                    f"**{m.get('bsd68_psnr', '')}** / {m.get('bsd68_ssim', '')} | {m.get('train_steps', '')} | {m.get('train_cpu_minutes', '')} |")
+        if name.startswith("cs-"):
+            rows.append(f"| {name} | {m.get('set11_adjoint_psnr', '')} | {m.get('set11_linear_mmse_psnr', '')} | "
+                        f"**{m.get('set11_psnr', '')}** / {m.get('set11_ssim', '')} | {m.get('bsd68_linear_mmse_psnr', '')} | "
+                        f"**{m.get('bsd68_psnr', '')}** / {m.get('bsd68_ssim', '')} | {m.get('train_steps', '')} | {m.get('train_cpu_minutes', '')} |")
+        else:
+            sr_rows.append(f"| {name} | {m.get('set5_cubic_psnr', '')} | **{m.get('set5_psnr', '')}** / {m.get('set5_ssim', '')} | "
+                           f"{m.get('set14_cubic_psnr', '')} | **{m.get('set14_psnr', '')}** / {m.get('set14_ssim', '')} | "
+                           f"{m.get('train_steps', '')} | {m.get('train_cpu_minutes', '')} |")
+    sr_table = "" if not sr_rows else (
+        "\n\nSuper-resolution on the luma channel (border = scale shaved; cubic interpolation computed in the same run):\n\n"
+        "| bundle | Set5 cubic | Set5 LoRun-9 | Set14 cubic | Set14 LoRun-9 | steps | CPU minutes |\n|---|---|---|---|---|---|---|\n"
+        + "\n".join(sr_rows)
+    )
     text = f"""---
 library_name: lorun_peft
 pipeline_tag: image-to-image
@@ -223,7 +264,7 @@ A^T y and the linear MMSE estimate computed in the same run on the same images):
 
 | bundle | Set11 A^T y | Set11 linear MMSE | Set11 LoRun-9 | BSD68 linear MMSE | BSD68 LoRun-9 | steps | CPU minutes |
 |---|---|---|---|---|---|---|---|
-""" + "\n".join(rows) + """
+""" + "\n".join(rows) + sr_table + """
 
 Trained by `python -m benchmarks.zoo train base|cs-R --data DATA` (Train400 images 1-390; 391-400
 validate; the test sets are never used to train or choose settings) and written here by
@@ -240,29 +281,65 @@ def export(task: str, data: Path, work: Path, root: Path = ZOO) -> dict:
     base = load_base(work)
     net = lorun_peft.load(base, trained)
     start = time.perf_counter()
-    figures = test_figures(net, data, TEST_SETS["cs"])
+    kind = task.split("-")[0]
+    figures = test_figures(net, data, TEST_SETS[kind])
     seconds = time.perf_counter() - start
     net.save_base(root / "base", storage_dtype="float16")
     summary = json.loads((work / task / "summary.json").read_text())
-    metrics = {"dataset": "Set11 / BSD68 (full size)"}
+    first = TEST_SETS[kind][0]
+    baseline = "linear_mmse" if kind == "cs" else "cubic"
+    metrics = {"dataset": "Set11 / BSD68 (full size)" if kind == "cs" else "Set5 / Set14 (luma, border = scale shaved)"}
     for name, f in figures.items():
         metrics.update({f"{name}_psnr": round(f["psnr"], 2), f"{name}_ssim": round(f["ssim"], 4),
-                        f"{name}_linear_mmse_psnr": round(f["linear_psnr"], 2), f"{name}_adjoint_psnr": round(f["adjoint_psnr"], 2)})
+                        f"{name}_{baseline}_psnr": round(f["linear_psnr"], 2), f"{name}_adjoint_psnr": round(f["adjoint_psnr"], 2)})
     metrics["train_steps"] = summary["steps"]
     metrics["train_cpu_minutes"] = round(summary.get("cpu_seconds", summary["seconds_this_run"]) / 60, 1)
     half = net.save_adapters(root / task, metrics=metrics, storage_dtype="float16")
     # what float16 storage costs, measured on Set11
     reloaded = lorun_peft.load(lorun_peft.zoo.base_path(root), half)
-    half_psnr = test_figures(reloaded, data, ("set11",))["set11"]["psnr"]
+    half_psnr = test_figures(reloaded, data, (first,))[first]["psnr"]
     write_zoo_card(root)
     lorun_peft.zoo.write_checksums(root)
-    report = {"task": task, "figures": figures, "float16_set11_psnr": half_psnr,
-              "float16_loss_db": figures["set11"]["psnr"] - half_psnr, "eval_seconds": seconds}
+    report = {"task": task, "figures": figures, f"float16_{first}_psnr": half_psnr,
+              "float16_loss_db": figures[first]["psnr"] - half_psnr, "eval_seconds": seconds}
     (work / task / "test_figures.json").write_text(json.dumps(report, indent=1))
     return report
 
 
-TASKS = {"base": train_base, **{f"cs-{r:.2f}": (lambda r: lambda data, work, steps=None: train_cs(r, data, work, steps))(r) for r in CS_RATIOS}}
+@torch.no_grad()
+def figure(data: Path, root: Path = ZOO, image: str = "barbara.tif", out: Path = Path("benchmarks/results/zoo_cs.png")) -> Path:
+    """One Set11 image restored by every CS bundle of the zoo: rows are ratios, columns truth |
+    A^T y | linear MMSE | LoRun-9 (a 128 x 128 crop, enlarged twice)."""
+    from lorun_peft.metrics import psnr
+    from lorun_peft.plots import image_grid
+
+    x = lorun_peft.data.load_image(data / "set11" / image, 1)[None]
+    names = lorun_peft.zoo.list(root)
+    net = lorun_peft.zoo.load(names[0], root)
+    columns: list[list[torch.Tensor]] = [[], [], [], []]
+    scores = []
+    for name in names:
+        net.load_adapters(root / name)
+        with fit_operator(net.operator, x.shape[-2:]):
+            y = net.operator.A(x)
+            outputs = [x, net.operator.A_adjoint(y), net.operator.initial_estimate(y), net(y)]
+        outputs = [o.clamp(0, 1) for o in outputs]
+        scores.append([float(psnr(o, x)) for o in outputs[1:]])
+        top, left = x.shape[-2] // 2 - 64, x.shape[-1] // 2 - 64
+        for column, o in zip(columns, outputs):
+            column.append(o[0, :, top : top + 128, left : left + 128])
+        print(f"{name}: A^T y {scores[-1][0]:.2f} dB, linear MMSE {scores[-1][1]:.2f} dB, LoRun-9 {scores[-1][2]:.2f} dB", flush=True)
+    labels = ["truth (rows: " + ", ".join(n.removeprefix("cs-") for n in names) + ")", "A^T y", "linear MMSE", "LoRun-9 (zoo)"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    image_grid(out, columns, labels, scale=2)
+    return out
+
+
+TASKS = {
+    "base": train_base,
+    **{f"cs-{r:.2f}": (lambda r: lambda data, work, steps=None: train_cs(r, data, work, steps))(r) for r in CS_RATIOS},
+    **{name: (lambda n: lambda data, work, steps=None: train_sr(n, data, work, steps))(name) for name in SR_SETTINGS},
+}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -286,12 +363,19 @@ def main(argv: list[str] | None = None) -> None:
     ab.add_argument("--work", type=Path, default=Path("runs/zoo"))
     ab.add_argument("--steps", type=int, default=80)
     ab.add_argument("--threads", type=int, default=1)
+    fig = sub.add_parser("figure", help="one Set11 image restored by every zoo bundle (benchmarks/results/zoo_cs.png)")
+    fig.add_argument("--data", type=Path, required=True)
+    fig.add_argument("--root", type=Path, default=ZOO)
+    fig.add_argument("--threads", type=int, default=1)
     sub.add_parser("list", help="list the tasks")
     args = parser.parse_args(argv)
     if args.command == "list":
         print("\n".join(sorted(TASKS)))
         return
     torch.set_num_threads(args.threads)
+    if args.command == "figure":
+        print(figure(args.data, args.root))
+        return
     if args.command == "ablate":
         print(json.dumps(ablate(args.data, args.work, args.variants, args.steps), indent=1))
         return
