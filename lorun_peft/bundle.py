@@ -622,6 +622,7 @@ def _model_card(config: dict[str, Any], base_model: str | None) -> str:
         "the fingerprint below.\n\n"
         f"{table}\n\n## Use\n\n```python\nimport lorun_peft\n"
         "net = lorun_peft.load(BASE, BUNDLE)            # BASE: saved base folder, Hub repo or module\n"
+        "net = lorun_peft.load(BASE, BUNDLE, module=MyDenoiser(...))  # a base of your own denoiser class\n"
         "net.load_adapters(OTHER_BUNDLE)               # swap the task in the live network\n```\n\n"
         "Each stage is also a plain PEFT adapter: "
         '`peft.PeftModel.from_pretrained(base, BUNDLE, subfolder="stage_0")`.\n\n'
