@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plot", help="per-stage PSNR curve and the LoRA weight-update maps (paper Fig. 12)")
     p.add_argument("--model", "--bundle", dest="model", type=Path, required=True, help=MODEL_HELP)
     p.add_argument("--data", type=Path, help="test images for the PSNR curve (default built-in images)")
-    p.add_argument("--out", type=Path, help="folder for the figures (default: the model's folder)")
+    p.add_argument("--out", type=Path, help="folder for the figures (default: the model's folder; ./zoo-NAME/ for zoo:NAME)")
     p.add_argument("--layers", nargs="+", help="layers to show in lora_updates.png (default: the 4 most changed)")
     p.add_argument("--noise-sigma", type=float, default=0.0)
     _common(p)

@@ -507,7 +507,9 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 
 def cmd_plot(args: argparse.Namespace) -> None:
     net, config = load_model(args.model, _device(args.device))
-    folder = args.out or (args.model if args.model.is_dir() else args.model.parent)
+    default = Path(str(args.model).replace(":", "-")) if str(args.model).startswith(zoo.PREFIX) else (
+        args.model if args.model.is_dir() else args.model.parent)
+    folder = args.out or default  # a zoo model's figures go to ./zoo-NAME/
     result = _evaluate_model(net, config, args)
     curve = folder / "stage_psnr.png"
     name = f"{'LoRun' if net.share == 'lora' else {'base': 'Block-1', 'none': 'Block-K'}[net.share]}-{net.K}"
