@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(t)
 
     e = sub.add_parser("eval", help="PSNR / SSIM per image and mean, as a table and optionally CSV / JSON")
-    e.add_argument("--model", "--bundle", dest="model", type=Path, required=True, help=MODEL_HELP)
+    e.add_argument("--model", dest="model", type=Path, required=True, help=MODEL_HELP)
     e.add_argument("--data", type=Path, help="folder of test images (default built-in images)")
     e.add_argument("--noise-sigma", type=float, default=0.0)
     e.add_argument("--y-channel", action=argparse.BooleanOptionalAction, help="measure RGB on the luma channel (default: on for sr)")
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(e)
 
     r = sub.add_parser("restore", help="degrade INPUT with the model's operator and restore it, or restore a measurement")
-    r.add_argument("--model", "--bundle", dest="model", type=Path, required=True, help=MODEL_HELP)
+    r.add_argument("--model", dest="model", type=Path, required=True, help=MODEL_HELP)
     r.add_argument("input", type=Path, help="an image (.png/.tif/.bmp/.jpg), a cube (.npy/.mat), or with --measurement a measurement")
     r.add_argument("output", type=Path, help="OUTPUT.png (or .npy for the raw array)")
     r.add_argument("--measurement", action="store_true", help="INPUT is a measurement y (e.g. a low-resolution image, a CASSI snapshot)")
@@ -106,12 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(r)
 
     i = sub.add_parser("inspect", help="rank table and parameter report of a model or a configuration")
-    i.add_argument("--model", "--bundle", dest="model", type=Path, help="a trained model; without it the network options describe one")
+    i.add_argument("--model", dest="model", type=Path, help=MODEL_HELP + "; without it the network options describe one")
     _network_options(i)
     _common(i)
 
     p = sub.add_parser("plot", help="per-stage PSNR curve and the LoRA weight-update maps (paper Fig. 12)")
-    p.add_argument("--model", "--bundle", dest="model", type=Path, required=True, help=MODEL_HELP)
+    p.add_argument("--model", dest="model", type=Path, required=True, help=MODEL_HELP)
     p.add_argument("--data", type=Path, help="test images for the PSNR curve (default built-in images)")
     p.add_argument("--out", type=Path, help="folder for the figures (default: the model's folder; ./zoo-NAME/ for zoo:NAME)")
     p.add_argument("--layers", nargs="+", help="layers to show in lora_updates.png (default: the 4 most changed)")

@@ -278,3 +278,11 @@ def test_the_parser_names_every_denoiser():
     from lorun_peft.denoisers import DENOISERS
 
     assert cli.DENOISER_NAMES == tuple(sorted(DENOISERS))
+
+
+def test_bundle_is_no_alias_of_model(capsys):
+    """`--bundle` used to be an alias of `--model` that could not read a bundle folder."""
+    with pytest.raises(SystemExit):
+        main(["eval", "--bundle", "run/bundle"])
+    err = capsys.readouterr().err
+    assert "required: --model" in err or "unrecognized arguments: --bundle" in err
