@@ -1,0 +1,100 @@
+"""The zoo shipped in the package: its files load (never retrained here), restore better than the
+linear estimate they start from, without a visible block grid, within the size budget, and from
+the command line as ``--model zoo:NAME``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lorun_peft import cli, zoo
+from lorun_peft.data import photographs
+from lorun_peft.metrics import psnr
+from lorun_peft.train import fit_operator
+
+NAMES = ["cs-0.01", "cs-0.04", "cs-0.10", "cs-0.25", "cs-0.50"]
+
+
+@pytest.fixture(scope="module")
+def camera() -> torch.Tensor:
+    return photographs(["camera"], size=128)[0][None]
+
+
+def test_the_zoo_lists_every_cs_ratio() -> None:
+    assert zoo.list() == NAMES
+
+
+def test_the_zoo_fits_its_size_budget() -> None:
+    total = sum(p.stat().st_size for p in zoo.ROOT.rglob("*") if p.is_file())
+    assert total <= 15 * 2**20, f"{total / 2**20:.1f} MB"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_bundle_verifies_and_is_stored_in_float16(name) -> None:
+    zoo.verify(name)
+    config = (zoo.bundle_path(name) / "lorun_config.json").read_text()
+    assert '"storage_dtype": "float16"' in config
+
+
+def block_grid_strength(x: torch.Tensor, block: int = 32) -> float:
+    """Mean horizontal and vertical step across block borders over the mean step elsewhere."""
+    dx = (x[..., :, 1:] - x[..., :, :-1]).abs().mean(dim=(0, 1, 2))
+    dy = (x[..., 1:, :] - x[..., :-1, :]).abs().mean(dim=(0, 1, 3))
+    border = lambda d: (d[block - 1 :: block].mean() / d[[i for i in range(len(d)) if i % block != block - 1]].mean())  # noqa: E731
+    return float((border(dx) + border(dy)) / 2)
+
+
+def test_a_bundle_restores_a_photograph_without_a_block_grid(camera) -> None:
+    net = zoo.load("cs-0.25")
+    with torch.no_grad(), fit_operator(net.operator, camera.shape[-2:]):
+        y = net.operator.A(camera)
+        linear, restored = net.operator.initial_estimate(y).clamp(0, 1), net(y).clamp(0, 1)
+    assert float(psnr(restored, camera)) > float(psnr(linear, camera)) + 1.0
+    truth = block_grid_strength(camera)
+    assert block_grid_strength(linear) > 1.5 * truth  # the linear estimate shows the grid ...
+    assert block_grid_strength(restored) < 1.2 * truth  # ... the restoration does not
+
+
+def test_one_live_network_swaps_every_bundle(camera) -> None:
+    net = zoo.load(NAMES[0])
+    scores = []
+    for name in NAMES:
+        net.load_adapters(zoo.bundle_path(name))
+        assert net.operator.ratio == float(name.removeprefix("cs-"))
+        with torch.no_grad(), fit_operator(net.operator, camera.shape[-2:]):
+            scores.append(float(psnr(net(net.operator.A(camera)).clamp(0, 1), camera)))
+    assert scores == sorted(scores)  # more measurements, better restorations
+
+
+def test_cli_restores_with_a_zoo_model(tmp_path, camera, capsys) -> None:
+    photo = tmp_path / "camera.png"
+    Image.fromarray((camera[0, 0].numpy() * 255).round().astype(np.uint8)).save(photo)
+    out = tmp_path / "restored.png"
+    assert cli.main(["restore", "--model", "zoo:cs-0.25", str(photo), str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert out.is_file() and Image.open(out).size == (128, 128)
+    value, initial = (float(v) for v in (printed.split("PSNR ")[1].split(" dB")[0], printed.split("initial estimate ")[1].split(" dB")[0]))
+    assert value > initial + 1.0
+
+
+def test_cli_evaluates_and_inspects_a_zoo_model(tmp_path, camera, capsys) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.fromarray((camera[0, 0].numpy() * 255).round().astype(np.uint8)).save(folder / "camera.png")
+    assert cli.main(["eval", "--model", "zoo:cs-0.10", "--data", str(folder)]) == 0
+    assert "camera.png" in capsys.readouterr().out
+    assert cli.main(["inspect", "--model", "zoo:cs-0.10"]) == 0
+    assert "Block-9 equivalent" in capsys.readouterr().out
+
+
+def test_cli_names_an_unknown_zoo_model(capsys) -> None:
+    assert cli.main(["eval", "--model", "zoo:cs-0.33"]) == 2
+    assert "the zoo has no bundle 'cs-0.33'" in capsys.readouterr().err
+
+
+def test_cli_plots_a_zoo_model_into_its_own_folder(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["plot", "--model", "zoo:cs-0.50"]) == 0
+    assert (tmp_path / "zoo-cs-0.50" / "stage_psnr.png").is_file()
