@@ -1,13 +1,12 @@
-"""One base denoiser, four compressive-sensing tasks, one live network.
+"""One base denoiser, five compressive-sensing tasks, one live network: the shipped zoo, no training.
 
-1. Train a Block-1 backbone once (one shared denoiser for all K stages) at CS ratio 0.25.
-2. For each ratio 0.01, 0.04, 0.10, 0.25: a fresh LoRun network on a copy of that base (frozen)
-   trains its K stage adapters, step parameters and sampling matrix, and is saved as a bundle.
-3. Build ONE live network from the saved base and a bundle, then swap the four bundles in and
-   restore the same test image at each ratio (the sampling matrix changes shape on every swap).
+Builds ONE LoRun-9 network from the zoo's shared base and its cs-0.50 bundle, then swaps in each
+CS bundle (ratios 0.01 to 0.50; the sampling matrix and the linear initial estimate change shape
+on every swap) and restores the same photograph at each ratio, printing PSNR and the swap time.
 
-    python examples/swap_cs_ratios.py            # about a minute on one CPU thread (K=4, 80 steps)
-    python examples/swap_cs_ratios.py --out my_bundles --steps 300
+    python examples/swap_cs_ratios.py                    # scikit-image's "camera" (256 x 256)
+    python examples/swap_cs_ratios.py --image photo.png  # your own gray image
+    python examples/swap_cs_ratios.py --save out/        # also write each restoration as PNG
 """
 
 from __future__ import annotations
@@ -19,60 +18,45 @@ from pathlib import Path
 import torch
 
 import lorun_peft
-from lorun_peft.data import synthetic_images
-from lorun_peft.denoisers import UNet
+from lorun_peft import zoo
+from lorun_peft.data import load_image, photographs
 from lorun_peft.metrics import psnr
-from lorun_peft.operators import BlockCS
+from lorun_peft.plots import save_png, to_display
+from lorun_peft.train import fit_operator
 
-RATIOS = (0.01, 0.04, 0.10, 0.25)
 
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Swap CS-ratio bundles in one live LoRun network.")
-    parser.add_argument("--out", type=Path, default=Path("swap_cs_ratios"), help="folder for the base and the bundles")
-    parser.add_argument("--K", type=int, default=4, help="stages (default 4)")
-    parser.add_argument("--steps", type=int, default=80, help="training steps per phase and ratio (default 80)")
-    args = parser.parse_args()
-    torch.set_num_threads(1)  # small tensors: one thread is fastest and safe on a shared machine
-    torch.manual_seed(0)
-    images = synthetic_images(64, size=32, seed=0)
-    test = synthetic_images(1, size=64, seed=1)
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Swap the zoo's CS bundles in one live LoRun network.")
+    parser.add_argument("--image", type=Path, help="a gray image (default: scikit-image's camera)")
+    parser.add_argument("--save", type=Path, help="folder for the restored images")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    x = (load_image(args.image, 1) if args.image else photographs(["camera"])[0])[None]
+    names = [n for n in zoo.list() if n.startswith("cs-")]
     start = time.perf_counter()
-
-    # 1. the shared base: Block-1 at ratio 0.25
-    block1 = lorun_peft.unfold(UNet(1, width=8), BlockCS(0.25, block=16), args.K, share="base", noise_level=True)
-    lorun_peft.train(block1, images, steps=args.steps, lr=2e-3, batch_size=8, progress=False)
-    base = block1.denoisers.denoiser
-    block1.save_base(args.out / "base")
-    print(f"Block-1 backbone trained ({time.perf_counter() - start:.0f} s); base fingerprint {block1.base_fingerprint()[:23]}...")
-
-    # 2. one bundle per ratio, each trained on the same frozen base weights
-    for i, ratio in enumerate(RATIOS):
-        net = lorun_peft.unfold(base, BlockCS(ratio, block=16, seed=i), args.K, noise_level=True)
-        net.steps.load_state_dict(block1.steps.state_dict())
-        lorun_peft.train(net, images, steps=args.steps, lr=2e-3, batch_size=8, seed=i, progress=False)
-        net.eval()
-        with torch.no_grad():
-            quality = float(psnr(net(net.operator.A(test)).clamp(0, 1), test).mean())
-        net.save_adapters(args.out / f"cs-{ratio:.2f}", metrics={"psnr": round(quality, 2), "dataset": "synthetic 64x64"})
-        print(f"  bundle cs-{ratio:.2f}: {net.operator.measurements:>3} measurements per 16x16 block, trained ({time.perf_counter() - start:.0f} s)")
-
-    # 3. one live network, four swaps
-    live = lorun_peft.load(args.out / "base", args.out / f"cs-{RATIOS[-1]:.2f}")
-    print(f"\nOne live LoRun-{args.K} network; restoring the same 64x64 image after each swap:")
-    print(f"{'ratio':>6} {'m/block':>8} {'A^T y dB':>9} {'LoRun dB':>9} {'swap ms':>8}")
-    for ratio in RATIOS:
+    live = zoo.load(names[-1])
+    print(f"one live LoRun-{live.K} network from the zoo ({time.perf_counter() - start:.1f} s to load); "
+          f"restoring a {x.shape[-2]} x {x.shape[-1]} image after each swap:")
+    print(f"{'bundle':>8} {'m/block':>8} {'A^T y dB':>9} {'linear dB':>10} {'LoRun dB':>9} {'swap ms':>8} {'restore s':>10}")
+    for name in names:
+        zoo.verify(name)
         t0 = time.perf_counter()
-        live.load_adapters(args.out / f"cs-{ratio:.2f}")
+        live.load_adapters(zoo.bundle_path(name))
         swap_ms = (time.perf_counter() - t0) * 1e3
-        with torch.no_grad():
-            y = live.operator.A(test)
-            naive = float(psnr(live.operator.A_adjoint(y).clamp(0, 1), test).mean())
-            restored = float(psnr(live(y).clamp(0, 1), test).mean())
-        print(f"{ratio:>6.2f} {live.operator.measurements:>8} {naive:>9.2f} {restored:>9.2f} {swap_ms:>8.1f}")
-    print(f"\nbundles in {args.out}/ ({time.perf_counter() - start:.0f} s in all); list them with lorun_peft.list_bundles:")
-    for info in lorun_peft.list_bundles(args.out):
-        print(f"  {info}")
+        t0 = time.perf_counter()
+        with torch.no_grad(), fit_operator(live.operator, x.shape[-2:]):
+            y = live.operator.A(x)
+            restored = live(y)
+            scores = [float(psnr(v.clamp(0, 1), x)) for v in (live.operator.A_adjoint(y), live.operator.initial_estimate(y), restored)]
+        seconds = time.perf_counter() - t0
+        print(f"{name:>8} {live.operator.measurements:>8} {scores[0]:>9.2f} {scores[1]:>10.2f} {scores[2]:>9.2f} "
+              f"{swap_ms:>8.1f} {seconds:>10.2f}")
+        if args.save:
+            from PIL import Image
+
+            args.save.mkdir(parents=True, exist_ok=True)
+            save_png(args.save / f"{name}.png", Image.fromarray(to_display(restored[0].clamp(0, 1))))
+    print(f"\nthe zoo: {zoo.ROOT} (bundles {names}); see each bundle's README.md for its test figures")
 
 
 if __name__ == "__main__":
