@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from .errors import InvalidArgumentError, TrainingError
 from .metrics import psnr
 from .steps import geometric
-from .train import CHECKPOINT_NAME, Images, TrainResult, _image_list, _load_checkpoint, _save_checkpoint, _Source, evaluate
+from .train import CHECKPOINT_NAME, Images, TrainResult, _image_list, _load_checkpoint, _save_checkpoint, _Source, due, evaluate
 
 __all__ = ["train_denoiser", "denoise_psnr", "choose_noise_schedule", "SIGMA_FIRST", "SIGMA_LAST"]
 
@@ -109,13 +109,13 @@ def train_denoiser(
         result.step += 1
         result.losses.append(loss.item())
         postfix = {"loss": f"{result.losses[-1]:.3g}"}
-        if val_images and (result.step == steps or (val_every and result.step % val_every == 0)):
+        if val_images and due(result.step, steps, val_every):
             result.val_psnr.append((result.step, denoise_psnr(denoiser, val_images, val_sigma, seed)))
             postfix["val_psnr"] = f"{result.val_psnr[-1][1]:.2f}"
             denoiser.train()
         bar.set_postfix(postfix, refresh=False)
         bar.update(1)
-        if path is not None and (result.step == steps or (checkpoint_every and result.step % checkpoint_every == 0)):
+        if path is not None and due(result.step, steps, checkpoint_every):
             _save_checkpoint(path, denoiser, optimizer, scheduler, generator, result, None, (batch_size, 1))
             result.checkpoint = path
     bar.close()

@@ -179,13 +179,13 @@ def train(
         result.step += 1
         result.losses.append(reported.item())
         postfix.update(loss=f"{result.losses[-1]:.3g}", psnr=f"{-10 * math.log10(max(result.losses[-1], 1e-12)):.2f}")
-        if val_images and (result.step == steps or (val_every and result.step % val_every == 0)):
+        if val_images and due(result.step, steps, val_every):
             result.val_psnr.append((result.step, _validate(net, val_images, noise_sigma, seed)))
             postfix["val_psnr"] = f"{result.val_psnr[-1][1]:.2f}"
             model.train()
         bar.set_postfix(postfix, refresh=False)
         bar.update(1)
-        if path is not None and (result.step == steps or (checkpoint_every and result.step % checkpoint_every == 0)):
+        if path is not None and due(result.step, steps, checkpoint_every):
             if main:
                 _save_checkpoint(path, net, optimizer, scheduler, generator, result, accelerator, (batch_size, world))
             if accelerator is not None:
@@ -196,6 +196,11 @@ def train(
     if owned and accelerator is not None:
         accelerator.free_memory()  # drop the DDP wrapper; the next phase prepares the changed net
     return result
+
+
+def due(step: int, steps: int, every: int) -> bool:
+    """Whether something done "every ``every`` steps and at the end" is due after ``step`` of ``steps``."""
+    return step == steps or bool(every and step % every == 0)
 
 
 def _check_positive_int(value: Any, name: str) -> None:
