@@ -562,8 +562,9 @@ COMMANDS = {"train": cmd_train, "eval": cmd_eval, "restore": cmd_restore, "inspe
 def run(args: argparse.Namespace) -> None:
     """Run the parsed command ``args``; raises LorunError subclasses (and FileNotFoundError) on failure."""
     if args.command == "push" and zoo.is_zoo(args.folder):  # the whole zoo folder, unchanged
-        zoo.push(args.repo_id, args.folder, path_in_repo=args.path_in_repo, revision=args.revision, tag=args.tag,
-                 private=args.private, commit_message=args.message, endpoint=args.endpoint)
+        what = zoo.push(args.repo_id, args.folder, path_in_repo=args.path_in_repo, revision=args.revision, tag=args.tag,
+                        private=args.private, commit_message=args.message, endpoint=args.endpoint)
+        print(f"pushed the zoo {args.folder} to {args.repo_id}/{args.path_in_repo or ''} ({getattr(what, 'commit_url', what)})")
     elif is_bundle_command(args):
         run_bundle_command(args)
     else:
