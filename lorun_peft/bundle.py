@@ -53,7 +53,7 @@ import weakref
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from peft import get_peft_model_state_dict
@@ -70,11 +70,6 @@ from .io import permit as _permit
 from .operators import operator_from_config
 from .operators.base import OPERATORS
 from .steps import STEPS
-
-if TYPE_CHECKING:  # unfold.py imports this module (UnfoldedNetwork subclasses BundleMethods)
-    from .unfold import UnfoldedNetwork
-
-
 
 __all__ = [
     "BundleMethods",
@@ -183,7 +178,7 @@ class _NetCache:
 _CACHES: "weakref.WeakKeyDictionary[nn.Module, _NetCache]" = weakref.WeakKeyDictionary()
 
 
-def _net_cache(net: UnfoldedNetwork) -> _NetCache:
+def _net_cache(net: BundleMethods) -> _NetCache:
     key = (id(net.denoisers), tuple(id(p) for p in net.denoisers.peft_model.parameters()))
     cache = _CACHES.get(net)
     if cache is None or cache.key != key:
@@ -191,7 +186,7 @@ def _net_cache(net: UnfoldedNetwork) -> _NetCache:
     return cache
 
 
-def _live_fingerprint(net: UnfoldedNetwork, cache: _NetCache | None = None) -> str:
+def _live_fingerprint(net: BundleMethods, cache: _NetCache | None = None) -> str:
     """The network's base fingerprint, recomputed only when a base tensor changed."""
     if net.share != "lora":
         return fingerprint(net)
@@ -445,7 +440,7 @@ def _check_metrics(metrics: Mapping[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-def _bundle_config(net: UnfoldedNetwork, metrics: dict[str, Any]) -> dict[str, Any]:
+def _bundle_config(net: BundleMethods, metrics: dict[str, Any]) -> dict[str, Any]:
     step = next(net.steps.parameters())
     return {
         "format": FORMAT,
@@ -488,7 +483,7 @@ def _recast_file(path: Path, dtype: torch.dtype) -> None:
 
 
 def save_adapters(
-    net: UnfoldedNetwork,
+    net: BundleMethods,
     path: str | os.PathLike,
     *,
     metrics: Mapping[str, Any] | None = None,
@@ -533,7 +528,7 @@ def save_adapters(
     return _atomic_folder(path, fill, CONFIG_NAME)
 
 
-def save_base(model: UnfoldedNetwork | nn.Module, path: str | os.PathLike, *, storage_dtype: str | None = None) -> Path:
+def save_base(model: BundleMethods | nn.Module, path: str | os.PathLike, *, storage_dtype: str | None = None) -> Path:
     """Save the plain base denoiser once: ``model.safetensors`` + ``base_config.json`` (+ a card).
 
     ``model`` is a network (its shared base) or a denoiser module. ``storage_dtype="float16"``
@@ -776,7 +771,7 @@ class _Swap:
     copies: list[tuple[torch.Tensor, torch.Tensor]]
     operator: nn.Module | None
 
-    def apply(self, net: UnfoldedNetwork) -> None:
+    def apply(self, net: BundleMethods) -> None:
         with torch.no_grad():
             for live, new in self.copies:
                 live.copy_(new)
@@ -784,7 +779,7 @@ class _Swap:
             net.operator = self.operator
 
 
-def _stage_slots(net: UnfoldedNetwork, cache: _NetCache) -> list[dict[str, nn.Parameter]]:
+def _stage_slots(net: BundleMethods, cache: _NetCache) -> list[dict[str, nn.Parameter]]:
     """For each stage: PEFT's saved key (as in adapter_model.safetensors) -> the live parameter.
 
     PEFT's own ``get_peft_model_state_dict`` gives the keys; parameters are matched by storage.
@@ -861,7 +856,7 @@ def _config_mismatch(label: str, name: str, saved: Mapping[str, Any], live: Mapp
     return f"bundle {label}: {name}'s adapter config differs from this network's in {differences}{detail}"
 
 
-def _plan_swap(net: UnfoldedNetwork, bundle: Bundle) -> _Swap:
+def _plan_swap(net: BundleMethods, bundle: Bundle) -> _Swap:
     """Check ``bundle`` against ``net`` and prepare every new tensor; changes nothing."""
     config, label = bundle.config, bundle.label
     mismatched = [
@@ -923,7 +918,7 @@ def _plan_swap(net: UnfoldedNetwork, bundle: Bundle) -> _Swap:
 
 
 def load_adapters(
-    net: UnfoldedNetwork,
+    net: BundleMethods,
     bundle: Bundle | str | os.PathLike,
     *,
     subfolder: str | None = None,
@@ -931,7 +926,7 @@ def load_adapters(
     token: str | None = None,
     endpoint: str | None = None,
     cache_dir: str | os.PathLike | None = None,
-) -> UnfoldedNetwork:
+) -> BundleMethods:
     """Swap a whole task into a live network: all K adapters, step parameters and the operator.
 
     ``bundle``: a folder, a Hub repo id (+ ``subfolder``, ``revision``) or a :class:`Bundle` from
@@ -1129,7 +1124,7 @@ def copy_bundle(source: str | os.PathLike, target: str | os.PathLike) -> Path:
 
 # ==== the Hub =================================================================================
 def push_adapters(
-    net: UnfoldedNetwork,
+    net: BundleMethods,
     repo_id: str,
     *,
     path_in_repo: str | None = None,
@@ -1158,7 +1153,7 @@ def push_adapters(
 
 
 def push_base(
-    model: UnfoldedNetwork | nn.Module,
+    model: BundleMethods | nn.Module,
     repo_id: str,
     *,
     path_in_repo: str | None = None,
@@ -1246,7 +1241,7 @@ class BundleMethods:
         token: str | None = None,
         endpoint: str | None = None,
         cache_dir: str | os.PathLike | None = None,
-    ) -> "UnfoldedNetwork":
+    ) -> "BundleMethods":
         """Swap a task bundle into this live network, atomically; see :func:`load_adapters`."""
         return load_adapters(self, bundle, subfolder=subfolder, revision=revision, token=token, endpoint=endpoint, cache_dir=cache_dir)
 
@@ -1310,7 +1305,7 @@ class BundleMethods:
         token: str | None = None,
         endpoint: str | None = None,
         cache_dir: str | os.PathLike | None = None,
-    ) -> "UnfoldedNetwork":
+    ) -> "BundleMethods":
         """Build a ready LoRun network (in eval mode) from a base and a bundle (``lorun_peft.load``).
 
         ``base``: the plain denoiser module with the base weights, or a saved base (folder or Hub repo

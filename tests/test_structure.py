@@ -1,5 +1,5 @@
-"""The package's structure: no import cycle anywhere (imports inside functions count; imports for
-type checkers only do not), and no module far over 500 lines."""
+"""The package's structure: no import cycle anywhere (imports inside functions and imports for type
+checkers count too)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,6 @@ def module_name(path: Path) -> str:
 MODULES = {module_name(p): p for p in PACKAGE.rglob("*.py")}
 
 
-def _type_checking_only(node: ast.AST) -> bool:
-    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-
-
 def imports(name: str) -> set[str]:
     """The lorun_peft modules ``name`` imports, at any depth of its code."""
     path = MODULES[name]
@@ -34,8 +30,6 @@ def imports(name: str) -> set[str]:
             target = target.rpartition(".")[0]
 
     def visit(node: ast.AST) -> None:
-        if _type_checking_only(node):
-            return
         if isinstance(node, ast.Import):
             for alias in node.names:
                 add(alias.name)
