@@ -218,8 +218,8 @@ def _atomic_folder(target: str | os.PathLike, fill: Callable[[Path], None], mark
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
     old: Path | None = None
     try:
-        _permit(tmp, folder=True)
         fill(tmp)
+        _permit(tmp, folder=True)
         for path in tmp.rglob("*"):  # some writers (safetensors) create files 0600 whatever the umask
             _permit(path, folder=path.is_dir())
         _fsync_tree(tmp)
@@ -476,10 +476,14 @@ def _storage_dtype(value: str | None) -> torch.dtype | None:
     return getattr(torch, value)
 
 
+def _cast(tensors: Mapping[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """``tensors`` with the floating ones in ``dtype`` (storing at half size, and reading back)."""
+    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+
+
 def _recast_file(path: Path, dtype: torch.dtype) -> None:
     """Rewrite a safetensors file (PEFT's adapter weights) with its floating tensors in ``dtype``."""
-    tensors = _parse_safetensors(path.read_bytes(), str(path))
-    _write(path, _tensor_bytes({k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}, {"format": "pt"}))
+    _write(path, _tensor_bytes(_cast(_parse_safetensors(path.read_bytes(), str(path)), dtype), {"format": "pt"}))
 
 
 def save_adapters(
@@ -509,7 +513,7 @@ def save_adapters(
     if isinstance(net.operator, nn.Module):
         tensors.update({f"operator.{k}": v for k, v in net.operator.state_dict().items()})
     if store is not None:
-        tensors = {k: v.to(store) if v.is_floating_point() else v for k, v in tensors.items()}
+        tensors = _cast(tensors, store)
     unfolding = _tensor_bytes(tensors, {"format": "pt", "lorun_format": str(FORMAT_VERSION)})
 
     def fill(folder: Path) -> None:
@@ -559,12 +563,11 @@ def save_base(model: BundleMethods | nn.Module, path: str | os.PathLike, *, stor
         "parameters": sum(v.numel() for v in state.values()),
     }
     if store is not None:
-        config["storage_dtype"] = storage_dtype
-        config["dtype"] = sorted({str(v.dtype).removeprefix("torch.") for v in state.values() if v.is_floating_point()})
-        if len(config["dtype"]) != 1:
-            raise InvalidArgumentError(f"storage_dtype needs a base of one floating dtype, got {config['dtype']}")
-        config["dtype"] = config["dtype"][0]
-        state = {k: v.to(store) if v.is_floating_point() else v for k, v in state.items()}
+        dtypes = {str(v.dtype).removeprefix("torch.") for v in state.values() if v.is_floating_point()}
+        if len(dtypes) != 1:
+            raise InvalidArgumentError(f"storage_dtype needs a base of one floating dtype, got {sorted(dtypes)}")
+        config["storage_dtype"], config["dtype"] = storage_dtype, dtypes.pop()
+        state = _cast(state, store)
     weights = _tensor_bytes(state, {"format": "pt", "lorun_fingerprint": config["fingerprint"]})
 
     def fill(folder: Path) -> None:
@@ -732,8 +735,7 @@ def _read_place(place: _Place) -> Bundle:
         dtype = getattr(torch, config["dtype"], None)
         if not isinstance(dtype, torch.dtype):
             raise CorruptFileError(f"{where}: 'dtype' {config['dtype']!r} is not a torch dtype")
-        widen = lambda tensors: {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}  # noqa: E731
-        stages, steps, operator_state = [widen(t) for t in stages], widen(steps), widen(operator_state)
+        stages, steps, operator_state = [_cast(t, dtype) for t in stages], _cast(steps, dtype), _cast(operator_state, dtype)
     return Bundle(place.label, config, adapter_configs, stages, steps, operator_state, sizes)
 
 
@@ -982,7 +984,7 @@ def _read_base(place: _Place) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         dtype = getattr(torch, str(config.get("dtype")), None)
         if config["storage_dtype"] not in STORAGE_DTYPES or not isinstance(dtype, torch.dtype):
             raise CorruptFileError(f"{BASE_CONFIG_NAME} of {place.label} has a bad storage_dtype/dtype (edited or damaged?)")
-        weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()}
+        weights = _cast(weights, dtype)
     if fingerprint(weights) != config["fingerprint"]:
         raise CorruptFileError(f"{BASE_WEIGHTS_NAME} in {place.label} does not match the fingerprint in {BASE_CONFIG_NAME} (corrupted or edited)")
     return config, weights
