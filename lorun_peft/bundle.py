@@ -66,7 +66,7 @@ from . import hub
 from .denoisers import DENOISERS, build_denoiser
 from .errors import CorruptFileError, HubError, IncompatibleBundleError, InvalidArgumentError
 from .io import fsync_dir as _fsync_dir
-from .io import permit as _permit
+from .io import permit_tree as _permit_tree
 from .operators import operator_from_config
 from .operators.base import OPERATORS
 from .steps import STEPS
@@ -219,9 +219,7 @@ def _atomic_folder(target: str | os.PathLike, fill: Callable[[Path], None], mark
     old: Path | None = None
     try:
         fill(tmp)
-        _permit(tmp, folder=True)
-        for path in tmp.rglob("*"):  # some writers (safetensors) create files 0600 whatever the umask
-            _permit(path, folder=path.is_dir())
+        _permit_tree(tmp)  # files 0644 and folders 0755 under umask 022, whoever wrote them
         _fsync_tree(tmp)
         if target.exists():
             old = parent / f".{target.name}.old-{uuid.uuid4().hex[:12]}"

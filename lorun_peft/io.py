@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Iterator
 
-__all__ = ["atomic_write", "fsync_dir", "umask", "permit"]
+__all__ = ["atomic_write", "fsync_dir", "umask", "permit", "permit_tree"]
 
 
 def umask() -> int:
@@ -33,10 +33,20 @@ def umask() -> int:
     return mask
 
 
-def permit(path: str | os.PathLike, folder: bool = False) -> None:
-    """Give ``path`` the mode a plain ``open``/``mkdir`` would (0666/0777 less the umask): temporary
-    files and folders are created 0600/0700, which would make a saved file unreadable to others."""
-    os.chmod(path, (0o777 if folder else 0o666) & ~umask())
+def permit(path: str | os.PathLike, folder: bool = False, mask: int | None = None) -> None:
+    """Give ``path`` the mode a plain ``open``/``mkdir`` would (0666/0777 less the umask, ``mask``
+    if given): temporary files and folders are created 0600/0700, which would make a saved file
+    unreadable to others."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~(umask() if mask is None else mask))
+
+
+def permit_tree(folder: str | os.PathLike) -> None:
+    """:func:`permit` ``folder`` and everything under it (some writers, safetensors among them,
+    create files 0600 whatever the umask), reading the umask once."""
+    mask = umask()
+    permit(folder, folder=True, mask=mask)
+    for path in Path(folder).rglob("*"):
+        permit(path, folder=path.is_dir(), mask=mask)
 
 
 @contextlib.contextmanager
