@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import bundle, zoo
 from .data import (
     CUBE_SUFFIXES,
     IMAGE_SUFFIXES,
@@ -36,7 +37,6 @@ from .data import (
     synthetic_cubes,
     synthetic_images,
 )
-from . import bundle, zoo
 from .denoisers import DENOISERS, build_denoiser
 from .errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError
 from .io import atomic_write
@@ -231,7 +231,8 @@ def builtin_eval_images(config: dict[str, Any], operator: Any, seed: int = 1000)
     return list(images), [f"synthetic_{i}" for i in range(len(images))]
 
 
-def folder_images(config: dict[str, Any], folder: Path) -> tuple[list[torch.Tensor], list[str]]:
+def folder_images(config: dict[str, Any], folder: Path | list[Path]) -> tuple[list[torch.Tensor], list[str]]:
+    """The images (or cubes) of a folder, or of a list of files, whole."""
     if config["task"] == "cassi":
         data: Any = SpectralCubes(folder, augment=False)
     else:
@@ -239,7 +240,7 @@ def folder_images(config: dict[str, Any], folder: Path) -> tuple[list[torch.Tens
     return [data.full(i) for i in range(len(data))], data.names
 
 
-def evaluation_images(config: dict[str, Any], operator: Any, folder: Path | None) -> tuple[list[torch.Tensor], list[str]]:
+def evaluation_images(config: dict[str, Any], operator: Any, folder: Path | list[Path] | None) -> tuple[list[torch.Tensor], list[str]]:
     images, names = folder_images(config, folder) if folder else builtin_eval_images(config, operator)
     fitted = []
     for x, name in zip(images, names):
@@ -270,8 +271,7 @@ def training_data(args: argparse.Namespace, config: dict[str, Any], operator: An
         if not held:
             return data, None
         _say(f"validating on {held} image(s) held out of {args.data}: {', '.join(p.name for p in files[-held:])} (or give --val DIR)")
-        holdout = SpectralCubes(files[-held:], augment=False) if cassi else ImageFolder(files[-held:], channels=config["channels"], augment=False)
-        return data, [fit_images(config, operator, [holdout.full(i)])[0] for i in range(len(holdout))]
+        return data, evaluation_images(config, operator, files[-held:])[0]
     if config["task"] == "cassi":
         data = synthetic_cubes(32, size, config["channels"], seed=args.seed)
     else:
