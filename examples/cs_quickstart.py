@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     start = time.perf_counter()
     result = lorun_peft.train_two_phase(  # phase "backbone" (Block-1), to_lora(), phase "adapters"
-        net, train_images, steps=args.steps, lr=2e-3, batch_size=8, test_data=test_images, progress=False
+        net, train_images, steps=args.steps, lr=2e-3, batch_size=8, phases=lorun_peft.recipe.PAPER, test_data=test_images,
+        progress=False
     )
     seconds = time.perf_counter() - start
 

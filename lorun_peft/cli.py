@@ -1,8 +1,10 @@
 """The ``lorun`` command line: train, eval, restore, inspect, plot, demo, push and pull.
 
 This module only parses arguments (``lorun --help`` and argument errors answer without importing
-torch); the commands run in :mod:`lorun_peft.commands`. ``lorun demo`` runs the paper's two-phase
-training on built-in images in about two minutes on a CPU. ``lorun train --out DIR`` writes
+torch); the commands run in :mod:`lorun_peft.commands`. ``lorun demo`` swaps the pretrained zoo's
+CS bundles on one image, then runs the paper's two-phase training on built-in images, in about two
+minutes on a CPU. ``lorun train`` trains with the recipe of :mod:`lorun_peft.recipe` (or
+``--phase paper``); ``lorun train --out DIR`` writes
 ``DIR/model.safetensors`` (the network's state_dict with its configuration in the file's metadata,
 so one file rebuilds the network), a readable ``DIR/config.json``, ``DIR/train_log.json`` and
 resumable checkpoints under ``DIR/checkpoints``; ``eval``, ``restore``, ``inspect`` and ``plot``
@@ -40,6 +42,12 @@ def _network_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--task", choices=TASKS, default="cs", help="cs: block compressive sensing; sr: blur + downsampling; cassi: spectral snapshot")
     g.add_argument("--ratio", type=float, default=0.25, help="cs: sampling ratio in (0, 1] (default 0.25)")
     g.add_argument("--block", type=int, default=32, help="cs: block size in pixels (default 32)")
+    g.add_argument("--linear-estimate", action=argparse.BooleanOptionalAction, default=True,
+                   help="cs: start from the linear MMSE estimate x0 = Q y, Q fitted by least squares on the training "
+                        "images (default on; off: x0 = A^T y)")
+    g.add_argument("--learn-matrix", action=argparse.BooleanOptionalAction, default=True,
+                   help="cs: train the sampling matrix with the network (default on, as the paper; off: a fixed matrix "
+                        "with orthonormal rows, as the zoo)")
     g.add_argument("--scale", type=int, default=4, help="sr: downsampling factor (default 4)")
     g.add_argument("--kernel", type=int, default=0, help="sr: kernel index, 0-11 of the built-in bank or of --kernel-file (default 0)")
     g.add_argument("--kernel-file", type=Path, help="sr: kernels from a .mat/.npy/.png file (e.g. USRNet's kernels_12.mat)")
@@ -67,13 +75,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lorun", description="Deep LoRA-unfolding networks on PEFT.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train Block-1, then LoRun (Algorithm 1), on a folder or built-in images")
+    t = sub.add_parser("train", help="pretrain the denoiser, then LoRun's adapters (or Algorithm 1 with --phase paper), on a folder or built-in images")
     _network_options(t)
     g = t.add_argument_group("training")
     g.add_argument("--data", type=Path, help="folder of training images (.npy/.mat cubes for cassi); default built-in images")
     g.add_argument("--val", type=Path, help="folder of validation images (whole images); default built-in images when --data is not given")
-    g.add_argument("--phase", choices=("both", "backbone", "adapters"), default="both", help="default both")
-    g.add_argument("--init", type=Path, help="with --phase adapters: the --out folder of a `--phase backbone` run")
+    g.add_argument("--phase", choices=("recipe", "paper", "denoiser", "backbone", "adapters"), default="recipe",
+                   help="recipe (default): pretrain the denoiser as a Gaussian denoiser, set the steps for it on the "
+                        "validation images, then train the adapters; paper: Algorithm 1, Block-1 unfolded, then the "
+                        "adapters; or one phase alone")
+    g.add_argument("--init", type=Path, help="with --phase adapters: a model to continue (the --out folder of an earlier run, or zoo:NAME)")
+    g.add_argument("--base", help="with --phase adapters: start from a pretrained base denoiser: 'zoo' (the zoo's gray "
+                                  "U-Net; the bundle then swaps into the zoo's networks) or a folder written by save_base")
     g.add_argument("--steps", type=int, default=1000, help="training steps per phase (default 1000)")
     g.add_argument("--adapter-steps", type=int, help="steps of the adapter phase (default --steps)")
     g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
@@ -118,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise-sigma", type=float, default=0.0)
     _common(p)
 
-    d = sub.add_parser("demo", help="two-phase training (Block-1, then LoRun) on built-in images, CS at one ratio")
+    d = sub.add_parser("demo", help="the pretrained zoo on a photograph (no training), then two-phase training (Block-1, then LoRun) on built-in images")
     d.add_argument("--out", type=Path, default=Path("lorun_demo"), help="output folder (default lorun_demo)")
     d.add_argument("--ratio", type=float, default=0.25, help="CS sampling ratio (default 0.25)")
     d.add_argument("--K", type=int, default=9, help="number of stages (default 9)")
@@ -126,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--steps", type=int, default=200, help="training steps per phase (default 200)")
     d.add_argument("--quick", action="store_true", help="60 steps per phase (under a minute)")
     d.add_argument("--data", type=Path, help="train on your own image folder (the last fifth is held out for the test)")
+    d.add_argument("--image", type=Path, help="a gray photograph for the zoo part (default: scikit-image's camera if installed)")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     _common(d)
     add_bundle_commands(sub)  # push, pull, and inspect BUNDLE
@@ -186,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .demo import demo
 
             demo(args.out, ratio=args.ratio, K=args.K, gamma=args.gamma, steps=60 if args.quick else args.steps,
-                 seed=args.seed, data=args.data, progress=not args.no_progress)
+                 seed=args.seed, data=args.data, progress=not args.no_progress, image=args.image)
         else:
             from . import commands
 

@@ -42,7 +42,9 @@ from .errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentEr
 from .io import atomic_write
 from .operators import CASSI, BlockCS, BlurDownsample, operator_from_config
 from .plots import line_chart, lora_norm_figure, lora_update_figure, save_png, to_display
-from .train import Evaluation, evaluate, fit_operator, train_two_phase
+from .pretrain import choose_noise_schedule
+from .recipe import PAPER, RECIPE, train_two_phase
+from .train import Evaluation, evaluate, fit_operator
 from .unfold import UnfoldedNetwork, unfold
 
 __all__ = ["run", "save_model", "load_model", "network_config", "build_network", "run_bundle_command", "is_bundle_command", "MODEL_FILE"]
@@ -79,7 +81,8 @@ def make_operator(args: argparse.Namespace) -> torch.nn.Module:
     """The task's operator from the command-line options."""
     channels = _channels(args)
     if args.task == "cs":
-        return BlockCS(args.ratio, block=args.block, channels=channels, seed=args.seed)
+        return BlockCS(args.ratio, block=args.block, channels=channels, seed=args.seed, learnable=args.learn_matrix,
+                       init="gaussian" if args.learn_matrix else "orthogonal", linear_estimate=args.linear_estimate)
     if args.task == "sr":
         from .kernels import kernel_bank, load_kernels
 
@@ -114,18 +117,20 @@ def _read_mask(path: Path) -> torch.Tensor:
     return torch.from_numpy(mask.astype(np.float32))
 
 
-def network_config(args: argparse.Namespace, operator: Any, share: str) -> dict[str, Any]:
-    """The JSON configuration from which :func:`build_network` rebuilds the network."""
+def network_config(args: argparse.Namespace, operator: Any, share: str, denoiser: torch.nn.Module | None = None) -> dict[str, Any]:
+    """The JSON configuration from which :func:`build_network` rebuilds the network (the
+    denoiser's from ``args``, or that of a given built-in ``denoiser``)."""
     channels = _channels(args)
     options = {"in_channels": channels, "depth": args.depth}
     options["width" if args.denoiser == "unet" else "dim"] = args.width
+    denoiser_config = denoiser.config() if denoiser is not None else build_denoiser(args.denoiser, **options).config()
     return {
         "format": FORMAT,
         "version": 1,
         "task": args.task,
         "channels": channels,
         "operator": operator.config(),
-        "denoiser": {"name": args.denoiser, "config": build_denoiser(args.denoiser, **options).config()},
+        "denoiser": {"name": args.denoiser, "config": denoiser_config},
         "unfold": {
             "K": args.K,
             "algorithm": args.algorithm,
@@ -165,11 +170,31 @@ def save_model(folder: Path, net: UnfoldedNetwork, config: dict[str, Any]) -> Pa
     return path
 
 
+def base_denoiser_name(base: torch.nn.Module) -> str:
+    """The command line's name of a built-in denoiser class (``unet``, ...)."""
+    name = next((n for n, cls in DENOISERS.items() if type(base) is cls), None)
+    if name is None:
+        raise InvalidArgumentError(f"the base is a {type(base).__name__}, not one of the built-in denoisers {sorted(DENOISERS)}")
+    return name
+
+
+def _pretrained_base(spec: str) -> torch.nn.Module:
+    """``--base``: the zoo's base ("zoo") or a base folder written by ``save_base``."""
+    return zoo.load_base() if spec == "zoo" else bundle.load_base(Path(spec))
+
+
+def _whole_images(data: Any, limit: int = 400) -> list[torch.Tensor]:
+    """Training images to fit the linear estimate on: a dataset's whole images, or the tensors."""
+    if hasattr(data, "full"):
+        return [data.full(i) for i in range(min(len(data), limit))]
+    return list(data)[:limit]
+
+
 def _zoo_model(name: str) -> tuple[UnfoldedNetwork, dict[str, Any]]:
     """A zoo bundle on the zoo's base, with the command line's configuration of it."""
     net = zoo.load(name)
     base = net.denoisers.model
-    denoiser = next((n for n, cls in DENOISERS.items() if type(base) is cls), type(base).__name__)
+    denoiser = base_denoiser_name(base)
     operator = net.operator
     config = {
         "format": FORMAT, "version": 1, "task": _TASK_OF_OPERATOR.get(type(operator).__name__, "cs"),
@@ -300,20 +325,26 @@ def cmd_train(args: argparse.Namespace) -> None:
     for name in ("steps", "batch_size", "patch", "K"):
         if getattr(args, name) < 1:
             raise InvalidArgumentError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    phases = ("backbone", "adapters") if args.phase == "both" else (args.phase,)
+    phases = {"recipe": RECIPE, "paper": PAPER}.get(args.phase, (args.phase,))
     if args.phase == "adapters":
-        if args.init is None:
-            raise InvalidArgumentError("--phase adapters needs --init DIR, the --out folder of a `lorun train --phase backbone` run")
+        if (args.init is None) == (args.base is None):
+            raise InvalidArgumentError("--phase adapters needs either --init (a model to continue) or --base (a pretrained base denoiser)")
+    elif args.init is not None or args.base is not None:
+        raise InvalidArgumentError(f"--{'init' if args.init is not None else 'base'} is only for --phase adapters")
+    if args.init is not None:
         net, config = load_model(args.init)
         if net.share not in ("base", "lora"):
             raise InvalidArgumentError(f"--init {args.init} holds a share={net.share!r} network; adapters need Block-1 or LoRun")
         args.task, args.channels = config["task"], config["channels"]
     else:
-        if args.init is not None:
-            raise InvalidArgumentError("--init is only for --phase adapters")
+        base = _pretrained_base(args.base) if args.base is not None else None
+        if base is not None:
+            args.denoiser, args.channels = base_denoiser_name(base), base.config()["in_channels"]
         operator = make_operator(args)
-        config = network_config(args, operator, "base")
+        config = network_config(args, operator, "base", denoiser=base)
         net = build_network(config, operator)
+        if base is not None:
+            net.denoisers.denoiser.load_state_dict(base.state_dict())
     net.to(_device(args.device))
     training = {
         "phases": list(phases), "steps": args.steps, "adapter_steps": args.adapter_steps or args.steps,
@@ -321,8 +352,17 @@ def cmd_train(args: argparse.Namespace) -> None:
         "noise_sigma": args.noise_sigma, "patch": args.patch, "seed": args.seed,
         "data": str(args.data) if args.data else "built-in", "val": str(args.val) if args.val else None,
     }
+    if args.base is not None:
+        training["base"] = args.base
     _record_settings(args.out / "checkpoints", {**config, "training": training}, fresh=args.fresh)
     data, val = training_data(args, config, net.operator)
+    if args.init is None and getattr(net.operator, "q", None) is not None:
+        net.operator.fit_initial_estimate(_whole_images(data))
+        _say("initial estimate: the linear MMSE estimate x0 = Q y, Q fitted on the training images")
+    if args.base is not None and val is not None:
+        chosen = choose_noise_schedule(net, val)
+        _say(f"steps set for the pretrained base on the validation images: sigma {chosen['sigma_first']} -> "
+             f"{chosen['sigma_last']} ({chosen['psnr']:.2f} dB before training)")
     _say(f"lorun train: task {config['task']}, phases {', '.join(phases)}, {args.steps} steps each, output {args.out}")
     result = train_two_phase(
         net, data, steps=args.steps, adapter_steps=args.adapter_steps, lr=args.lr, adapter_lr=args.adapter_lr,
@@ -336,13 +376,18 @@ def cmd_train(args: argparse.Namespace) -> None:
     path = save_model(args.out, net, config)
     log = {
         phase: {"losses": r.losses, "val_psnr": r.val_psnr, "seconds": r.seconds}
-        for phase, r in (("backbone", result.backbone), ("adapters", result.adapters)) if r is not None
+        for phase, r in (("denoiser", result.denoiser), ("backbone", result.backbone), ("adapters", result.adapters))
+        if r is not None
     }
     with atomic_write(args.out / "train_log.json") as f:
         f.write(json.dumps(log).encode())
     for phase, entry in log.items():
         val_text = f", validation PSNR {entry['val_psnr'][-1][1]:.2f} dB" if entry["val_psnr"] else ""
+        val_text += " (Gaussian denoising, sigma 25/255)" if phase == "denoiser" and val_text else ""
         _say(f"{phase}: final loss {entry['losses'][-1]:.4g}{val_text}, {entry['seconds']:.0f} s")
+        if phase == "denoiser" and result.schedule is not None:
+            _say(f"steps set for the pretrained denoiser on the validation images: sigma {result.schedule['sigma_first']} "
+                 f"-> {result.schedule['sigma_last']} ({result.schedule['psnr']:.2f} dB before the adapters)")
     _say(str(net.parameter_report()))
     _say(f"model: {path}")
 

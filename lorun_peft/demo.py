@@ -1,5 +1,7 @@
-"""``lorun demo``: the paper's two-phase training (Block-1, then LoRun) on built-in images, with
-the PSNR / SSIM table, the parameter report, figures and a saved model, in minutes on a CPU."""
+"""``lorun demo``: first the pretrained zoo (one live network swaps the five CS bundles and restores
+a photograph at each ratio, no training), then the paper's two-phase training (Block-1, then LoRun)
+on built-in images, with the PSNR / SSIM table, the parameter report, figures and a saved model,
+in minutes on a CPU."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any
 
 import torch
 
+from . import zoo
 from .commands import network_config, save_model
 from .data import (
     IMAGE_SUFFIXES,
@@ -17,6 +20,7 @@ from .data import (
     center_crop,
     list_files,
     load_image,
+    photographs,
     synthetic_images,
 )
 from .denoisers import build_denoiser
@@ -24,10 +28,62 @@ from .errors import InvalidArgumentError
 from .metrics import MetricTable, psnr, ssim
 from .operators import BlockCS
 from .plots import image_grid, line_chart, lora_update_figure
-from .train import train_two_phase
+from .recipe import PAPER, train_two_phase
+from .train import fit_operator
 from .unfold import unfold
 
-__all__ = ["demo"]
+__all__ = ["demo", "zoo_tour"]
+
+
+def demo_photograph(image: Path | None) -> tuple[torch.Tensor, str]:
+    """The demo's gray photograph: ``image``, else scikit-image's "camera" when installed, else a
+    built-in synthetic 256 x 256 test image (said so)."""
+    if image is not None:
+        return load_image(image, 1), str(image)
+    try:
+        return photographs(["camera"], size=256)[0], "scikit-image's camera (centre 256 x 256)"
+    except ImportError:
+        return synthetic_images(1, size=256, seed=7)[0], "a synthetic 256 x 256 image (pip install scikit-image for a photograph)"
+
+
+@torch.no_grad()
+def zoo_tour(x: torch.Tensor, out: Path | None = None) -> dict[str, dict[str, float]]:
+    """Swap every CS bundle of the zoo into ONE live network and restore ``x`` (1 x H x W) at each
+    ratio: prints PSNR of A^T y, the linear estimate and LoRun, and the swap time; with ``out``
+    writes ``out/zoo.png`` (rows: ratios; truth | linear estimate | LoRun).
+
+    >>> scores = zoo_tour(torch.rand(1, 64, 64))  # doctest: +ELLIPSIS
+    one live LoRun-9 network...
+    >>> sorted(scores)[0]
+    'cs-0.01'
+    """
+    names = [n for n in zoo.list() if n.startswith("cs-")]
+    start = time.perf_counter()
+    net = zoo.load(names[-1])
+    print(f"one live LoRun-{net.K} network from the pretrained zoo ({time.perf_counter() - start:.1f} s to load, "
+          f"no training); each CS bundle swapped in, then a {x.shape[-2]} x {x.shape[-1]} image restored:")
+    print(f"  {'bundle':<8} {'A^T y dB':>9} {'linear dB':>10} {'LoRun dB':>9} {'swap ms':>8} {'restore s':>10}")
+    scores: dict[str, dict[str, float]] = {}
+    columns: list[list[torch.Tensor]] = [[], [], []]
+    for name in names:
+        tick = time.perf_counter()
+        net.load_adapters(zoo.bundle_path(name))
+        swap = time.perf_counter() - tick
+        tick = time.perf_counter()
+        with fit_operator(net.operator, x.shape[-2:]):
+            y = net.operator.A(x[None])
+            outputs = [net.operator.A_adjoint(y), net.operator.initial_estimate(y), net(y)]
+        outputs = [o.clamp(0, 1)[0] for o in outputs]
+        scores[name] = dict(zip(("adjoint", "linear", "lorun"), (float(psnr(o[None], x[None])) for o in outputs)))
+        print(f"  {name:<8} {scores[name]['adjoint']:9.2f} {scores[name]['linear']:10.2f} {scores[name]['lorun']:9.2f} "
+              f"{swap * 1e3:8.1f} {time.perf_counter() - tick:10.2f}")
+        for column, o in zip(columns, (x, *outputs[1:])):
+            column.append(o)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        image_grid(out / "zoo.png", columns, ["truth (rows: " + ", ".join(names) + ")", "linear estimate", "LoRun-9 (zoo)"])
+        print(f"figure: {out / 'zoo.png'}")
+    return scores
 
 
 def demo(
@@ -39,11 +95,17 @@ def demo(
     seed: int = 0,
     data: Path | None = None,
     progress: bool = True,
+    image: Path | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Train Block-1 then LoRun on CS, report PSNR / SSIM and parameters, save figures and the model.
+    """The zoo's five CS bundles on one photograph (``image``; see :func:`zoo_tour`), then train
+    Block-1 then LoRun on CS, report PSNR / SSIM and parameters, save figures and the model.
 
     Returns ``{method: {"psnr": dB, "ssim": value}}`` for "A^T y", "Block-1" and "LoRun-K".
     """
+    photo, where = demo_photograph(image)
+    print(f"Part 1: the pretrained zoo on {where}")
+    zoo_tour(photo, out)
+    print(f"\nPart 2: training from scratch, as the paper's Algorithm 1 (the zoo's recipe is in benchmarks/zoo.py)")
     torch.manual_seed(seed)
     if data is not None:
         files = list_files(data, IMAGE_SUFFIXES)
@@ -68,7 +130,7 @@ def demo(
     print(f"Phase 1: Block-1 (one shared trainable denoiser), then phase 2: LoRun-{K} (frozen base + {K} LoRA "
           f"adapters, gamma {gamma}%); CS ratio {ratio}, {steps} steps each on {source}")
     start = time.perf_counter()
-    result = train_two_phase(net, train_images, steps=steps, lr=2e-3, batch_size=8, seed=seed, test_data=test_set,
+    result = train_two_phase(net, train_images, steps=steps, lr=2e-3, batch_size=8, phases=PAPER, seed=seed, test_data=test_set,
                              keep_outputs=True, progress=progress)
     seconds = time.perf_counter() - start
     block_1, lorun = result.backbone_evaluation, result.evaluation

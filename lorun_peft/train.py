@@ -7,8 +7,6 @@
   Checkpoints are written atomically; ``resume=True`` continues exactly where a run stopped:
   the sampling order, the random patches of a dataset and the noise all come from one seeded
   generator saved in the checkpoint.
-- ``train_two_phase``: Algorithm 1: phase "backbone" (Block-1, the shared denoiser is trained),
-  then ``to_lora`` and phase "adapters", then evaluation; each phase resumable on its own.
 - ``evaluate``: PSNR / SSIM per image of the restoration and of the initial estimate, and the
   mean PSNR after each stage.
 
@@ -50,18 +48,14 @@ from .metrics import MetricTable, band_psnr, psnr, rgb_to_y, shave, ssim
 
 __all__ = [
     "train",
-    "train_two_phase",
     "evaluate",
     "fit_operator",
     "TrainResult",
-    "TwoPhaseResult",
     "Evaluation",
     "CHECKPOINT_NAME",
-    "PHASES",
 ]
 
 CHECKPOINT_NAME = "checkpoint.pt"
-PHASES = ("backbone", "adapters")
 
 Images = torch.Tensor | Sequence[torch.Tensor] | Dataset
 
@@ -69,13 +63,17 @@ Images = torch.Tensor | Sequence[torch.Tensor] | Dataset
 @dataclass
 class TrainResult:
     """What a training run did: the loss of every step, validation PSNR as (step, dB) pairs,
-    where the last checkpoint is and the seconds spent in this call."""
+    where the last checkpoint is and the seconds spent in this call. ``train_seconds`` counts the
+    optimisation time of every step so far, resumed runs included and validation excluded;
+    ``val_seconds`` holds its value at each validation (for PSNR-against-time curves)."""
 
     losses: list[float] = field(default_factory=list)
     step: int = 0
     checkpoint: Path | None = None
     val_psnr: list[tuple[int, float]] = field(default_factory=list)
     seconds: float = 0.0
+    train_seconds: float = 0.0
+    val_seconds: list[float] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------ one phase
@@ -154,6 +152,7 @@ def train(
     bar = tqdm(total=steps, initial=result.step, disable=not (progress and main), desc=desc, unit="step")
     postfix: dict[str, str] = {}
     while result.step < steps:
+        tick = time.perf_counter()
         x = source.batch(generator, batch_size, rank, world).to(device=device, dtype=dtype)
         with fit_operator(net.operator, x.shape[-2:]):
             y = net.operator.A(x)
@@ -178,9 +177,11 @@ def train(
         scheduler.step()
         result.step += 1
         result.losses.append(reported.item())
+        result.train_seconds += time.perf_counter() - tick
         postfix.update(loss=f"{result.losses[-1]:.3g}", psnr=f"{-10 * math.log10(max(result.losses[-1], 1e-12)):.2f}")
         if val_images and due(result.step, steps, val_every):
             result.val_psnr.append((result.step, _validate(net, val_images, noise_sigma, seed)))
+            result.val_seconds.append(result.train_seconds)
             postfix["val_psnr"] = f"{result.val_psnr[-1][1]:.2f}"
             model.train()
         bar.set_postfix(postfix, refresh=False)
@@ -339,6 +340,8 @@ def _save_checkpoint(path: Path, net, optimizer, scheduler, generator, result: T
         "step": result.step,
         "losses": list(result.losses),
         "val_psnr": [list(v) for v in result.val_psnr],
+        "train_seconds": result.train_seconds,
+        "val_seconds": list(result.val_seconds),
         "batch_size": layout[0],
         "processes": layout[1],
     }
@@ -386,7 +389,9 @@ def _load_checkpoint(path: Path, net, optimizer, scheduler, generator, accelerat
         if scaler is not None and "scaler" in state:
             scaler.load_state_dict(state["scaler"])
         val = [(int(s), float(v)) for s, v in state.get("val_psnr", [])]
-        return TrainResult(losses=[float(v) for v in state["losses"]], step=int(state["step"]), checkpoint=path, val_psnr=val)
+        return TrainResult(losses=[float(v) for v in state["losses"]], step=int(state["step"]), checkpoint=path, val_psnr=val,
+                           train_seconds=float(state.get("train_seconds", 0.0)),
+                           val_seconds=[float(v) for v in state.get("val_seconds", [])])
     except Exception as err:  # noqa: BLE001 - restore, then report the file as damaged
         net.load_state_dict(backup[0])
         optimizer.load_state_dict(backup[1])
@@ -516,87 +521,3 @@ def _measure(estimate: torch.Tensor, reference: torch.Tensor, y_channel: bool, b
     estimate, reference = _prepare_pair(estimate, reference, y_channel, border)
     s = float(ssim(estimate, reference)[0]) if min(reference.shape[-2:]) >= 11 else math.nan
     return p, s
-
-
-# ----------------------------------------------------------------------------- Algorithm 1
-@dataclass
-class TwoPhaseResult:
-    """The two phases' training results and the evaluations after each (None where skipped)."""
-
-    backbone: TrainResult | None = None
-    adapters: TrainResult | None = None
-    backbone_evaluation: Evaluation | None = None
-    evaluation: Evaluation | None = None
-
-
-def train_two_phase(
-    net: torch.nn.Module,
-    data: Images,
-    *,
-    steps: int,
-    adapter_steps: int | None = None,
-    lr: float = 1e-3,
-    adapter_lr: float | None = None,
-    gamma: float | None = None,
-    phases: Sequence[str] = PHASES,
-    test_data: Images | None = None,
-    checkpoint_dir: str | Path | None = None,
-    seed: int = 0,
-    keep_outputs: bool = False,
-    **options: Any,
-) -> TwoPhaseResult:
-    """Algorithm 1 of the paper on a ``share="base"`` (Block-1) network, in place.
-
-    Phase "backbone" trains the shared denoiser (with the step and operator parameters) for
-    ``steps``; then ``net.to_lora(gamma)`` freezes it and adds K adapters (initialised under
-    ``seed``, so a rerun builds the same ones) and phase "adapters" trains them for
-    ``adapter_steps`` (default ``steps``) at ``adapter_lr`` (default ``lr``). ``phases`` may
-    name one phase only; "adapters" alone also accepts a network that is already LoRun.
-    Checkpoints go to ``checkpoint_dir/backbone`` and ``checkpoint_dir/adapters``: an
-    interrupted run resumes in the phase where it stopped. With ``test_data`` each phase ends
-    with ``evaluate`` (``keep_outputs``: keep the restored images). Other keyword arguments go to :func:`train` (batch_size, noise_sigma,
-    val_data, val_every, checkpoint_every, progress, accelerator, ...).
-
-    >>> import torch
-    >>> from torch import nn
-    >>> from lorun_peft import unfold
-    >>> from lorun_peft.operators import BlockCS
-    >>> net = unfold(nn.Sequential(nn.Conv2d(1, 1, 3, padding=1)), BlockCS(0.25, block=8), K=2, share="base")
-    >>> result = train_two_phase(net, torch.rand(8, 1, 16, 16), steps=2, batch_size=2, progress=False)
-    >>> net.share, len(result.backbone.losses), len(result.adapters.losses)
-    ('lora', 2, 2)
-    """
-    phases = tuple(phases)
-    if not phases or any(p not in PHASES for p in phases) or len(set(phases)) != len(phases):
-        raise InvalidArgumentError(f"phases must be a non-empty subset of {PHASES} in that order, got {phases!r}")
-    if phases == ("adapters", "backbone"):
-        raise InvalidArgumentError("phase 'backbone' must come before 'adapters'")
-    share = getattr(net, "share", None)
-    if "backbone" in phases and share != "base":
-        raise InvalidArgumentError(
-            f"phase 'backbone' trains a share='base' (Block-1) network; this one has share={share!r}"
-        )
-    if phases == ("adapters",) and share not in ("base", "lora"):
-        raise InvalidArgumentError(f"phase 'adapters' needs a share='base' or 'lora' network, got share={share!r}")
-    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    result = TwoPhaseResult()
-    noise_sigma = options.get("noise_sigma", 0.0)
-    if "backbone" in phases:
-        result.backbone = train(
-            net, data, steps=steps, lr=lr, seed=seed, desc="backbone",
-            checkpoint_dir=folder / "backbone" if folder else None, **options,
-        )
-        if test_data is not None:
-            result.backbone_evaluation = evaluate(net, test_data, noise_sigma=noise_sigma, seed=seed, keep_outputs=keep_outputs)
-    if "adapters" in phases:
-        if net.share == "base":
-            with torch.random.fork_rng():  # adapter init from `seed`; the global RNG is left as it was
-                torch.manual_seed(seed)
-                net.to_lora(gamma)
-        result.adapters = train(
-            net, data, steps=adapter_steps or steps, lr=adapter_lr or lr, seed=seed + 1, desc="adapters",
-            checkpoint_dir=folder / "adapters" if folder else None, **options,
-        )
-        if test_data is not None:
-            result.evaluation = evaluate(net, test_data, noise_sigma=noise_sigma, seed=seed, keep_outputs=keep_outputs)
-    return result

@@ -25,7 +25,7 @@ from . import bundle, hub
 from .errors import CorruptFileError, InvalidArgumentError
 from .unfold import UnfoldedNetwork
 
-__all__ = ["ROOT", "PREFIX", "list", "load", "bundle_path", "base_path", "verify", "write_checksums", "is_zoo", "push"]
+__all__ = ["ROOT", "PREFIX", "list", "load", "load_base", "bundle_path", "base_path", "verify", "write_checksums", "is_zoo", "push"]
 
 ROOT = Path(__file__).parent / "pretrained"
 PREFIX = "zoo:"  # the CLI's spelling: --model zoo:cs-0.25
@@ -57,10 +57,11 @@ def bundle_path(name: str, root: str | os.PathLike = ROOT) -> Path:
     return Path(root) / name
 
 
-def verify(name: str, root: str | os.PathLike = ROOT) -> None:
-    """Check the SHA-256 of every file of the base and of bundle ``name`` against ``SHA256SUMS``."""
+def verify(name: str | None, root: str | os.PathLike = ROOT) -> None:
+    """Check the SHA-256 of every file of the base and of bundle ``name`` (None: the base alone)
+    against ``SHA256SUMS``."""
     root = Path(root)
-    folder = bundle_path(name, root)
+    folder = bundle_path(name, root) if name is not None else root / BASE
     sums_file = root / SUMS
     if not sums_file.is_file():
         raise CorruptFileError(f"{sums_file} is missing: the zoo folder is incomplete")
@@ -89,6 +90,13 @@ def load(name: str, root: str | os.PathLike = ROOT) -> UnfoldedNetwork:
     """
     verify(name, root)
     return UnfoldedNetwork.from_bundle(base_path(root), bundle_path(name, root))
+
+
+def load_base(root: str | os.PathLike = ROOT) -> "torch.nn.Module":
+    """The zoo's shared base denoiser (eval mode), after checking its files' SHA-256: the start of
+    a new task's bundle that swaps into the zoo's networks (``lorun train --phase adapters --base zoo``)."""
+    verify(None, root)
+    return bundle.load_base(base_path(root))
 
 
 def write_checksums(root: str | os.PathLike = ROOT) -> Path:

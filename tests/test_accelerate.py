@@ -15,7 +15,8 @@ import torch
 from conftest import MatrixOperator, TinyDenoiser
 
 import lorun_peft
-from lorun_peft.train import CHECKPOINT_NAME, launched_by_accelerate, train_two_phase
+from lorun_peft.recipe import PAPER, train_two_phase
+from lorun_peft.train import CHECKPOINT_NAME, launched_by_accelerate
 
 pytest.importorskip("accelerate")
 
@@ -41,7 +42,7 @@ def run_two_phase(batch_size: int, checkpoint_dir: str | None = None, accelerato
     net = lorun_peft.unfold(TinyDenoiser(), MatrixOperator(), K=2, share="base")
     g = torch.Generator().manual_seed(1)
     images = torch.nn.functional.avg_pool2d(torch.rand(16, 1, 10, 10, generator=g), 3, 1)
-    result = train_two_phase(net, images, steps=3, batch_size=batch_size, noise_sigma=0.01, progress=False,
+    result = train_two_phase(net, images, steps=3, batch_size=batch_size, noise_sigma=0.01, progress=False, phases=PAPER,
                              checkpoint_dir=checkpoint_dir, checkpoint_every=1, accelerator=accelerator)
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     return state, result.backbone.losses + result.adapters.losses

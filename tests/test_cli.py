@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lorun_peft import cli, commands
+from lorun_peft import cli, commands, zoo
 from lorun_peft.cli import main
 from lorun_peft.commands import MODEL_FILE, load_model
 from lorun_peft.errors import TrainingError
@@ -56,7 +56,7 @@ def test_train_writes_a_model_that_rebuilds(cs_model):
     assert net.share == "lora" and net.K == 2 and config["task"] == "cs"
     assert json.loads((cs_model / "config.json").read_text())["unfold"]["share"] == "lora"
     log = json.loads((cs_model / "train_log.json").read_text())
-    assert len(log["backbone"]["losses"]) == 2 and len(log["adapters"]["val_psnr"]) == 1
+    assert len(log["denoiser"]["losses"]) == 2 and len(log["adapters"]["val_psnr"]) == 1
 
 
 def test_rerun_resumes_from_checkpoints(cs_model, capsys):
@@ -138,8 +138,42 @@ def test_backbone_then_adapters(tmp_path, images, capsys):
     assert code == 0
     net, config = load_model(second)
     assert net.share == "lora" and config["unfold"]["gamma"] == 50.0
-    expect_error(capsys, "needs --init", "train", "--phase", "adapters", "--out", tmp_path / "c", *TINY)
-    expect_error(capsys, "only for --phase adapters", "train", "--init", first, "--out", tmp_path / "c", *TINY)
+    expect_error(capsys, "needs either --init", "train", "--phase", "adapters", "--out", tmp_path / "c", *TINY)
+    expect_error(capsys, "needs either --init", "train", "--phase", "adapters", "--init", first, "--base", "zoo",
+                 "--out", tmp_path / "c", *TINY)
+    expect_error(capsys, "--init is only for --phase adapters", "train", "--init", first, "--out", tmp_path / "c", *TINY)
+    expect_error(capsys, "--base is only for --phase adapters", "train", "--base", "zoo", "--out", tmp_path / "c", *TINY)
+
+
+def test_default_recipe_pretrains_the_denoiser_then_the_adapters(tmp_path, images, capsys):
+    code, out, _ = run(capsys, "train", "--block", "8", "--data", images, "--out", tmp_path / "r", *TINY)
+    assert code == 0, out
+    assert "linear MMSE estimate" in out and "steps set for the pretrained denoiser" in out
+    log = json.loads((tmp_path / "r" / "train_log.json").read_text())
+    assert list(log) == ["denoiser", "adapters"]
+    net, config = load_model(tmp_path / "r")
+    assert net.share == "lora" and config["operator"]["linear_estimate"] is True
+    assert config["training"]["phases"] == ["denoiser", "adapters"]
+    code, out, _ = run(capsys, "train", "--phase", "paper", "--no-linear-estimate", "--block", "8", "--data", images,
+                       "--out", tmp_path / "p", *TINY)
+    assert code == 0 and list(json.loads((tmp_path / "p" / "train_log.json").read_text())) == ["backbone", "adapters"]
+    assert load_model(tmp_path / "p")[1]["operator"]["linear_estimate"] is False
+
+
+def test_adapters_over_the_zoo_base_swap_into_the_zoo(tmp_path, capsys):
+    images, out = tmp_path / "gray", tmp_path / "new-ratio"
+    images.mkdir()
+    for i in range(3):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (48, 48), dtype=np.uint8)).save(images / f"{i}.png")
+    code, text, _ = run(capsys, "train", "--phase", "adapters", "--base", "zoo", "--ratio", "0.3", "--no-learn-matrix",
+                        "--data", images, "--K", "9", "--patch", "32", "--steps", "1", "--batch-size", "1", "--no-progress",
+                        "--out", out)
+    assert code == 0, text
+    net, config = load_model(out)
+    assert config["denoiser"]["config"] == zoo.load_base().config()
+    live = zoo.load("cs-0.25")
+    live.load_adapters(out / "bundle")  # the same base: it swaps into the zoo's network
+    assert live.operator.ratio == pytest.approx(0.3, abs=0.01)
 
 
 def test_train_errors_leave_nothing_behind(tmp_path, images, capsys):
@@ -188,7 +222,8 @@ def test_demo_quick(tmp_path, capsys, images):
     code, out, _ = run(capsys, "demo", "--steps", "2", "--K", "2", "--out", tmp_path / "demo", "--no-progress")
     assert code == 0
     assert "A^T y" in out and "Block-1" in out and "LoRun-2" in out and "Block-2 equivalent" in out
-    for name in ("demo.png", "stages.png", "lora_updates.png", MODEL_FILE):
+    assert "pretrained zoo" in out and all(f"cs-{r}" in out for r in ("0.01", "0.04", "0.10", "0.25", "0.50"))
+    for name in ("zoo.png", "demo.png", "stages.png", "lora_updates.png", MODEL_FILE):
         assert (tmp_path / "demo" / name).is_file()
     assert run(capsys, "eval", "--model", tmp_path / "demo")[0] == 0
     code, out, _ = run(capsys, "demo", "--steps", "2", "--K", "2", "--data", images, "--out", tmp_path / "d2", "--no-progress")

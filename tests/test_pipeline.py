@@ -13,9 +13,11 @@ from torch.utils.data import TensorDataset
 
 import lorun_peft
 from lorun_peft.data import ImageFolder
+from lorun_peft.denoisers import UNet
 from lorun_peft.errors import InvalidArgumentError
 from lorun_peft.operators import BlockCS
-from lorun_peft.train import evaluate, train, train_two_phase
+from lorun_peft.recipe import PAPER, train_two_phase
+from lorun_peft.train import evaluate, train
 
 
 def make_net(share="base", operator=None):
@@ -84,7 +86,7 @@ def test_validation_psnr_is_recorded(images):
 @pytest.mark.parametrize("stop_after", [3, 6])  # forward calls: phase 1 makes 4, phase 2 starts at call 5
 def test_two_phase_resumes_exactly_in_either_phase(images, tmp_path, stop_after):
     data = images[:, :, :8, :8]
-    kwargs = dict(steps=4, batch_size=2, noise_sigma=0.01, progress=False, checkpoint_every=1, seed=3)
+    kwargs = dict(steps=4, batch_size=2, noise_sigma=0.01, progress=False, checkpoint_every=1, seed=3, phases=PAPER)
     straight = make_net("base")
     train_two_phase(straight, data, checkpoint_dir=tmp_path / "a", **kwargs)
     assert straight.share == "lora"
@@ -104,7 +106,7 @@ def test_two_phase_evaluates_and_leaves_global_rng_alone(images):
     net = make_net("base")
     state = torch.get_rng_state()
     result = train_two_phase(net, images[:, :, :8, :8], steps=2, adapter_steps=3, batch_size=2, progress=False,
-                             test_data=images[:2, :, :8, :8], keep_outputs=True)
+                             phases=PAPER, test_data=images[:2, :, :8, :8], keep_outputs=True)
     assert torch.equal(state, torch.get_rng_state())
     assert len(result.backbone.losses) == 2 and len(result.adapters.losses) == 3
     assert result.backbone_evaluation is not None and len(result.evaluation.restored) == 2
@@ -114,12 +116,63 @@ def test_two_phase_evaluates_and_leaves_global_rng_alone(images):
 def test_two_phase_arguments(images):
     data = images[:, :, :8, :8]
     with pytest.raises(InvalidArgumentError, match="share='base'"):
-        train_two_phase(make_net("lora"), data, steps=1, progress=False)
+        train_two_phase(make_net("lora"), data, steps=1, phases=PAPER, progress=False)
     with pytest.raises(InvalidArgumentError, match="phases"):
         train_two_phase(make_net("base"), data, steps=1, phases=("warmup",), progress=False)
     net = make_net("lora")  # adapters alone continue a LoRun network
     result = train_two_phase(net, data, steps=1, phases=("adapters",), progress=False)
     assert result.backbone is None and len(result.adapters.losses) == 1
+
+
+def recipe_net():
+    torch.manual_seed(0)
+    return lorun_peft.unfold(UNet(1, width=4, depth=1), BlockCS(0.5, block=8, seed=0), K=2, share="base", noise_level=True)
+
+
+def test_recipe_pretrains_the_denoiser_then_sets_steps_then_trains_adapters(images):
+    net = recipe_net()
+    data, val = images[:, :, :16, :16], images[:2, :, :16, :16]
+    result = train_two_phase(net, data, steps=2, adapter_steps=3, batch_size=2, val_data=val, progress=False)
+    assert result.backbone is None and len(result.denoiser.losses) == 2 and len(result.adapters.losses) == 3
+    assert net.share == "lora"
+    chosen = result.schedule
+    assert chosen is not None and set(chosen) >= {"sigma_first", "sigma_last", "psnr", "grid"}
+    assert chosen["sigma_first"] >= chosen["sigma_last"]
+    assert result.adapters.val_psnr  # validated during the adapter phase too
+
+
+def test_recipe_denoiser_phase_trains_the_shared_denoiser(images):
+    net = recipe_net()
+    before = [p.detach().clone() for p in net.denoisers.denoiser.parameters()]
+    train_two_phase(net, images[:, :, :16, :16], steps=2, batch_size=2, phases=("denoiser",), progress=False)
+    assert net.share == "base"  # no adapters without phase "adapters"
+    assert any(not torch.equal(a, b) for a, b in zip(before, net.denoisers.denoiser.parameters()))
+
+
+def test_recipe_resumes_exactly_inside_the_denoiser_phase(images, tmp_path):
+    data = images[:, :, :16, :16]
+    kwargs = dict(steps=3, adapter_steps=2, batch_size=2, progress=False, checkpoint_every=1, seed=2)
+    straight = recipe_net()
+    train_two_phase(straight, data, checkpoint_dir=tmp_path / "a", **kwargs)
+    interrupted = recipe_net()
+    handle = interrupt_after(interrupted.denoisers.denoiser, 2)
+    with pytest.raises(Interrupt):
+        train_two_phase(interrupted, data, checkpoint_dir=tmp_path / "b", **kwargs)
+    handle.remove()
+    resumed = recipe_net()
+    result = train_two_phase(resumed, data, checkpoint_dir=tmp_path / "b", **kwargs)
+    assert result.denoiser.step == 3 and result.adapters.step == 2
+    assert states_equal(straight, resumed)
+
+
+def test_recipe_arguments(images):
+    data = images[:, :, :8, :8]
+    with pytest.raises(InvalidArgumentError, match="noise_level=True"):
+        train_two_phase(make_net("base"), data, steps=1, progress=False)  # the default is the recipe
+    with pytest.raises(InvalidArgumentError, match="in the order"):
+        train_two_phase(recipe_net(), data, steps=1, phases=("adapters", "denoiser"), progress=False)
+    with pytest.raises(InvalidArgumentError, match="share='base'"):
+        train_two_phase(make_net("none"), data, steps=1, phases=("denoiser", "adapters"), progress=False)
 
 
 def test_evaluate_images_of_any_size():
