@@ -21,7 +21,7 @@ on two Set11 images after one step in a smoke run; 1e-4 is the usual fine-tuning
 
 The linear MMSE estimate is scored in the same run. Set11 is restored every ``EVERY`` steps to draw
 PSNR against training minutes (reporting only: no setting is chosen on it); the final scores are on
-Set11 and BSD68 at full size. Bytes on disk: what serving the three ratios takes, float32 files as
+Set11 at full size (and BSD68 with ``--bsd68``). Bytes on disk: what serving the three ratios takes, float32 files as
 the library writes them.
 """
 
@@ -37,7 +37,7 @@ import torch
 import lorun_peft
 from lorun_peft.data import ImageFolder
 from lorun_peft.steps import geometric
-from lorun_peft.train import train_two_phase
+from lorun_peft.recipe import PAPER, train_two_phase
 
 from . import zoo
 from .common import RESULTS
@@ -48,6 +48,7 @@ LABELS = {"shared": "LoRun-9, shared base", "own": "LoRun-9, own base", "block1"
 RATIOS = (0.04, 0.10, 0.25)
 STEPS = 200
 EVERY = 50
+TEST_SETS = ("set11",)  # BSD68 too (``--bsd68``) costs ~5 CPU-minutes per run: left out of the first pass
 FINETUNE_LR = 1e-4  # for the base's own weights (own's first phase, block1, block9)
 
 
@@ -66,7 +67,8 @@ def build(variant: str, ratio: float, data: Path, zoo_work: Path) -> lorun_peft.
     return net
 
 
-def run(variant: str, ratio: float, data: Path, work: Path, zoo_work: Path, steps: int = STEPS) -> dict:
+def run(variant: str, ratio: float, data: Path, work: Path, zoo_work: Path, steps: int = STEPS,
+        test_sets: tuple[str, ...] = TEST_SETS) -> dict:
     """Train one variant (resumable), then score it; writes ``work/cs-R/VARIANT/result.json``."""
     folder = work / f"cs-{ratio:.2f}" / variant
     folder.mkdir(parents=True, exist_ok=True)
@@ -80,7 +82,7 @@ def run(variant: str, ratio: float, data: Path, work: Path, zoo_work: Path, step
     if not start_file.exists():
         start_file.write_text(json.dumps(lorun_peft.evaluate(net, set11).mean()["psnr"]))
     if variant == "own":
-        two = train_two_phase(net, patches, steps=steps // 2, adapter_steps=steps - steps // 2, lr=FINETUNE_LR,
+        two = train_two_phase(net, patches, steps=steps // 2, adapter_steps=steps - steps // 2, lr=FINETUNE_LR, phases=PAPER,
                               adapter_lr=zoo.CS_RECIPE["lr"], gamma=zoo.CS_RECIPE["gamma"], checkpoint_dir=folder,
                               **{k: v for k, v in options.items() if k != "lr"})
         phases = [two.backbone, two.adapters]
@@ -93,7 +95,7 @@ def run(variant: str, ratio: float, data: Path, work: Path, zoo_work: Path, step
         curve += [(done + s, offset + t, p) for (s, p), t in zip(phase.val_psnr, phase.val_seconds)]
         offset, done = offset + phase.train_seconds, done + phase.step
     net.eval()
-    figures = zoo.test_figures(net, data, ("set11", "bsd68"))
+    figures = zoo.test_figures(net, data, test_sets)
     result = {"variant": variant, "ratio": ratio, "steps": steps, "train_seconds": offset,
               "set11_curve": curve, "figures": figures, "bytes": served_bytes(variant, net)}
     (folder / "result.json").write_text(json.dumps(result, indent=1))
@@ -134,16 +136,19 @@ def report(work: Path) -> dict:
     for file in sorted(work.glob("cs-*/*/result.json")):
         r = json.loads(file.read_text())
         results.setdefault(f"{r['ratio']:.2f}", {})[r["variant"]] = r
+    def cell(figures: dict, name: str, prefix: str = "") -> str:
+        f = figures.get(name)
+        return f"{f[prefix + 'psnr']:.2f} / {f[prefix + 'ssim']:.4f}" if f else "not run"
+
     rows = ["| ratio | variant | Set11 PSNR / SSIM | BSD68 PSNR / SSIM | steps | CPU min |", "|---|---|---|---|---|---|"]
     for ratio, runs in sorted(results.items()):
         first = next(iter(runs.values()))["figures"]
-        rows.append(f"| {ratio} | linear MMSE (same run) | {first['set11']['linear_psnr']:.2f} / {first['set11']['linear_ssim']:.4f} | "
-                    f"{first['bsd68']['linear_psnr']:.2f} / {first['bsd68']['linear_ssim']:.4f} | 0 | 0 |")
+        rows.append(f"| {ratio} | linear MMSE (same run) | {cell(first, 'set11', 'linear_')} | {cell(first, 'bsd68', 'linear_')} | 0 | 0 |")
         for variant in VARIANTS:
             if variant in runs:
                 r, f = runs[variant], runs[variant]["figures"]
-                rows.append(f"| {ratio} | {LABELS[variant]} | {f['set11']['psnr']:.2f} / {f['set11']['ssim']:.4f} | "
-                            f"{f['bsd68']['psnr']:.2f} / {f['bsd68']['ssim']:.4f} | {r['steps']} | {r['train_seconds'] / 60:.1f} |")
+                rows.append(f"| {ratio} | {LABELS[variant]} | {cell(f, 'set11')} | {cell(f, 'bsd68')} | {r['steps']} | "
+                            f"{r['train_seconds'] / 60:.1f} |")
     served = ["| variant | bytes to serve all three ratios |", "|---|---|"]
     for variant in VARIANTS:
         sizes = [runs[variant]["bytes"] for runs in results.values() if variant in runs]
@@ -176,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     one.add_argument("ratio", type=float, choices=RATIOS)
     one.add_argument("variant", choices=sorted(VARIANTS))
     one.add_argument("--steps", type=int, default=STEPS)
+    one.add_argument("--bsd68", action="store_true", help="also score BSD68 (about 5 CPU-minutes more)")
     for p in (one, sub.add_parser("report", help="table and plots of the finished runs")):
         p.add_argument("--data", type=Path, required=True)
         p.add_argument("--work", type=Path, default=Path("runs/shared_base"))
@@ -184,7 +190,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.command == "run":
-        result = run(args.variant, args.ratio, args.data, args.work, args.zoo_work, args.steps)
+        sets = (*TEST_SETS, "bsd68") if args.bsd68 else TEST_SETS
+        result = run(args.variant, args.ratio, args.data, args.work, args.zoo_work, args.steps, sets)
         print(json.dumps({k: v for k, v in result.items() if k != "set11_curve"}, indent=1))
     else:
         out = report(args.work)

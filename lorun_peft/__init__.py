@@ -20,8 +20,8 @@ __version__ = "0.1.0"
 # public name -> the module that defines it ("" for a submodule of the same name)
 _NAMES = {
     "unfold": "unfold", "UnfoldedNetwork": "unfold", "gamma_rank": "adapters", "train": "train",
-    "train_two_phase": "recipe", "evaluate": "train", "load": "unfold", "list_bundles": "bundle",
-    "recipe": "", "data": "", "errors": "", "metrics": "", "operators": "", "zoo": "", "pretrain": "",
+    "train_two_phase": "recipe", "evaluate": "evaluation", "load": "unfold", "list_bundles": "bundle",
+    "UnfoldConfig": "config", "recipe": "", "data": "", "errors": "", "metrics": "", "operators": "", "zoo": "", "pretrain": "",
 }
 
 __all__ = [*_NAMES, "__version__"]

@@ -19,19 +19,21 @@ torch.Size([1, 1, 8, 8])
 from __future__ import annotations
 
 import copy
-
+import json
 import math
+import os
 import re
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Callable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
-from peft import LoHaConfig, LoKrConfig, LoraConfig, PeftConfig, get_peft_model
+from peft import LoHaConfig, LoKrConfig, LoraConfig, PeftConfig, get_peft_model, get_peft_model_state_dict
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
-from .errors import InvalidArgumentError
+from .errors import IncompatibleBundleError, InvalidArgumentError
 
 __all__ = [
     "gamma_rank",
@@ -41,6 +43,11 @@ __all__ = [
     "StageAdapters",
     "ADAPTER_KINDS",
     "find_layers",
+    "plain_state",
+    "saved_adapter_slots",
+    "stage_configs",
+    "adapter_config_mismatch",
+    "save_stages",
 ]
 
 ADAPTABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -359,3 +366,118 @@ class StageAdapters(nn.Module):
             for n, m in self.peft_model.named_modules()
             if isinstance(m, BaseTunerLayer) and name in getattr(m, "r", {})
         }
+
+
+# ---- what bundles need to know about PEFT -------------------------------------------------------
+# Adapter-config keys that are bookkeeping (PEFT sets them while saving) or only steer the
+# initialisation of new weights: a swap copies trained weights, so they need not agree.
+BOOKKEEPING_CONFIG_KEYS = frozenset({
+    "peft_version", "inference_mode", "auto_mapping", "base_model_name_or_path", "revision",
+    "init_lora_weights", "init_weights", "loftq_config", "eva_config", "corda_config", "lora_ga_config",
+})
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module a ``PeftModel`` wraps (``model.base_model.model``); any other module as it is."""
+    return getattr(getattr(model, "base_model", None), "model", model)
+
+
+def plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model``'s state as before PEFT wrapped it: adapter tensors left out and each tuner layer's
+    ``<layer>.base_layer.`` renaming undone, so a wrapped module gives its plain module's names.
+
+    >>> base = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 1, 3))
+    >>> names = set(base.state_dict())
+    >>> set(plain_state(StageAdapters(base, K=2).model)) == names
+    True
+    """
+    model = unwrap(model)
+    tuners = {name for name, m in model.named_modules() if isinstance(m, BaseTunerLayer)}
+    state: dict[str, torch.Tensor] = {}
+    for key, value in model.state_dict().items():
+        parts = key.split(".")
+        layer = next((i for i in range(len(parts)) if ".".join(parts[:i]) in tuners), None)
+        if layer is not None:
+            if parts[layer] != "base_layer":
+                continue  # an adapter's tensor
+            parts = parts[:layer] + parts[layer + 1 :]
+        state[".".join(parts)] = value
+    return state
+
+
+def saved_adapter_slots(stages: StageAdapters, k: int) -> dict[str, nn.Parameter]:
+    """Stage k's keys as PEFT saves them (in ``adapter_model.safetensors``) -> its live parameters.
+
+    PEFT's ``get_peft_model_state_dict`` names the keys; its tensors share storage with the
+    parameters, which are matched by data pointer.
+    """
+    name = stages.adapter_names[k]
+    by_pointer = {p.data_ptr(): p for p in stages.adapter_parameters(k)}
+    slots = {}
+    for file_key, tensor in get_peft_model_state_dict(stages.peft_model, adapter_name=name).items():
+        if tensor.data_ptr() not in by_pointer:
+            raise IncompatibleBundleError(
+                f"PEFT saves {file_key!r} for {name}, which is not one of the stage's adapter parameters "
+                "(e.g. bias='all'); such networks cannot swap bundles"
+            )
+        slots[file_key] = by_pointer[tensor.data_ptr()]
+    return slots
+
+
+def canonical(value: Any) -> Any:
+    """A JSON-comparable form: sets and lists of plain values sorted (PEFT treats them as sets).
+
+    >>> canonical({"target_modules": ("b", "a"), "r": 4})
+    {'target_modules': ['a', 'b'], 'r': 4}
+    """
+    if isinstance(value, Mapping):
+        return {str(k): canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = [canonical(v) for v in value]
+        if all(isinstance(v, (str, int, float)) for v in items):
+            return sorted(items, key=lambda v: (type(v).__name__, v))
+        return items
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(getattr(value, "value", value))  # enums such as PeftType
+
+
+def adapter_structure(config: Mapping[str, Any]) -> str:
+    """Canonical JSON of an adapter config's fields that shape the adapter (bookkeeping and empty
+    values dropped, so a field one PEFT version writes with its empty default and another lacks agrees)."""
+    kept = {k: canonical(v) for k, v in config.items() if k not in BOOKKEEPING_CONFIG_KEYS and v}
+    return json.dumps(kept, sort_keys=True)
+
+
+def stage_configs(stages: StageAdapters) -> list[tuple[dict[str, Any], str]]:
+    """Each stage's live PEFT config as a dict and its :func:`adapter_structure` (PEFT may share
+    one config object between stages: each object is converted once)."""
+    seen: dict[int, tuple[dict[str, Any], str]] = {}
+    out = []
+    for name in stages.adapter_names:
+        config = stages.peft_model.peft_config[name]
+        if id(config) not in seen:
+            as_dict = config.to_dict()
+            seen[id(config)] = (as_dict, adapter_structure(as_dict))
+        out.append(seen[id(config)])
+    return out
+
+
+def adapter_config_mismatch(saved: Mapping[str, Any], live: Mapping[str, Any]) -> str:
+    """Which fields of two adapter configs differ, with the layer ranks when the rank pattern does."""
+    a, b = json.loads(adapter_structure(saved)), json.loads(adapter_structure(live))
+    differences = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    detail = ""
+    if "rank_pattern" in differences:
+        a, b = saved.get("rank_pattern") or {}, live.get("rank_pattern") or {}
+        changed = [f"{n.lstrip('^')} {a.get(n)} vs {b.get(n)}" for n in sorted(set(a) | set(b)) if a.get(n) != b.get(n)]
+        detail = f" (the rank pattern does not fit; layer ranks, bundle vs network: {'; '.join(changed[:4])})"
+    return f"differs from this network's in {differences}{detail}"
+
+
+def save_stages(stages: StageAdapters, folder: str | os.PathLike) -> None:
+    """Every stage in PEFT's own format: ``folder/stage_k/adapter_config.json`` and
+    ``adapter_model.safetensors`` (``PeftModel.from_pretrained(base, folder, subfolder="stage_k")``
+    loads one with plain PEFT); PEFT's generic ``README.md`` is removed."""
+    stages.peft_model.save_pretrained(str(folder), selected_adapters=list(stages.adapter_names))
+    (Path(folder) / "README.md").unlink(missing_ok=True)

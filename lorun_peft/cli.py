@@ -1,16 +1,15 @@
-"""The ``lorun`` command line: train, eval, restore, inspect, plot, demo, push and pull.
+"""The ``lorun`` command line: train, eval, restore, inspect, plot, convert, demo, push and pull.
 
 This module only parses arguments (``lorun --help`` and argument errors answer without importing
 torch); the commands run in :mod:`lorun_peft.commands`. ``lorun demo`` swaps the pretrained zoo's
 CS bundles on one image, then runs the paper's two-phase training on built-in images, in about two
 minutes on a CPU. ``lorun train`` trains with the recipe of :mod:`lorun_peft.recipe` (or
-``--phase paper``); ``lorun train --out DIR`` writes
-``DIR/model.safetensors`` (the network's state_dict with its configuration in the file's metadata,
-so one file rebuilds the network), a readable ``DIR/config.json``, ``DIR/train_log.json`` and
-resumable checkpoints under ``DIR/checkpoints``; ``eval``, ``restore``, ``inspect`` and ``plot``
-take ``--model DIR`` or a bundle of the shipped zoo, ``--model zoo:cs-0.25`` (no training, no
-network). Errors (bad arguments, missing or unreadable files) print one line on stderr and exit
-with status 2.
+``--phase paper``) and writes ``DIR/model/`` (the network as ``save_pretrained`` writes it),
+``DIR/train_log.json`` and resumable checkpoints under ``DIR/checkpoints``; ``eval``, ``restore``,
+``inspect``, ``plot`` and ``convert`` take ``--model`` as any saved form :mod:`lorun_peft.models`
+reads (a run or saved-network folder, a bundle with ``--base``, a Hub id with ``--subfolder`` and
+``--revision``, or ``zoo:cs-0.25``, which needs no training and no network). Errors (bad
+arguments, missing or unreadable files) print one line on stderr and exit with status 2.
 
 >>> parser = build_parser()
 >>> parser.parse_args(["demo", "--steps", "5"]).steps
@@ -33,7 +32,18 @@ __all__ = ["main", "build_parser", "add_bundle_commands", "TASKS", "DENOISER_NAM
 
 TASKS = ("cs", "sr", "cassi")
 DENOISER_NAMES = ("transformer", "unet")  # lorun_peft.denoisers.DENOISERS, named here so --help needs no torch
-MODEL_HELP = "a `lorun train --out` folder, its model.safetensors, or a shipped zoo bundle: zoo:cs-0.25 (see `lorun_peft.zoo.list()`)"
+MODEL_HELP = ("a `lorun train --out` folder, a folder written by save_pretrained, a task bundle folder (with its base: "
+              "--base, or base/ beside it), a Hub repo id (with --subfolder, --revision), or a shipped zoo bundle: "
+              "zoo:cs-0.25 (see `lorun_peft.zoo.list()`)")
+
+
+def _model_options(p: argparse.ArgumentParser, required: bool = True, sources: bool = True) -> None:
+    """--model and where it comes from (a bundle's base; a Hub repo's subfolder and revision)."""
+    p.add_argument("--model", dest="model", required=required, help=MODEL_HELP + ("" if required else "; without it the network options describe one"))
+    if sources:
+        p.add_argument("--base", default=None, help="for a task bundle: its base (a folder written by save_base, a Hub repo, or 'zoo')")
+        p.add_argument("--subfolder", default=None, help="the model's folder inside the Hub repo (or local folder)")
+        p.add_argument("--revision", default=None, help="Hub branch, tag or commit (default main)")
 
 
 # =============================================================================== the parser
@@ -97,11 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint-every", type=int, default=100, help="checkpoint every N steps (default 100)")
     g.add_argument("--fresh", action="store_true", help="ignore checkpoints in --out and start over")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
-    t.add_argument("--out", type=Path, required=True, help="output folder (model.safetensors, config.json, bundle/ with the adapters, checkpoints/)")
+    t.add_argument("--out", type=Path, required=True, help="output folder: model/ (the network, as save_pretrained writes it), train_log.json, checkpoints/")
     _common(t)
 
     e = sub.add_parser("eval", help="PSNR / SSIM per image and mean, as a table and optionally CSV / JSON")
-    e.add_argument("--model", dest="model", type=Path, required=True, help=MODEL_HELP)
+    _model_options(e)
     e.add_argument("--data", type=Path, help="folder of test images (default built-in images)")
     e.add_argument("--noise-sigma", type=float, default=0.0)
     e.add_argument("--y-channel", action=argparse.BooleanOptionalAction, help="measure RGB on the luma channel (default: on for sr)")
@@ -111,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(e)
 
     r = sub.add_parser("restore", help="degrade INPUT with the model's operator and restore it, or restore a measurement")
-    r.add_argument("--model", dest="model", type=Path, required=True, help=MODEL_HELP)
+    _model_options(r)
     r.add_argument("input", type=Path, help="an image (.png/.tif/.bmp/.jpg), a cube (.npy/.mat), or with --measurement a measurement")
     r.add_argument("output", type=Path, help="OUTPUT.png (or .npy for the raw array)")
     r.add_argument("--measurement", action="store_true", help="INPUT is a measurement y (e.g. a low-resolution image, a CASSI snapshot)")
@@ -119,17 +129,22 @@ def build_parser() -> argparse.ArgumentParser:
     _common(r)
 
     i = sub.add_parser("inspect", help="rank table and parameter report of a model or a configuration")
-    i.add_argument("--model", dest="model", type=Path, help=MODEL_HELP + "; without it the network options describe one")
+    _model_options(i, required=False, sources=False)  # --base, --subfolder, --revision: added with BUNDLE below
     _network_options(i)
     _common(i)
 
     p = sub.add_parser("plot", help="per-stage PSNR curve and the LoRA weight-update maps (paper Fig. 12)")
-    p.add_argument("--model", dest="model", type=Path, required=True, help=MODEL_HELP)
+    _model_options(p)
     p.add_argument("--data", type=Path, help="test images for the PSNR curve (default built-in images)")
     p.add_argument("--out", type=Path, help="folder for the figures (default: the model's folder; ./zoo-NAME/ for zoo:NAME)")
     p.add_argument("--layers", nargs="+", help="layers to show in lora_updates.png (default: the 4 most changed)")
     p.add_argument("--noise-sigma", type=float, default=0.0)
     _common(p)
+
+    c = sub.add_parser("convert", help="rewrite a model (an old single-file model.safetensors, a bundle + base, a Hub repo) with save_pretrained")
+    _model_options(c)
+    c.add_argument("out", type=Path, help="the folder to write")
+    _common(c)
 
     d = sub.add_parser("demo", help="the pretrained zoo on a photograph (no training), then two-phase training (Block-1, then LoRun) on built-in images")
     d.add_argument("--out", type=Path, default=Path("lorun_demo"), help="output folder (default lorun_demo)")
@@ -181,7 +196,8 @@ def add_bundle_commands(subparsers: Any) -> None:
     g.add_argument("bundle", nargs="?", default=None, help="a task bundle folder, a folder of bundles, or a Hub repo id")
     g.add_argument("--subfolder", default=None, help="the bundle's folder inside the repo or folder")
     g.add_argument("--revision", default=None, help="Hub branch, tag or commit")
-    g.add_argument("--base", default=None, help="a saved base (folder or Hub repo) to check the fingerprint against")
+    g.add_argument("--base", default=None, help="a saved base (folder or Hub repo) to check the fingerprint against; "
+                                                "with --model: a task bundle's base ('zoo' for the zoo's)")
     g.add_argument("--endpoint", default=None, help="Hub URL (default: HF_ENDPOINT or huggingface.co)")
 
 

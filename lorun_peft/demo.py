@@ -5,7 +5,6 @@ in minutes on a CPU."""
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import torch
 
 from . import zoo
-from .commands import network_config, save_model
+from .models import run_model_folder
 from .data import (
     IMAGE_SUFFIXES,
     ImageFolder,
@@ -159,9 +158,7 @@ def demo(
     line_chart(stages, {"Block-1": block_1.stage_psnr, f"LoRun-{K}": lorun.stage_psnr},
                title="PSNR after each stage (test images)", xlabel="stage", ylabel="PSNR (dB)")
     lora_update_figure(updates, net)
-    args = argparse.Namespace(task="cs", ratio=ratio, block=16, channels=1, denoiser="unet", width=8, depth=2, K=K,
-                              gamma=gamma, algorithm="pgd", adapter="lora", bands=28, seed=seed)
-    model = save_model(out, net, network_config(args, operator, "lora"))
+    model = net.save_pretrained(run_model_folder(out))
     print(f"\nfigures: {figure} (truth | A^T y | Block-1 | LoRun-{K}), {stages}, {updates}")
     print(f"model: {model}  (try: lorun eval --model {out})")
     return results

@@ -6,6 +6,8 @@ Downloads go through ``huggingface_hub.snapshot_download`` with ``allow_patterns
 wanted bundle is fetched, the local cache is used, and ``HF_HUB_OFFLINE=1`` (read at call time
 here, not only when huggingface_hub was imported) serves from the cache without any request.
 ``endpoint=`` (or ``HF_ENDPOINT`` at call time) points at another Hub, e.g. a local mirror.
+Other huggingface_hub options pass through as ``**hub_kwargs``, their names checked against
+huggingface_hub's own signatures (:func:`check_options`).
 Tokens are handed to huggingface_hub only; they are scrubbed from every message raised here.
 
 Names that come from a user or a repo are checked before they touch the file system:
@@ -27,11 +29,14 @@ refused a/../../b
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
+import huggingface_hub
 from huggingface_hub import HfApi, constants, snapshot_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
@@ -54,6 +59,9 @@ __all__ = [
     "scrub",
     "is_repo_id",
     "offline",
+    "check_options",
+    "download_options",
+    "upload_options",
 ]
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
@@ -171,6 +179,69 @@ def _short(err: Exception, limit: int = 400) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+# ---- options -----------------------------------------------------------------------------------
+# huggingface_hub's keyword options pass through lorun_peft's functions as **hub_kwargs, checked
+# against huggingface_hub's own signatures, less those lorun_peft sets itself (or that would put
+# files outside the Hub cache, which readers use as the fence their files must stay in).
+_DOWNLOAD_RESERVED = frozenset({
+    "repo_id", "repo_type", "revision", "allow_patterns", "ignore_patterns", "local_dir", "library_name",
+    "library_version", "dry_run",
+})
+_UPLOAD_RESERVED = frozenset({
+    "self", "repo_id", "repo_type", "revision", "folder_path", "path_in_repo", "commit_message", "allow_patterns",
+    "delete_patterns", "exist_ok", "library_name", "library_version", "run_as_future",
+})
+
+
+@functools.cache
+def _upload_targets() -> dict[str, str]:
+    """Each accepted upload option -> the HfApi call it goes to (the client first, e.g. ``token``)."""
+    targets: dict[str, str] = {}
+    api = huggingface_hub.HfApi  # the library's own class, even where a test replaced this module's HfApi
+    for call, function in (("client", api.__init__), ("create_repo", api.create_repo), ("upload_folder", api.upload_folder)):
+        for name in inspect.signature(function).parameters:
+            if name not in _UPLOAD_RESERVED and not name.startswith("space_"):
+                targets.setdefault(name, call)
+    return targets
+
+
+@functools.cache
+def _download_options() -> tuple[str, ...]:
+    parameters = inspect.signature(huggingface_hub.snapshot_download).parameters
+    return tuple(sorted(set(parameters) - _DOWNLOAD_RESERVED))
+
+
+def download_options() -> list[str]:
+    """The keyword options downloads accept: ``snapshot_download``'s, less those lorun_peft sets.
+
+    >>> {"token", "endpoint", "cache_dir", "local_files_only"} <= set(download_options())
+    True
+    """
+    return list(_download_options())
+
+
+def upload_options() -> list[str]:
+    """The keyword options uploads accept: those of ``HfApi()``, ``HfApi.create_repo`` and
+    ``HfApi.upload_folder``, less those lorun_peft sets (``token``, ``endpoint``, ``private``, ...)."""
+    return sorted(_upload_targets())
+
+
+def check_options(options: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    """``options`` as a dict, after checking every name is a ``kind`` ("download" or "upload") option.
+
+    >>> check_options({"tokn": "hf_x"}, "download")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    lorun_peft.errors.InvalidArgumentError: unknown Hub download option 'tokn'; accepted: cache_dir, ...
+    """
+    if options:
+        accepted = download_options() if kind == "download" else upload_options()
+        for name in options:
+            if name not in accepted:
+                raise InvalidArgumentError(f"unknown Hub {kind} option {name!r}; accepted: {', '.join(accepted)}")
+    return dict(options)
+
+
 # ---- transfers ---------------------------------------------------------------------------------
 def offline() -> bool:
     """Whether HF_HUB_OFFLINE is on (read now, and as huggingface_hub read it at import)."""
@@ -182,35 +253,22 @@ def _endpoint(endpoint: str | None) -> str | None:
     return endpoint or os.environ.get("HF_ENDPOINT") or None
 
 
-def download(
-    repo_id: str,
-    patterns: Sequence[str],
-    *,
-    revision: str | None = None,
-    token: str | bool | None = None,
-    endpoint: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    local_files_only: bool = False,
-) -> tuple[Path, Path]:
+def download(repo_id: str, patterns: Sequence[str], *, revision: str | None = None, **hub_kwargs: Any) -> tuple[Path, Path]:
     """Fetch the files matching ``patterns`` (cache first); returns (snapshot folder, cache folder of the repo).
 
-    The second path is the fence for :func:`contained`: snapshot files are symlinks into it.
+    ``hub_kwargs``: ``snapshot_download``'s options (:func:`download_options`: ``token``,
+    ``endpoint``, ``cache_dir``, ``local_files_only``, ...). The second path is the fence for
+    :func:`contained`: snapshot files are symlinks into it.
     """
+    options = check_options(hub_kwargs, "download")
     if not is_repo_id(repo_id):
         raise InvalidArgumentError(f"{repo_id!r} is neither an existing local folder nor a Hub repo id ('user/name')")
-    secret = token if isinstance(token, str) else None
-    cache_dir = cache_dir or os.environ.get("HF_HUB_CACHE") or None
-    with hub_errors(repo_id, revision, ", ".join(patterns), secret):
-        snapshot = snapshot_download(
-            repo_id,
-            revision=revision,
-            allow_patterns=list(patterns),
-            token=token,
-            endpoint=_endpoint(endpoint),
-            cache_dir=cache_dir,
-            local_files_only=local_files_only or offline(),
-            library_name="lorun_peft",
-        )
+    token = options.get("token")
+    options["endpoint"] = _endpoint(options.get("endpoint"))
+    options["cache_dir"] = options.get("cache_dir") or os.environ.get("HF_HUB_CACHE") or None
+    options["local_files_only"] = bool(options.get("local_files_only")) or offline()
+    with hub_errors(repo_id, revision, ", ".join(patterns), token if isinstance(token, str) else None):
+        snapshot = snapshot_download(repo_id, revision=revision, allow_patterns=list(patterns), library_name="lorun_peft", **options)
     snapshot = Path(snapshot)
     return snapshot, snapshot.parent.parent
 
@@ -222,23 +280,32 @@ def upload(
     path_in_repo: str | None = None,
     revision: str | None = None,
     tag: str | None = None,
-    token: str | None = None,
-    private: bool | None = None,
-    commit_message: str = "Upload with lorun_peft",
-    endpoint: str | None = None,
+    commit_message: str | None = None,
     allow_patterns: Sequence[str] | None = None,
     delete_patterns: Sequence[str] | None = None,
+    **hub_kwargs: Any,
 ) -> Any:
     """Create the repo if missing (and the branch ``revision``), upload ``folder`` into
-    ``path_in_repo`` in one commit, optionally tag that commit. Returns huggingface_hub's CommitInfo."""
+    ``path_in_repo`` in one commit, optionally tag that commit. Returns huggingface_hub's CommitInfo.
+
+    ``hub_kwargs``: options of ``HfApi()``, ``create_repo`` and ``upload_folder``
+    (:func:`upload_options`: ``token``, ``endpoint``, ``private``, ``create_pr``, ...).
+    """
+    options = check_options(hub_kwargs, "upload")
     if not is_repo_id(repo_id):
         raise InvalidArgumentError(f"repo_id must look like 'user/name', got {repo_id!r}")
     path_in_repo = check_subfolder(path_in_repo)
     if offline():
         raise HubError(f"cannot push to {repo_id!r}: HF_HUB_OFFLINE is set")
-    api = HfApi(endpoint=_endpoint(endpoint), token=token, library_name="lorun_peft")
+    calls: dict[str, dict[str, Any]] = {"client": {}, "create_repo": {}, "upload_folder": {}}
+    for name, value in options.items():
+        calls[_upload_targets()[name]][name] = value
+    client = {**calls["client"], "endpoint": _endpoint(calls["client"].get("endpoint")), "token": calls["client"].get("token")}
+    token = client["token"] if isinstance(client["token"], str) else None
+    api = HfApi(**client, library_name="lorun_peft")
     with hub_errors(repo_id, revision, str(path_in_repo or "/"), token):
-        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        private = calls["create_repo"].pop("private", None)
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model", **calls["create_repo"])
         if revision is not None:
             api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
         info = api.upload_folder(
@@ -246,12 +313,12 @@ def upload(
             folder_path=str(folder),
             path_in_repo=path_in_repo,
             revision=revision,
-            commit_message=commit_message,
+            commit_message=commit_message or "Upload with lorun_peft",
             allow_patterns=list(allow_patterns) if allow_patterns else None,
             delete_patterns=list(delete_patterns) if delete_patterns else None,
             repo_type="model",
+            **calls["upload_folder"],
         )
         if tag is not None:
             api.create_tag(repo_id, tag=tag, revision=getattr(info, "oid", None) or revision, repo_type="model")
     return info
-

@@ -26,15 +26,17 @@ import math
 import time
 from pathlib import Path
 from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from .errors import InvalidArgumentError, TrainingError
+from .evaluation import evaluate
 from .metrics import psnr
 from .steps import geometric
-from .train import CHECKPOINT_NAME, Images, TrainResult, _image_list, _load_checkpoint, _save_checkpoint, _Source, due, evaluate
+from .train import CHECKPOINT_NAME, Images, Source, TrainResult, due, image_list, load_checkpoint, save_checkpoint
 
 __all__ = ["train_denoiser", "denoise_psnr", "choose_noise_schedule", "SIGMA_FIRST", "SIGMA_LAST"]
 
@@ -77,8 +79,8 @@ def train_denoiser(
         raise InvalidArgumentError(f"lr must be > 0, got {lr!r}")
     if not isinstance(denoiser, nn.Module):
         raise InvalidArgumentError(f"denoiser must be a torch.nn.Module, got {type(denoiser).__name__}")
-    source = _Source(data)
-    val_images = _image_list(val_data, "val_data") if val_data is not None else None
+    source = Source(data)
+    val_images = image_list(val_data, "val_data") if val_data is not None else None
     params = [p for p in denoiser.parameters() if p.requires_grad]
     if not params:
         raise InvalidArgumentError("the denoiser has no trainable parameter")
@@ -89,7 +91,7 @@ def train_denoiser(
     path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
     result = TrainResult()
     if path is not None and resume and path.exists():
-        result = _load_checkpoint(path, denoiser, optimizer, scheduler, generator)
+        result = load_checkpoint(path, denoiser, optimizer, scheduler, generator)
 
     start = time.perf_counter()
     denoiser.train()
@@ -116,7 +118,7 @@ def train_denoiser(
         bar.set_postfix(postfix, refresh=False)
         bar.update(1)
         if path is not None and due(result.step, steps, checkpoint_every):
-            _save_checkpoint(path, denoiser, optimizer, scheduler, generator, result, None, (batch_size, 1))
+            save_checkpoint(path, denoiser, optimizer, scheduler, generator, result, None, (batch_size, 1))
             result.checkpoint = path
     bar.close()
     result.seconds = time.perf_counter() - start
@@ -133,7 +135,7 @@ def denoise_psnr(denoiser: nn.Module, images: Images, sigma: float, seed: int = 
     >>> round(denoise_psnr(identity, torch.full((1, 1, 64, 64), 0.5), 0.1))   # the noisy input: 20 dB
     20
     """
-    items = _image_list(images, "images")
+    items = image_list(images, "images")
     generator = torch.Generator().manual_seed(seed + 4321)
     was_training = isinstance(denoiser, nn.Module) and denoiser.training
     reference = next(denoiser.parameters(), None) if isinstance(denoiser, nn.Module) else None

@@ -32,8 +32,9 @@ from typing import Any, Sequence
 import torch
 
 from .errors import InvalidArgumentError
+from .evaluation import Evaluation, evaluate
 from .pretrain import choose_noise_schedule, train_denoiser
-from .train import Evaluation, Images, TrainResult, evaluate, train
+from .train import Images, TrainResult, train
 
 __all__ = ["train_two_phase", "TwoPhaseResult", "RECIPE", "PAPER", "PHASES"]
 

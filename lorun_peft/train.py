@@ -1,14 +1,12 @@
-"""Train an unfolded network end to end with the paper's L2 loss (Algorithm 1), and evaluate it.
+"""Train an unfolded network for one phase with the paper's L2 loss (Algorithm 1).
 
-- ``train``: one phase. Measurements are simulated on the fly from clean images by the
-  network's own operator (so a learnable sampling matrix is trained jointly). Adam over every
-  parameter with requires_grad (in LoRun mode: the K adapters, the step parameters and any
-  learnable operator state), cosine learning rate, validation PSNR every ``val_every`` steps.
-  Checkpoints are written atomically; ``resume=True`` continues exactly where a run stopped:
-  the sampling order, the random patches of a dataset and the noise all come from one seeded
-  generator saved in the checkpoint.
-- ``evaluate``: PSNR / SSIM per image of the restoration and of the initial estimate, and the
-  mean PSNR after each stage.
+``train``: measurements are simulated on the fly from clean images by the network's own operator
+(so a learnable sampling matrix is trained jointly). Adam over every parameter with requires_grad
+(in LoRun mode: the K adapters, the step parameters and any learnable operator state), cosine
+learning rate, validation PSNR every ``val_every`` steps. Checkpoints are written atomically;
+``resume=True`` continues exactly where a run stopped: the sampling order, the random patches of a
+dataset and the noise all come from one seeded generator saved in the checkpoint. Measuring a
+trained network is :mod:`lorun_peft.evaluation`'s job.
 
 Multi-device: under ``accelerate launch`` (or torchrun) ``train`` creates an
 ``accelerate.Accelerator`` by itself and runs DDP on every process, with mixed precision if the
@@ -44,16 +42,10 @@ from tqdm.auto import tqdm
 
 from .errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError, TrainingError
 from .io import atomic_write
-from .metrics import MetricTable, band_psnr, psnr, rgb_to_y, shave, ssim
+from .metrics import psnr
 
-__all__ = [
-    "train",
-    "evaluate",
-    "fit_operator",
-    "TrainResult",
-    "Evaluation",
-    "CHECKPOINT_NAME",
-]
+__all__ = ["train", "fit_operator", "restore", "image_list", "due", "Source", "save_checkpoint", "load_checkpoint", "TrainResult",
+           "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -111,7 +103,7 @@ def train(
     ``accelerate.Accelerator``, True (create one), False (never), or None (create one only when
     launched by ``accelerate launch`` / torchrun).
     """
-    source = _Source(data)
+    source = Source(data)
     _check_positive_int(steps, "steps")
     _check_positive_int(batch_size, "batch_size")
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 0:
@@ -124,7 +116,7 @@ def train(
         raise InvalidArgumentError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
     if clip_grad_norm is not None and not clip_grad_norm > 0:
         raise InvalidArgumentError(f"clip_grad_norm must be None or > 0, got {clip_grad_norm!r}")
-    val_images = _image_list(val_data, "val_data") if val_data is not None else None
+    val_images = image_list(val_data, "val_data") if val_data is not None else None
     accelerator, owned = _resolve_accelerator(accelerator)
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     main = rank == 0
@@ -145,7 +137,7 @@ def train(
     result = TrainResult()
     path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
     if path is not None and resume and path.exists():
-        result = _load_checkpoint(path, net, optimizer, scheduler, generator, accelerator, (batch_size, world))
+        result = load_checkpoint(path, net, optimizer, scheduler, generator, accelerator, (batch_size, world))
 
     start = time.perf_counter()
     model.train()
@@ -188,7 +180,7 @@ def train(
         bar.update(1)
         if path is not None and due(result.step, steps, checkpoint_every):
             if main:
-                _save_checkpoint(path, net, optimizer, scheduler, generator, result, accelerator, (batch_size, world))
+                save_checkpoint(path, net, optimizer, scheduler, generator, result, accelerator, (batch_size, world))
             if accelerator is not None:
                 accelerator.wait_for_everyone()
             result.checkpoint = path
@@ -224,7 +216,7 @@ def fit_operator(operator: Any, size: Sequence[int]) -> Iterator[Any]:
         operator.image_size = before
 
 
-class _Source:
+class Source:
     """Draws training batches from a tensor or a dataset; all randomness from one generator."""
 
     def __init__(self, data: Images) -> None:
@@ -286,7 +278,7 @@ def _as_image_tensor(data: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tenso
     return images
 
 
-def _image_list(images: Images, what: str) -> list[torch.Tensor]:
+def image_list(images: Images, what: str) -> list[torch.Tensor]:
     """Whole images (C x H x W) from a tensor, a sequence or a dataset (its ``full`` items if any)."""
     if isinstance(images, torch.Tensor):
         if images.dim() != 4:
@@ -306,7 +298,9 @@ def _image_list(images: Images, what: str) -> list[torch.Tensor]:
     return out
 
 
-def _restore(net: torch.nn.Module, x: torch.Tensor, noise_sigma: float, generator: torch.Generator):
+def restore(
+    net: torch.nn.Module, x: torch.Tensor, noise_sigma: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """Simulate y for one image batch x, then (x0, x_hat, per-stage outputs), all clamped to [0, 1]."""
     with fit_operator(net.operator, x.shape[-2:]):
         y = net.operator.A(x)
@@ -326,12 +320,13 @@ def _validate(net: torch.nn.Module, images: list[torch.Tensor], noise_sigma: flo
     values = []
     for x in images:
         x = x.to(device=reference.device, dtype=reference.dtype)[None]
-        _, x_hat, _ = _restore(net, x, noise_sigma, generator)
+        _, x_hat, _ = restore(net, x, noise_sigma, generator)
         values.append(float(psnr(x_hat, x)))
     return sum(values) / len(values)
 
 
-def _save_checkpoint(path: Path, net, optimizer, scheduler, generator, result: TrainResult, accelerator, layout) -> None:
+def save_checkpoint(path: Path, net, optimizer, scheduler, generator, result: TrainResult, accelerator, layout) -> None:
+    """Write a resumable checkpoint atomically (weights, optimizer, scheduler, generator, history; tensors only)."""
     state = {
         "model": net.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -352,7 +347,8 @@ def _save_checkpoint(path: Path, net, optimizer, scheduler, generator, result: T
         torch.save(state, f)
 
 
-def _load_checkpoint(path: Path, net, optimizer, scheduler, generator, accelerator=None, layout=None) -> TrainResult:
+def load_checkpoint(path: Path, net, optimizer, scheduler, generator, accelerator=None, layout=None) -> TrainResult:
+    """Restore what :func:`save_checkpoint` wrote (``weights_only=True``), all or nothing; returns the history."""
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
         model_state = state["model"]
@@ -424,100 +420,3 @@ def _resolve_accelerator(accelerator: Any) -> tuple[Any, bool]:
             raise ImportError("multi-device training needs Hugging Face Accelerate: pip install accelerate") from err
         _AUTO_ACCELERATOR = Accelerator()
     return _AUTO_ACCELERATOR, True
-
-
-# ---------------------------------------------------------------------------- evaluation
-@dataclass
-class Evaluation:
-    """Per-image metrics of the restoration (psnr, ssim) and of the initial estimate x0
-    (x0_psnr, x0_ssim), the mean PSNR after each stage, and optionally the outputs."""
-
-    table: MetricTable
-    stage_psnr: list[float]
-    restored: list[torch.Tensor] = field(default_factory=list)
-    initial: list[torch.Tensor] = field(default_factory=list)
-
-    def mean(self) -> dict[str, float]:
-        return self.table.mean()
-
-    def __str__(self) -> str:
-        return str(self.table)
-
-
-@torch.no_grad()
-def evaluate(
-    net: torch.nn.Module,
-    images: Images,
-    *,
-    names: Sequence[str] | None = None,
-    noise_sigma: float = 0.0,
-    seed: int = 0,
-    y_channel: bool = False,
-    border: int = 0,
-    keep_outputs: bool = False,
-) -> Evaluation:
-    """Degrade each image with the network's operator, restore it, and measure.
-
-    Images may have different sizes (each must fit the operator: SR needs sides divisible by
-    the scale, CASSI the mask's size). Metrics: RGB images on the luma channel with
-    ``y_channel`` (SR papers), ``border`` pixels shaved; images with more than 3 channels
-    (spectral cubes) use the band-averaged PSNR. SSIM is NaN for images under 11 x 11.
-
-    >>> import torch
-    >>> from torch import nn
-    >>> from lorun_peft import unfold
-    >>> from lorun_peft.operators import BlockCS
-    >>> net = unfold(nn.Sequential(nn.Conv2d(1, 1, 3, padding=1)), BlockCS(0.5, block=8), K=2)
-    >>> result = evaluate(net, torch.rand(2, 1, 16, 16))
-    >>> [name for name, _ in result.table.rows], len(result.stage_psnr)
-    (['0', '1'], 2)
-    """
-    items = _image_list(images, "images")
-    if names is None:
-        names = getattr(images, "names", None) or [str(i) for i in range(len(items))]
-    if len(names) != len(items):
-        raise InvalidArgumentError(f"names has {len(names)} entries for {len(items)} images")
-    was_training = net.training
-    net.eval()
-    reference = next(net.parameters())
-    generator = torch.Generator().manual_seed(seed)
-    table = MetricTable(["x0_psnr", "x0_ssim", "psnr", "ssim"])
-    stage_sums: list[float] = []
-    result = Evaluation(table, [])
-    try:
-        for name, x in zip(names, items):
-            x = x.to(device=reference.device, dtype=reference.dtype)[None]
-            x0, x_hat, stages = _restore(net, x, noise_sigma, generator)
-            measure = lambda a: _measure(a, x, y_channel, border)  # noqa: E731
-            p0, s0 = measure(x0)
-            p, s = measure(x_hat)
-            table.add(name, x0_psnr=p0, x0_ssim=s0, psnr=p, ssim=s)
-            per_stage = [_measure_psnr(stage, x, y_channel, border) for stage in stages]
-            stage_sums = [a + b for a, b in zip(stage_sums, per_stage)] if stage_sums else per_stage
-            if keep_outputs:
-                result.restored.append(x_hat[0].cpu())
-                result.initial.append(x0[0].cpu())
-    finally:
-        net.train(was_training)
-    result.stage_psnr = [v / len(items) for v in stage_sums]
-    return result
-
-
-def _prepare_pair(estimate: torch.Tensor, reference: torch.Tensor, y_channel: bool, border: int):
-    if y_channel and reference.shape[1] == 3:
-        estimate, reference = rgb_to_y(estimate), rgb_to_y(reference)
-    return shave(estimate, border), shave(reference, border)
-
-
-def _measure_psnr(estimate: torch.Tensor, reference: torch.Tensor, y_channel: bool = False, border: int = 0) -> float:
-    """PSNR of one image pair as ``evaluate`` reports it (band-averaged for spectral cubes)."""
-    estimate, reference = _prepare_pair(estimate, reference, y_channel, border)
-    metric = band_psnr if reference.shape[1] > 3 else psnr
-    return float(metric(estimate, reference)[0])
-
-
-def _measure(estimate: torch.Tensor, reference: torch.Tensor, y_channel: bool, border: int) -> tuple[float, float]:
-    p = _measure_psnr(estimate, reference, y_channel, border)
-    estimate, reference = _prepare_pair(estimate, reference, y_channel, border)
-    s = float(ssim(estimate, reference)[0]) if min(reference.shape[-2:]) >= 11 else math.nan
-    return p, s

@@ -15,86 +15,88 @@ torch.Size([1, 1, 16, 16])
 from __future__ import annotations
 
 import copy
-from typing import Any, Sequence
+import dataclasses
+from typing import Any
 
 import torch
 import torch.utils.checkpoint
 from torch import nn
 
-from .adapters import ADAPTER_KINDS, RankTable, StageAdapters, check_gamma, plan_ranks
-from .bundle import BundleMethods
+from .adapters import RankTable, StageAdapters, plan_ranks
+from .config import UnfoldConfig
 from .errors import InvalidArgumentError
+from .methods import BundleMethods
 from .report import ParameterReport, count
-from .sharing import SHARE_MODES, IndependentDenoisers, SharedDenoiser
+from .sharing import IndependentDenoisers, SharedDenoiser
 from .steps import STEPS
 
 __all__ = ["unfold", "load", "UnfoldedNetwork"]
 
 
-def unfold(
-    denoiser: nn.Module,
-    operator: Any,
-    K: int = 9,  # noqa: N803
-    *,
-    algorithm: str = "pgd",
-    gamma: float = 10.0,
-    share: str = "lora",
-    adapter: str = "lora",
-    target_modules: Sequence[str] | str | None = None,
-    noise_level: bool = False,
-    checkpoint: bool = False,
-    adapter_options: dict[str, Any] | None = None,
-) -> "UnfoldedNetwork":
+def unfold(denoiser: nn.Module, operator: Any, K: int = 9, *, config: UnfoldConfig | None = None, **options: Any) -> "UnfoldedNetwork":  # noqa: N803
     """Unfold ``denoiser`` and ``operator`` into a K-stage network.
 
-    share="lora" (LoRun): one frozen base + K PEFT adapters ``stage_0..stage_{K-1}``;
-    share="base" (Block-1): one shared trainable denoiser; share="none" (Block-K): K copies.
-    The denoiser is copied, so the module you pass is left untouched. ``noise_level=True`` calls
-    the denoiser as ``D(z, sigma)`` with a per-sample sigma tensor. ``adapter_options`` go to the
-    PEFT config (for example ``{"init_lora_weights": False}``).
+    ``options`` are the fields of :class:`~lorun_peft.config.UnfoldConfig` (or pass ``config``):
+    ``algorithm`` "pgd"|"hqs"; ``gamma`` (rank rule percentage, 10); ``share`` "lora" (LoRun: one
+    frozen base + K PEFT adapters ``stage_0..stage_{K-1}``), "base" (Block-1: one shared trainable
+    denoiser) or "none" (Block-K: K copies); ``adapter`` "lora"|"dora"|"loha"|"lokr";
+    ``target_modules``; ``noise_level=True`` calls the denoiser as ``D(z, sigma)`` with a
+    per-sample sigma tensor; ``checkpoint`` (activation checkpointing); ``adapter_options`` go to
+    the PEFT config (for example ``{"init_lora_weights": False}``). The denoiser is copied, so
+    the module you pass is left untouched.
     """
-    return UnfoldedNetwork(
-        denoiser, operator, K, algorithm=algorithm, gamma=gamma, share=share, adapter=adapter,
-        target_modules=target_modules, noise_level=noise_level, checkpoint=checkpoint,
-        adapter_options=adapter_options,
-    )
+    if config is not None and (options or K != 9):
+        raise InvalidArgumentError("pass either config= or the settings as keyword arguments, not both")
+    if config is None:
+        fields = {f.name for f in dataclasses.fields(UnfoldConfig)} - {"operator", "denoiser", "format_version", "K"}
+        unknown = sorted(set(options) - fields)
+        if unknown:
+            raise InvalidArgumentError(f"unfold() got unknown settings {unknown}; the settings are {sorted(fields)}")
+        config = UnfoldConfig(K=K, **options)
+    return UnfoldedNetwork(denoiser, operator, config)
 
 
 class UnfoldedNetwork(BundleMethods, nn.Module):
-    """A K-stage deep unfolding network; see :func:`unfold`."""
+    """A K-stage deep unfolding network; see :func:`unfold`. ``net.config`` holds its settings
+    (an :class:`~lorun_peft.config.UnfoldConfig`); ``net.K``, ``net.share``, ... read them."""
 
-    def __init__(
-        self,
-        denoiser: nn.Module,
-        operator: Any,
-        K: int = 9,  # noqa: N803
-        *,
-        algorithm: str = "pgd",
-        gamma: float = 10.0,
-        share: str = "lora",
-        adapter: str = "lora",
-        target_modules: Sequence[str] | str | None = None,
-        noise_level: bool = False,
-        checkpoint: bool = False,
-        adapter_options: dict[str, Any] | None = None,
-    ) -> None:
+    def __init__(self, denoiser: nn.Module, operator: Any, config: UnfoldConfig | None = None) -> None:
         super().__init__()
-        _check_arguments(denoiser, operator, K, algorithm, gamma, share, adapter)
-        if share == "lora":  # fail on a denoiser without adaptable layers before building anything
-            plan_ranks(denoiser, gamma, adapter, target_modules)
-        self.K, self.algorithm, self.gamma, self.share = K, algorithm, gamma, share
-        self.adapter, self.target_modules, self.noise_level = adapter, target_modules, noise_level
-        self.checkpoint, self.adapter_options = checkpoint, dict(adapter_options or {})
+        config = UnfoldConfig() if config is None else config
+        if not isinstance(config, UnfoldConfig):
+            raise InvalidArgumentError(f"config must be an UnfoldConfig, got {type(config).__name__}")
+        _check_modules(denoiser, operator)
+        if config.share == "lora":  # fail on a denoiser without adaptable layers before building anything
+            plan_ranks(denoiser, config.gamma, config.adapter, config.target_modules)
+        self.config = config.replace(operator=None, denoiser=None)  # those two are read live: unfold_config()
         self.operator = operator
         self.inference = "merged"  # eval-mode LoRun stages: "merged" (W0 + delta_k) or "peft" (adapter branches)
-        self.steps = STEPS[algorithm](K, noise_level)
+        self.steps = STEPS[config.algorithm](config.K, config.noise_level)
         denoiser = copy.deepcopy(denoiser)
-        if share == "lora":
-            self.denoisers = StageAdapters(denoiser, K, gamma, adapter, target_modules, self.adapter_options)
-        elif share == "base":
+        if config.share == "lora":
+            self.denoisers = StageAdapters(denoiser, config.K, config.gamma, config.adapter, config.target_modules, config.adapter_options)
+        elif config.share == "base":
             self.denoisers = SharedDenoiser(denoiser)
         else:
-            self.denoisers = IndependentDenoisers(denoiser, K)
+            self.denoisers = IndependentDenoisers(denoiser, config.K)
+
+    K = property(lambda self: self.config.K, doc="the number of stages")
+    algorithm = property(lambda self: self.config.algorithm, doc='"pgd" or "hqs"')
+    gamma = property(lambda self: self.config.gamma, doc="the rank rule's percentage")
+    share = property(lambda self: self.config.share, doc='"lora" (LoRun), "base" (Block-1) or "none" (Block-K)')
+    adapter = property(lambda self: self.config.adapter, doc="the PEFT adapter kind")
+    target_modules = property(lambda self: self.config.target_modules, doc="the adapted layers (None: every conv/linear)")
+    noise_level = property(lambda self: self.config.noise_level, doc="whether the denoiser is called as D(z, sigma)")
+    @property
+    def checkpoint(self) -> bool:
+        """Activation checkpointing while training (settable: ``net.checkpoint = True``)."""
+        return self.config.checkpoint
+
+    @checkpoint.setter
+    def checkpoint(self, value: bool) -> None:
+        self.config = self.config.replace(checkpoint=value)
+
+    adapter_options = property(lambda self: self.config.adapter_options, doc="extra PEFT config options")
 
     # ---- the stage loop -------------------------------------------------------------------
     def forward(self, y: torch.Tensor, return_stages: bool = False):
@@ -174,7 +176,7 @@ class UnfoldedNetwork(BundleMethods, nn.Module):
         base = self.denoisers.denoiser
         plan_ranks(base, gamma, self.adapter, self.target_modules)  # validate before changing anything
         self.denoisers = StageAdapters(base, self.K, gamma, self.adapter, self.target_modules, self.adapter_options)
-        self.share, self.gamma = "lora", gamma
+        self.config = self.config.replace(share="lora", gamma=gamma)
         return self
 
     def merge_and_unload(self) -> "UnfoldedNetwork":
@@ -197,10 +199,9 @@ class UnfoldedNetwork(BundleMethods, nn.Module):
         if self.share != "lora" or not getattr(self.denoisers, "can_merge", False):
             raise InvalidArgumentError(f"merge_and_unload needs a LoRun network with mergeable adapters; this one has share={self.share!r}, adapter={self.adapter!r}")
         merged = self.denoisers.merged_denoisers()
-        plain = UnfoldedNetwork(
-            merged[0], copy.deepcopy(self.operator), self.K, algorithm=self.algorithm, gamma=self.gamma, share="none",
-            noise_level=self.noise_level, checkpoint=self.checkpoint,
-        )
+        plain = UnfoldedNetwork(merged[0], copy.deepcopy(self.operator), UnfoldConfig(
+            K=self.K, algorithm=self.algorithm, gamma=self.gamma, share="none", noise_level=self.noise_level, checkpoint=self.checkpoint,
+        ))
         plain.denoisers = IndependentDenoisers(merged, self.K)
         plain.steps.load_state_dict(self.steps.state_dict())
         return plain.train(self.training)
@@ -242,16 +243,7 @@ def load(base: nn.Module | str, bundle: Any, **options: Any) -> UnfoldedNetwork:
     return UnfoldedNetwork.from_bundle(base, bundle, **options)
 
 
-def _check_arguments(denoiser, operator, K, algorithm, gamma, share, adapter) -> None:  # noqa: N803
-    if isinstance(K, bool) or not isinstance(K, int) or K < 1:
-        raise InvalidArgumentError(f"K (the number of stages) must be an int >= 1, got {K!r}")
-    check_gamma(gamma)
-    if algorithm not in STEPS:
-        raise InvalidArgumentError(f"algorithm must be one of {sorted(STEPS)}, got {algorithm!r}")
-    if share not in SHARE_MODES:
-        raise InvalidArgumentError(f"share must be one of {list(SHARE_MODES)}, got {share!r}")
-    if adapter not in ADAPTER_KINDS:
-        raise InvalidArgumentError(f"adapter must be one of {sorted(ADAPTER_KINDS)}, got {adapter!r}")
+def _check_modules(denoiser: Any, operator: Any) -> None:
     if not isinstance(denoiser, nn.Module):
         raise InvalidArgumentError(f"denoiser must be a torch.nn.Module, got {type(denoiser).__name__}")
     missing = [name for name in ("A", "A_adjoint") if not callable(getattr(operator, name, None))]

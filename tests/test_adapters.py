@@ -7,7 +7,14 @@ from conftest import TinyDenoiser
 from peft import get_peft_model_state_dict
 from peft.tuners.tuners_utils import BaseTunerLayer
 
-from lorun_peft.adapters import StageAdapters
+from lorun_peft.adapters import (
+    StageAdapters,
+    adapter_config_mismatch,
+    plain_state,
+    save_stages,
+    saved_adapter_slots,
+    stage_configs,
+)
 
 K = 3
 
@@ -90,3 +97,40 @@ def test_empty_active_adapter_runs_base_only():
         with s.peft_model.disable_adapter():
             plain = s.model(x)
     torch.testing.assert_close(out, plain, rtol=0, atol=0)
+
+
+def test_plain_state_undoes_peft_base_layer_renaming():
+    """PEFT moves an adapted layer's weights to ``<layer>.base_layer.*`` and adds ``lora_A``/``lora_B``."""
+    torch.manual_seed(0)
+    plain = TinyDenoiser(width=16)
+    expected = {k: v.clone() for k, v in plain.state_dict().items()}
+    s = StageAdapters(plain, K=K, gamma=25.0)
+    wrapped = set(s.model.state_dict())
+    assert any(".base_layer." in k for k in wrapped) and any(".lora_A." in k for k in wrapped)
+    for model in (s.model, s.peft_model):
+        state = plain_state(model)
+        assert set(state) == set(expected) and all(torch.equal(state[k], v) for k, v in expected.items())
+
+
+def test_saved_adapter_slots_are_the_keys_peft_saves_and_the_live_parameters(tmp_path):
+    from safetensors.torch import load_file
+
+    s = stages()
+    save_stages(s, tmp_path)
+    assert not (tmp_path / "README.md").exists()
+    for k in range(K):
+        slots = saved_adapter_slots(s, k)
+        saved = load_file(tmp_path / f"stage_{k}" / "adapter_model.safetensors")
+        assert set(slots) == set(saved) and all(".lora_" in key for key in slots)
+        assert {id(p) for p in slots.values()} == {id(p) for p in s.adapter_parameters(k)}
+        assert all(torch.equal(slots[key].detach(), saved[key]) for key in saved)
+
+
+def test_stage_configs_agree_and_a_rank_change_is_named():
+    s = stages()
+    configs = stage_configs(s)
+    assert len(configs) == K and len({text for _, text in configs}) == 1
+    live = configs[0][0]
+    saved = {**live, "peft_version": "0.0.1", "rank_pattern": {**live["rank_pattern"], next(iter(live["rank_pattern"])): 99}}
+    message = adapter_config_mismatch(saved, live)
+    assert "rank_pattern" in message and "99 vs" in message and "peft_version" not in message

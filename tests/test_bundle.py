@@ -19,18 +19,20 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import MatrixOperator, TinyDenoiser
+from huggingface_hub import ModelCard
 from peft import PeftModel
 from safetensors.torch import load_file
 
 import lorun_peft
-from lorun_peft import bundle
+from lorun_peft import bundle, catalog, reading, saving, schema
+from lorun_peft import io as lorun_io
 from lorun_peft.cli import add_bundle_commands
 from lorun_peft.commands import run_bundle_command
 from lorun_peft.denoisers import UNet
 from lorun_peft.errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError
+from lorun_peft.fingerprint import base_state, fingerprint
 from lorun_peft.operators import BlockCS
 from lorun_peft.unfold import UnfoldedNetwork, unfold
-
 
 
 # ---- helpers -----------------------------------------------------------------------------------
@@ -100,33 +102,33 @@ def test_bundle_layout_config_and_card(tmp_path, base):
     config = json.loads((folder / "lorun_config.json").read_text())
     assert config["K"] == 2 and config["algorithm"] == "hqs" and config["share"] == "lora"
     assert config["gamma"] == net.gamma and config["adapter"] == "lora" and config["noise_level"] is False
-    assert config["target_modules"] is None and config["format_version"] == bundle.FORMAT_VERSION
+    assert config["target_modules"] is None and config["format_version"] == schema.FORMAT_VERSION
     assert config["operator"] == net.operator.config()
     assert config["denoiser"]["qualname"] == "TinyDenoiser" and config["denoiser"]["registry_name"] is None
-    assert config["base_fingerprint"] == bundle.fingerprint(base) and config["library_version"]
+    assert config["base_fingerprint"] == fingerprint(base) and config["library_version"]
     assert config["ranks"] == {r.name: r.rank for r in net.rank_table().layers}
     unfolding = load_file(folder / "unfolding.safetensors")
     assert set(unfolding) == {"steps.mu.raw", "operator.phi"}
     assert torch.equal(unfolding["operator.phi"], net.operator.phi.detach())
-    card = (folder / "README.md").read_text()
-    header = card.split("---")[1]
-    for line in ("library_name: peft", "pipeline_tag: image-to-image", '- "lorun_peft"', '- "compressive-sensing"', 'base_model: "user/base"'):
-        assert line in header
-    assert "| PSNR (dB) | 31.25 |" in card and "| SSIM | 0.91 |" in card and "Set11" in card
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.library_name == "peft" and card.data.pipeline_tag == "image-to-image"
+    assert {"lorun_peft", "compressive-sensing"} <= set(card.data.tags) and card.data.base_model == "user/base"
+    assert card.data.metrics == ["psnr", "ssim"] and card.data.base_fingerprint == fingerprint(base)
+    assert "| PSNR (dB) | 31.25 |" in card.text and "| SSIM | 0.91 |" in card.text and "Set11" in card.text
     assert not list(tmp_path.glob(".b.*")), "no temporary folder is left behind"
 
 
 def test_fingerprint_ignores_peft_wrapping_and_sees_every_bit(base):
     net = make_net(base)
-    assert bundle.fingerprint(base) == bundle.fingerprint(net) == net.base_fingerprint()
-    assert set(bundle.base_state(net)) == set(base.state_dict())
+    assert fingerprint(base) == fingerprint(net) == net.base_fingerprint()
+    assert set(base_state(net)) == set(base.state_dict())
     reordered = dict(reversed(list(base.state_dict().items())))
-    assert bundle.fingerprint(reordered) == bundle.fingerprint(base)
+    assert fingerprint(reordered) == fingerprint(base)
     other = TinyDenoiser()
     other.load_state_dict(base.state_dict())
     with torch.no_grad():
         other.body.bias[0] = torch.nextafter(other.body.bias[0], torch.tensor(1.0))
-    assert bundle.fingerprint(other) != bundle.fingerprint(base)
+    assert fingerprint(other) != fingerprint(base)
     with torch.no_grad():  # an in-place change of the live base is seen by the cached fingerprint
         before = net.base_fingerprint()
         net.denoisers.model.body.base_layer.bias.mul_(2)
@@ -155,7 +157,7 @@ def test_save_leaves_the_network_unchanged(tmp_path, base):
 def test_save_replaces_a_bundle_but_not_other_folders(tmp_path, saved):
     net25, net10, folder25, _ = saved
     net10.save_adapters(folder25)  # replace in place
-    assert bundle.read_bundle(folder25).config["operator"]["ratio"] == 0.10
+    assert reading.read_bundle(folder25).config["operator"]["ratio"] == 0.10
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "keep.txt").write_text("mine")
     with pytest.raises(InvalidArgumentError, match="refusing"):
@@ -254,7 +256,7 @@ def test_swap_across_cs_ratios_in_a_live_network(saved, base):
     assert [id(p) for p in live.denoisers.base_parameters()] == base_ids
 
     same_shape = live.operator
-    live.load_adapters(bundle.read_bundle(folder25))  # same operator settings: updated in place
+    live.load_adapters(reading.read_bundle(folder25))  # same operator settings: updated in place
     assert live.operator is same_shape
 
 
@@ -393,10 +395,10 @@ def test_a_save_that_fails_at_any_rename_keeps_a_complete_bundle(saved, base, mo
                 raise OSError("simulated crash")
             real_rename(src, dst)
 
-        monkeypatch.setattr(bundle.os, "rename", rename)
+        monkeypatch.setattr(lorun_io.os, "rename", rename)
         with pytest.raises(OSError, match="simulated"):
             net10.save_adapters(folder25)
-        monkeypatch.setattr(bundle.os, "rename", real_rename)
+        monkeypatch.setattr(lorun_io.os, "rename", real_rename)
         probe = make_net(base, 0.25, seed=7)
         probe.load_adapters(folder25)
         assert torch.equal(output(probe, measurement(net25)), old)
@@ -431,7 +433,7 @@ def test_a_process_killed_while_saving_never_leaves_a_broken_bundle(tmp_path, ba
             try:
                 os.close(read)
                 for i in range(10**6):
-                    bundle.save_adapters(nets[i % 2], target)
+                    saving.save_adapters(nets[i % 2], target)
                     os.write(write, b".")
             finally:
                 os._exit(1)
@@ -441,7 +443,7 @@ def test_a_process_killed_while_saving_never_leaves_a_broken_bundle(tmp_path, ba
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         os.close(read)
-        loaded = bundle.read_bundle(target)  # complete: every file parses and matches its sha256
+        loaded = reading.read_bundle(target)  # complete: every file parses and matches its sha256
         assert loaded.config["operator"]["ratio"] in (0.25, 0.10)
 
 
@@ -450,7 +452,7 @@ def test_names_and_symlinks_cannot_escape(saved, tmp_path):
     _, _, folder25, _ = saved
     for bad in ("../cs-0.10", "/etc", "a/../../b", "a\\b"):
         with pytest.raises(InvalidArgumentError, match="subfolder"):
-            bundle.read_bundle(tmp_path, subfolder=bad)
+            reading.read_bundle(tmp_path, subfolder=bad)
     outside = tmp_path / "outside"
     outside.mkdir()
     weights = folder25 / "stage_0" / "adapter_model.safetensors"
@@ -458,19 +460,19 @@ def test_names_and_symlinks_cannot_escape(saved, tmp_path):
     weights.unlink()
     weights.symlink_to(outside / "w.safetensors")  # same bytes, but outside the bundle
     with pytest.raises(CorruptFileError, match="outside"):
-        bundle.read_bundle(folder25)
+        reading.read_bundle(folder25)
     root = tmp_path / "root"
     root.mkdir()
     (root / "linked").symlink_to(folder25.parent / "cs-0.10")
     with pytest.raises(CorruptFileError, match="outside"):
-        bundle.read_bundle(root, subfolder="linked")
+        reading.read_bundle(root, subfolder="linked")
 
 
 # ---- listing, inspecting, the command line ---------------------------------------------------
 def test_list_and_inspect_bundles(saved, tmp_path, capsys):
     net25, _, folder25, folder10 = saved
     (tmp_path / "not-a-bundle").mkdir()
-    infos = {info.name: info for info in bundle.list_bundles(tmp_path)}
+    infos = {info.name: info for info in catalog.list_bundles(tmp_path)}
     assert set(infos) == {"cs-0.25", "cs-0.10"}
     assert infos["cs-0.10"].config["operator"]["ratio"] == 0.10 and infos["cs-0.10"].config["K"] == 3
     assert "ratio=0.1" in str(infos["cs-0.10"]) and "K=3" in str(infos["cs-0.10"])
@@ -484,5 +486,22 @@ def test_list_and_inspect_bundles(saved, tmp_path, capsys):
     run_bundle_command(parser.parse_args(["inspect", str(tmp_path)]))
     assert "2 bundle(s)" in capsys.readouterr().out
     torch.manual_seed(9)
-    bundle.save_base(TinyDenoiser(), tmp_path / "other-base")
-    assert "DOES NOT match" in bundle.inspect(folder25, base=tmp_path / "other-base")
+    saving.save_base(TinyDenoiser(), tmp_path / "other-base")
+    assert "DOES NOT match" in catalog.inspect(folder25, base=tmp_path / "other-base")
+
+
+def test_the_bundle_module_gathers_each_jobs_public_names():
+    """``lorun_peft.bundle`` re-exports the names commands.py, zoo.py and the benchmarks use."""
+    from lorun_peft import fingerprint as fingerprints
+    from lorun_peft import methods, publish, swap
+
+    homes = {
+        "save_adapters": saving, "save_base": saving, "read_bundle": reading, "load_base": reading, "load_adapters": swap,
+        "list_bundles": catalog, "inspect": catalog, "copy_bundle": catalog, "BundleInfo": catalog, "push_adapters": publish,
+        "push_base": publish, "push_folder": publish, "pull": publish, "fingerprint": fingerprints, "base_state": fingerprints,
+        "BundleMethods": methods, "Bundle": schema, "CONFIG_NAME": schema, "FORMAT_VERSION": schema,
+    }
+    assert set(homes) <= set(bundle.__all__)
+    for name in bundle.__all__:
+        assert getattr(bundle, name) is getattr(homes.get(name, schema), name), name
+    assert lorun_peft.list_bundles is catalog.list_bundles

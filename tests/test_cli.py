@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +15,12 @@ from PIL import Image
 
 from lorun_peft import cli, commands, zoo
 from lorun_peft.cli import main
-from lorun_peft.commands import MODEL_FILE, load_model
+from lorun_peft.commands import load_model
+from lorun_peft.models import LEGACY_FILE
+from lorun_peft.networks import NETWORK_CONFIG
 from lorun_peft.errors import TrainingError
+from lorun_peft.unfold import UnfoldedNetwork
+from safetensors.torch import save_file
 
 TINY = ["--K", "2", "--width", "4", "--depth", "1", "--patch", "16", "--steps", "2", "--batch-size", "2", "--no-progress"]
 
@@ -51,10 +56,14 @@ def cs_model(tmp_path_factory) -> Path:
 
 
 def test_train_writes_a_model_that_rebuilds(cs_model):
-    assert {p.name for p in cs_model.iterdir()} >= {MODEL_FILE, "config.json", "train_log.json", "checkpoints"}
+    assert {p.name for p in cs_model.iterdir()} == {"model", "train_log.json", "checkpoints"}
+    assert {p.name for p in (cs_model / "model").iterdir()} == {NETWORK_CONFIG, "README.md", "base", "bundle"}
     net, config = load_model(cs_model)
     assert net.share == "lora" and net.K == 2 and config["task"] == "cs"
-    assert json.loads((cs_model / "config.json").read_text())["unfold"]["share"] == "lora"
+    assert json.loads((cs_model / "model" / NETWORK_CONFIG).read_text())["share"] == "lora"
+    again = UnfoldedNetwork.from_pretrained(cs_model / "model")  # the library reads what the command line wrote
+    y = net.operator.A(torch.rand(1, 1, 16, 16))
+    assert torch.equal(again(y), net(y))
     log = json.loads((cs_model / "train_log.json").read_text())
     assert len(log["denoiser"]["losses"]) == 2 and len(log["adapters"]["val_psnr"]) == 1
 
@@ -74,8 +83,32 @@ def test_eval_table_csv_json(cs_model, images, tmp_path, capsys):
     assert "img0.png" in out and "mean" in out and "ssim" in out
     assert csv_path.read_text().splitlines()[0] == "image,x0_psnr,x0_ssim,psnr,ssim"
     assert len(json.loads(json_path.read_text())["images"]) == 3
-    code, out, _ = run(capsys, "eval", "--model", cs_model / MODEL_FILE)  # built-in images, the file itself
+    code, out, _ = run(capsys, "eval", "--model", cs_model / "model")  # built-in images, the network folder itself
     assert code == 0 and "synthetic_0" in out
+
+
+def test_a_bundle_with_its_base_and_an_old_model_file(cs_model, tmp_path, capsys):
+    model = cs_model / "model"
+    code, out, _ = run(capsys, "eval", "--model", model / "bundle")  # base/ beside the bundle is found
+    assert code == 0 and "synthetic_0" in out
+    code, out, _ = run(capsys, "eval", "--model", model / "bundle", "--base", model / "base")
+    assert code == 0
+    lone = tmp_path / "lone"
+    shutil.copytree(model / "bundle", lone)
+    expect_error(capsys, "needs its base: give --base", "eval", "--model", lone)
+    # the old single-file format loads with a note, and `lorun convert` rewrites it
+    net = load_model(cs_model)[0]
+    old = tmp_path / "old"
+    old.mkdir()
+    config = {"format": "lorun-model", "version": 1, "task": "cs", "channels": 1, "operator": net.operator.config(),
+              "denoiser": {"name": "unet", "config": net.denoisers.model.config()},
+              "unfold": {"K": 2, "algorithm": "pgd", "gamma": 10.0, "share": "lora", "adapter": "lora", "noise_level": True}}
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, old / LEGACY_FILE, metadata={"lorun": json.dumps(config)})
+    code, _, err = run(capsys, "eval", "--model", old)
+    assert code == 0 and "old single-file format" in err and "lorun convert" in err
+    assert run(capsys, "convert", "--model", old, tmp_path / "new")[0] == 0
+    y = net.operator.A(torch.rand(1, 1, 16, 16))
+    assert torch.equal(UnfoldedNetwork.from_pretrained(tmp_path / "new")(y), net(y))
 
 
 def test_restore_image(cs_model, images, tmp_path, capsys):
@@ -153,7 +186,7 @@ def test_default_recipe_pretrains_the_denoiser_then_the_adapters(tmp_path, image
     assert list(log) == ["denoiser", "adapters"]
     net, config = load_model(tmp_path / "r")
     assert net.share == "lora" and config["operator"]["linear_estimate"] is True
-    assert config["training"]["phases"] == ["denoiser", "adapters"]
+    assert json.loads((tmp_path / "r" / "checkpoints" / "settings.json").read_text())["training"]["phases"] == ["denoiser", "adapters"]
     code, out, _ = run(capsys, "train", "--phase", "paper", "--no-linear-estimate", "--block", "8", "--data", images,
                        "--out", tmp_path / "p", *TINY)
     assert code == 0 and list(json.loads((tmp_path / "p" / "train_log.json").read_text())) == ["backbone", "adapters"]
@@ -172,7 +205,7 @@ def test_adapters_over_the_zoo_base_swap_into_the_zoo(tmp_path, capsys):
     net, config = load_model(out)
     assert config["denoiser"]["config"] == zoo.load_base().config()
     live = zoo.load("cs-0.25")
-    live.load_adapters(out / "bundle")  # the same base: it swaps into the zoo's network
+    live.load_adapters(out / "model" / "bundle")  # the same base: it swaps into the zoo's network
     assert live.operator.ratio == pytest.approx(0.3, abs=0.01)
 
 
@@ -185,7 +218,7 @@ def test_train_errors_leave_nothing_behind(tmp_path, images, capsys):
     expect_error(capsys, "multiple of --scale", "train", "--task", "sr", "--scale", "3", "--out", out, *TINY)
     expect_error(capsys, "--steps must be >= 1", "train", "--out", out, *TINY, "--steps", "0")
     expect_error(capsys, "--kernel must be in 0..11", "train", "--task", "sr", "--kernel", "12", "--out", out, *TINY)
-    assert not out.exists() or not (out / MODEL_FILE).exists()
+    assert not (out / "model").exists()
 
 
 def test_failed_training_writes_no_model(tmp_path, capsys, monkeypatch):
@@ -194,12 +227,12 @@ def test_failed_training_writes_no_model(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(commands, "train_two_phase", fail)
     expect_error(capsys, "loss became nan", "train", "--block", "8", "--out", tmp_path / "o", *TINY)
-    assert not (tmp_path / "o" / MODEL_FILE).exists()
+    assert not (tmp_path / "o" / "model").exists()
 
 
 def test_model_and_input_errors(cs_model, tmp_path, capsys):
     expect_error(capsys, "model not found", "eval", "--model", tmp_path / "nothing")
-    expect_error(capsys, f"has no {MODEL_FILE}", "eval", "--model", tmp_path)
+    expect_error(capsys, "holds no saved network", "eval", "--model", tmp_path)
     (tmp_path / "fake.safetensors").write_bytes(b"12345678not a model")
     expect_error(capsys, "not a lorun model file", "eval", "--model", tmp_path / "fake.safetensors")
     from safetensors.torch import save_file
@@ -223,7 +256,7 @@ def test_demo_quick(tmp_path, capsys, images):
     assert code == 0
     assert "A^T y" in out and "Block-1" in out and "LoRun-2" in out and "Block-2 equivalent" in out
     assert "pretrained zoo" in out and all(f"cs-{r}" in out for r in ("0.01", "0.04", "0.10", "0.25", "0.50"))
-    for name in ("zoo.png", "demo.png", "stages.png", "lora_updates.png", MODEL_FILE):
+    for name in ("zoo.png", "demo.png", "stages.png", "lora_updates.png", f"model/{NETWORK_CONFIG}"):
         assert (tmp_path / "demo" / name).is_file()
     assert run(capsys, "eval", "--model", tmp_path / "demo")[0] == 0
     code, out, _ = run(capsys, "demo", "--steps", "2", "--K", "2", "--data", images, "--out", tmp_path / "d2", "--no-progress")
@@ -267,15 +300,15 @@ def test_rerunning_train_resumes_only_with_the_recorded_settings(tmp_path, capsy
     out = tmp_path / "run"
     base = ["train", "--block", "8", "--out", out, *TINY]
     assert run(capsys, *base)[0] == 0
-    recorded = (out / "config.json").read_text()
+    recorded = (out / "checkpoints" / "settings.json").read_text()
     code, _, err = run(capsys, *base, "--lr", "0.5", "--noise-sigma", "0.1")
     assert code == 2 and "training.lr: recorded 0.001, now 0.5" in err and "training.noise_sigma" in err and "--fresh" in err
     code, _, err = run(capsys, *base, "--ratio", "0.1")
     assert code == 2 and "operator.ratio: recorded 0.25, now 0.1" in err and "--fresh" in err
-    assert (out / "config.json").read_text() == recorded  # nothing false was recorded
+    assert (out / "checkpoints" / "settings.json").read_text() == recorded  # nothing false was recorded
     assert run(capsys, *base)[0] == 0  # the same settings resume
     assert run(capsys, *base, "--lr", "0.5", "--fresh")[0] == 0
-    assert json.loads((out / "config.json").read_text())["training"]["lr"] == 0.5
+    assert json.loads((out / "checkpoints" / "settings.json").read_text())["training"]["lr"] == 0.5
 
 
 def test_checkpoints_without_recorded_settings_are_not_resumed(tmp_path, capsys):

@@ -27,7 +27,7 @@ import torch
 from huggingface_hub.errors import HfHubHTTPError
 
 import lorun_peft
-from lorun_peft import bundle, hub
+from lorun_peft import catalog, hub, publish, reading, saving, schema
 from lorun_peft.cli import add_bundle_commands
 from lorun_peft.commands import run_bundle_command
 from lorun_peft.denoisers import UNet
@@ -35,10 +35,10 @@ from lorun_peft.errors import CorruptFileError, HubError, InvalidArgumentError
 from lorun_peft.operators import BlockCS
 from lorun_peft.unfold import UnfoldedNetwork, unfold
 
-
 # the HTTP library huggingface_hub is built on (httpx2 in huggingface_hub 2.x, httpx before)
 http = sys.modules[HfHubHTTPError.__mro__[1].__module__.split(".")[0]]
 REPO = "lorun/cs-tasks"
+NETWORK_REPO = "lorun/networks"
 TOKEN = "hf_SecretTokenValue1234567890"
 
 
@@ -80,7 +80,7 @@ def server(tmp_path_factory):
     base = UNet(1, width=4, depth=1)
     local = root / "local"  # the same bundles, kept locally to compare against
     nets = {"v1": make_net(base, 0.10, 1), "main": make_net(base, 0.10, 2), "dev": make_net(base, 0.10, 3)}
-    bundle.save_base(base, repo / "base")
+    saving.save_base(base, repo / "base")
     make_net(base, 0.25, 4).save_adapters(repo / "cs-0.25")
     nets["v1"].save_adapters(repo / "cs-0.10", metrics={"psnr": 30.5})
     _git(repo, "add", "-A")
@@ -95,6 +95,15 @@ def server(tmp_path_factory):
     _git(repo, "commit", "-q", "-am", "main")
     for name, net in nets.items():
         net.save_adapters(local / name)
+    # a second repo with whole networks, as save_pretrained writes them
+    networks = {"block1": unfold(base, BlockCS(0.25, block=8, seed=5), K=2, share="base").eval(), "lorun": nets["main"]}
+    net_repo = root / "mirrors" / "models" / NETWORK_REPO
+    net_repo.mkdir(parents=True)
+    _git(net_repo, "init", "-q", "-b", "main")
+    for name, net in networks.items():
+        net.save_pretrained(net_repo / name)
+    _git(net_repo, "add", "-A")
+    _git(net_repo, "commit", "-q", "-m", "networks")
 
     port = _free_port()
     (root / "olah.toml").write_text(
@@ -118,7 +127,7 @@ def server(tmp_path_factory):
                 tail = (root / "olah.log").read_text(errors="replace")[-1500:]
                 pytest.skip(f"olah did not start on {endpoint} within 30 s (exit code {proc.poll()}): {tail}")
             time.sleep(0.25)
-        yield SimpleNamespace(endpoint=endpoint, local=local, v1_commit=v1_commit, base=base)
+        yield SimpleNamespace(endpoint=endpoint, local=local, v1_commit=v1_commit, base=base, networks=networks)
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGTERM)
@@ -154,7 +163,7 @@ def test_load_adapters_from_the_hub_at_branch_tag_and_commit(server, opts, revis
 
 
 def test_only_the_wanted_bundle_is_downloaded(server, opts):
-    bundle.read_bundle(REPO, subfolder="cs-0.10", **opts)
+    reading.read_bundle(REPO, subfolder="cs-0.10", **opts)
     files = sorted(p.relative_to(Path(opts["cache_dir"])).parts[3:] for p in Path(opts["cache_dir"]).rglob("*") if p.is_file() and "snapshots" in p.parts)
     assert files and all(parts[0] == "cs-0.10" for parts in files), files
 
@@ -166,22 +175,22 @@ def test_load_base_and_bundle_from_the_hub(server, opts):
 
 def test_endpoint_from_the_environment_at_call_time(server, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-    loaded = bundle.read_bundle(REPO, subfolder="cs-0.25", cache_dir=str(tmp_path / "cache"))
+    loaded = reading.read_bundle(REPO, subfolder="cs-0.25", cache_dir=str(tmp_path / "cache"))
     assert loaded.config["operator"]["ratio"] == 0.25
 
 
 def test_list_bundles_on_the_hub(server, opts):
-    infos = {info.name: info for info in bundle.list_bundles(REPO, **opts)}
+    infos = {info.name: info for info in catalog.list_bundles(REPO, **opts)}
     assert set(infos) == {"cs-0.10", "cs-0.25"}
     assert infos["cs-0.10"].config["metrics"] == {}  # main's cs-0.10 was saved without metrics
-    at_v1 = {info.name: info for info in bundle.list_bundles(REPO, revision="v1", **opts)}
+    at_v1 = {info.name: info for info in catalog.list_bundles(REPO, revision="v1", **opts)}
     assert at_v1["cs-0.10"].config["metrics"] == {"psnr": 30.5}
 
 
 @pytest.mark.parametrize("how", ["environment", "huggingface_hub constants"])
 def test_offline_with_a_filled_cache(server, opts, monkeypatch, how):
-    bundle.read_bundle(REPO, subfolder="cs-0.10", revision="dev", **opts)  # fills the cache
-    bundle.read_bundle(REPO, subfolder="cs-0.10", **opts)
+    reading.read_bundle(REPO, subfolder="cs-0.10", revision="dev", **opts)  # fills the cache
+    reading.read_bundle(REPO, subfolder="cs-0.10", **opts)
     dead = {**opts, "endpoint": f"http://127.0.0.1:{_free_port()}"}  # nothing listens: no request may succeed
     if how == "environment":
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -192,13 +201,13 @@ def test_offline_with_a_filled_cache(server, opts, monkeypatch, how):
         net.load_adapters(REPO, subfolder="cs-0.10", revision=revision, **dead)
         assert torch.equal(restore(net), local_output(server, name))
     with pytest.raises(HubError, match="not in the local cache"):
-        bundle.read_bundle(REPO, subfolder="cs-0.25", **dead)  # never downloaded
+        reading.read_bundle(REPO, subfolder="cs-0.25", **dead)  # never downloaded
 
 
 def test_offline_with_an_empty_cache_is_a_hub_error(server, opts, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(HubError) as caught:
-        bundle.read_bundle(REPO, subfolder="cs-0.10", revision="v1", **opts)
+        reading.read_bundle(REPO, subfolder="cs-0.10", revision="v1", **opts)
     message = str(caught.value)
     assert "local cache" in message and REPO in message and "'v1'" in message and "cs-0.10/lorun_config.json" in message
 
@@ -224,7 +233,29 @@ def test_hub_failures_name_repo_revision_and_file(server, opts, repo, subfolder,
 
 def test_subfolders_from_the_caller_cannot_escape(server, opts):
     with pytest.raises(InvalidArgumentError, match="subfolder"):
-        bundle.read_bundle(REPO, subfolder="../../../etc", **opts)
+        reading.read_bundle(REPO, subfolder="../../../etc", **opts)
+
+
+@pytest.mark.parametrize("name", ["block1", "lorun"])
+def test_from_pretrained_from_the_hub(server, opts, name):
+    net = UnfoldedNetwork.from_pretrained(NETWORK_REPO, subfolder=name, **opts)
+    assert net.share == server.networks[name].share
+    assert torch.equal(restore(net), restore(server.networks[name]))
+
+
+def test_the_command_line_takes_hub_ids(server, tmp_path, capsys, monkeypatch):
+    from lorun_peft.cli import main
+
+    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    assert main(["eval", "--model", NETWORK_REPO, "--subfolder", "block1"]) == 0
+    assert "synthetic_0" in capsys.readouterr().out
+    # a bundle in a repo, with the repo's own base/ found, at a tag
+    assert main(["eval", "--model", REPO, "--subfolder", "cs-0.10", "--revision", "v1"]) == 0
+    out = capsys.readouterr().out
+    assert "mean" in out
+    assert main(["eval", "--model", REPO, "--subfolder", "nothing-here"]) == 2
+    assert "nothing-here" in capsys.readouterr().err
 
 
 def test_pull_and_inspect_commands(server, opts, tmp_path, capsys, monkeypatch):
@@ -297,7 +328,7 @@ def test_push_adapters_hands_exactly_one_bundle_to_hfapi(fake_api, small_net):
     assert calls["create_branch"] == {"repo_id": REPO, "branch": "exp", "exist_ok": True, "repo_type": "model"}
     upload = calls["upload_folder"]
     assert upload["repo_id"] == REPO and upload["path_in_repo"] == "cs-ratio-0.10" and upload["revision"] == "exp"
-    assert upload["allow_patterns"] == list(bundle.BUNDLE_PATTERNS) and upload["delete_patterns"] == ["stage_*/*"]
+    assert upload["allow_patterns"] == list(schema.BUNDLE_PATTERNS) and upload["delete_patterns"] == ["stage_*/*"]
     assert upload["files"] == [
         "README.md", "lorun_config.json", "stage_0/adapter_config.json", "stage_0/adapter_model.safetensors",
         "stage_1/adapter_config.json", "stage_1/adapter_model.safetensors", "unfolding.safetensors",
@@ -305,6 +336,28 @@ def test_push_adapters_hands_exactly_one_bundle_to_hfapi(fake_api, small_net):
     assert not upload["token_in_files"] and "K=2" in upload["commit_message"]
     assert not Path(upload["folder_path"]).exists(), "the temporary folder is removed after the push"
     assert calls["create_tag"] == {"repo_id": REPO, "tag": "v2", "revision": "c0ffee" * 6 + "abcd", "repo_type": "model"}
+
+
+def test_push_to_hub_hands_one_saved_network_to_hfapi(fake_api, small_net):
+    small_net.push_to_hub(REPO, path_in_repo="cs-net", token=TOKEN)
+    upload = dict(fake_api.calls)["upload_folder"]
+    assert upload["path_in_repo"] == "cs-net"
+    assert "unfold_config.json" in upload["files"] and "bundle/lorun_config.json" in upload["files"]
+    assert "base/model.safetensors" in upload["files"] and not upload["token_in_files"]
+    block1 = unfold(UNet(1, width=4, depth=1), BlockCS(0.25, block=8), K=2, share="base")
+    block1.push_to_hub(REPO)
+    uploads = [call for name, call in fake_api.calls if name == "upload_folder"]
+    assert "network.safetensors" in uploads[-1]["files"] and "base/model.safetensors" not in uploads[-1]["files"]
+
+
+def test_push_folder_takes_a_saved_network(fake_api, small_net, tmp_path):
+    folder = small_net.save_pretrained(tmp_path / "net")
+    publish.push_folder(folder, REPO, path_in_repo="net")
+    upload = dict(fake_api.calls)["upload_folder"]
+    assert "unfold_config.json" in upload["files"] and "bundle/stage_0/adapter_model.safetensors" in upload["files"]
+    shutil.rmtree(folder / "bundle")
+    with pytest.raises(CorruptFileError, match="incomplete"):
+        publish.push_folder(folder, REPO)
 
 
 def test_push_base_and_push_folder(fake_api, small_net, tmp_path):
@@ -326,12 +379,12 @@ def test_push_folder_refuses_an_edited_base(fake_api, small_net, tmp_path):
     from safetensors.torch import load_file, save_file
 
     folder = small_net.save_base(tmp_path / "base")
-    weights = load_file(folder / bundle.BASE_WEIGHTS_NAME)
+    weights = load_file(folder / schema.BASE_WEIGHTS_NAME)
     name = next(iter(weights))
     weights[name] = weights[name] + 1
-    save_file(weights, folder / bundle.BASE_WEIGHTS_NAME)
+    save_file(weights, folder / schema.BASE_WEIGHTS_NAME)
     with pytest.raises(CorruptFileError, match="does not match the fingerprint"):
-        bundle.push_folder(folder, REPO)
+        publish.push_folder(folder, REPO)
     assert "upload_folder" not in dict(fake_api.calls)
 
 
@@ -357,3 +410,63 @@ def test_push_refuses_bad_names_and_offline_mode(fake_api, small_net, monkeypatc
     with pytest.raises(HubError, match="HF_HUB_OFFLINE"):
         small_net.push_adapters(REPO)
     assert [name for name, _ in fake_api.calls] == []
+
+
+# ---- huggingface_hub's keyword options: checked against its own signatures -----------------------
+DOWNLOADS = {
+    "read_bundle": lambda net, **kw: reading.read_bundle(REPO, subfolder="cs-0.10", **kw),
+    "load_adapters": lambda net, **kw: net.load_adapters(REPO, subfolder="cs-0.10", **kw),
+    "load_base": lambda net, **kw: reading.load_base(REPO, subfolder="base", **kw),
+    "list_bundles": lambda net, **kw: catalog.list_bundles(REPO, **kw),
+    "inspect": lambda net, **kw: catalog.inspect(REPO, **kw),
+    "pull": lambda net, **kw: publish.pull(REPO, subfolder="cs-0.10", **kw),
+    "lorun_peft.load": lambda net, **kw: lorun_peft.load(REPO, REPO, subfolder="cs-0.10", **kw),
+    "hub.download": lambda net, **kw: hub.download(REPO, ["*.json"], **kw),
+}
+UPLOADS = {
+    "push_adapters": lambda net, **kw: net.push_adapters(REPO, **kw),
+    "push_base": lambda net, **kw: net.push_base(REPO, **kw),
+    "push_folder": lambda net, **kw: publish.push_folder("no-such-folder", REPO, **kw),
+    "hub.upload": lambda net, **kw: hub.upload("no-such-folder", REPO, **kw),
+}
+
+
+@pytest.mark.parametrize(
+    ("call", "option"),
+    [(name, "tokn") for name in DOWNLOADS]  # a misspelling
+    + [("read_bundle", "local_dir"), ("pull", "allow_patterns"), ("load_base", "repo_type")],  # set by lorun_peft
+)
+def test_an_unknown_download_option_is_named_with_the_accepted_ones(fake_api, small_net, call, option):
+    with pytest.raises(InvalidArgumentError) as caught:
+        DOWNLOADS[call](small_net, **{option: "x"})
+    message = str(caught.value)
+    assert f"unknown Hub download option {option!r}" in message
+    assert "token" in message and "cache_dir" in message and "endpoint" in message and "local_files_only" in message
+    assert "local_dir" not in message.split("accepted:")[1] and "allow_patterns" not in message.split("accepted:")[1]
+    assert fake_api.calls == []
+
+
+@pytest.mark.parametrize(
+    ("call", "option"),
+    [(name, "privat") for name in UPLOADS] + [("push_adapters", "cache_dir"), ("push_base", "delete_patterns"), ("push_folder", "space_sdk")],
+)
+def test_an_unknown_upload_option_is_named_with_the_accepted_ones(fake_api, small_net, call, option):
+    with pytest.raises(InvalidArgumentError) as caught:
+        UPLOADS[call](small_net, **{option: True})
+    message = str(caught.value)
+    assert f"unknown Hub upload option {option!r}" in message
+    assert "token" in message and "private" in message and "endpoint" in message and "create_pr" in message
+    assert fake_api.calls == []
+
+
+def test_accepted_options_follow_huggingface_hubs_signatures(fake_api, small_net):
+    import inspect
+
+    import huggingface_hub
+
+    assert set(hub.download_options()) <= set(inspect.signature(huggingface_hub.snapshot_download).parameters)
+    upload_folder = set(inspect.signature(huggingface_hub.HfApi.upload_folder).parameters)
+    assert "commit_description" in hub.upload_options() and "commit_description" in upload_folder
+    small_net.push_adapters(REPO, commit_description="trained on Set11", private=False)
+    calls = dict(fake_api.calls)
+    assert calls["upload_folder"]["commit_description"] == "trained on Set11" and calls["create_repo"]["private"] is False
