@@ -175,7 +175,8 @@ def add_bundle_commands(subparsers: Any) -> None:
     ('pull', 'cs-0.10')
     """
     p = subparsers.add_parser("push", help="upload a saved task bundle or base folder to the Hugging Face Hub")
-    p.add_argument("folder", type=Path, help="a folder written by net.save_adapters() or net.save_base()")
+    p.add_argument("folder", type=Path, help="a folder written by net.save_adapters(), net.save_base() or net.save_pretrained(), "
+                                             "a `lorun train --out` folder, or the zoo folder")
     p.add_argument("repo_id", help="Hub repo, e.g. user/lorun-cs (created if missing)")
     p.add_argument("--path-in-repo", default=None, help="folder inside the repo (default: the repo root)")
     p.add_argument("--revision", default=None, help="branch to commit to (created if missing; default main)")

@@ -48,6 +48,7 @@ from .tasks import (
 from .train import fit_operator
 from .config import UnfoldConfig
 from .models import describe, load_network, run_model_folder
+from .networks import NETWORK_CONFIG
 from .unfold import UnfoldedNetwork, unfold
 
 __all__ = ["run", "load_model", "network_config", "build_network", "run_bundle_command", "is_bundle_command"]
@@ -361,6 +362,8 @@ COMMANDS = {"train": cmd_train, "eval": cmd_eval, "restore": cmd_restore, "inspe
 
 def run(args: argparse.Namespace) -> None:
     """Run the parsed command ``args``; raises LorunError subclasses (and FileNotFoundError) on failure."""
+    if args.command == "push" and (run_model_folder(args.folder) / NETWORK_CONFIG).is_file():
+        args.folder = run_model_folder(args.folder)  # a `lorun train --out` folder: push its network
     if args.command == "push" and zoo.is_zoo(args.folder):  # the whole zoo folder, unchanged
         what = zoo.push(args.repo_id, args.folder, path_in_repo=args.path_in_repo, revision=args.revision, tag=args.tag,
                         private=args.private, commit_message=args.message, endpoint=args.endpoint)

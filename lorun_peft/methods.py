@@ -2,6 +2,10 @@
 ``net.load_adapters(...)``, ``UnfoldedNetwork.from_bundle(...)``, ...), a mixin base class whose
 methods call the module functions of the same names with the network as first argument.
 
+The persistence and Hub modules are imported inside the methods, when first used, so building a
+network (``lorun_peft.unfold``) loads none of them; they import nothing of this module, so no
+import cycle is hidden there.
+
 >>> from lorun_peft.unfold import UnfoldedNetwork
 >>> issubclass(UnfoldedNetwork, BundleMethods)
 True
@@ -16,13 +20,14 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from . import hub, networks, publish, saving, swap
+from typing import TYPE_CHECKING
+
 from .config import UnfoldConfig
 from .errors import IncompatibleBundleError, InvalidArgumentError
 from .fingerprint import Network, fingerprint, live_fingerprint
-from .operators import operator_from_config
-from .reading import load_base, read_bundle
-from .schema import Bundle
+
+if TYPE_CHECKING:
+    from .schema import Bundle
 
 __all__ = ["BundleMethods"]
 
@@ -39,16 +44,19 @@ class BundleMethods(Network):
         storage_dtype: str | None = None,
     ) -> Path:
         """Save this task (adapters, steps, operator) as a bundle folder; see :func:`lorun_peft.saving.save_adapters`."""
+        from . import saving
         return saving.save_adapters(self, path, metrics=metrics, base_model=base_model, storage_dtype=storage_dtype)
 
     def load_adapters(
         self, bundle: Bundle | str | os.PathLike, *, subfolder: str | None = None, revision: str | None = None, **hub_kwargs: Any,
     ) -> BundleMethods:
         """Swap a task bundle into this live network, atomically; see :func:`lorun_peft.swap.load_adapters`."""
+        from . import swap
         return swap.load_adapters(self, bundle, subfolder=subfolder, revision=revision, **hub_kwargs)
 
     def save_base(self, path: str | os.PathLike, *, storage_dtype: str | None = None) -> Path:
         """Save the plain shared base denoiser; see :func:`lorun_peft.saving.save_base`."""
+        from . import saving
         return saving.save_base(self, path, storage_dtype=storage_dtype)
 
     def push_adapters(
@@ -57,6 +65,7 @@ class BundleMethods(Network):
         **hub_kwargs: Any,
     ) -> Any:
         """Upload this task's bundle to the Hub; see :func:`lorun_peft.publish.push_adapters`."""
+        from . import publish
         return publish.push_adapters(
             self, repo_id, path_in_repo=path_in_repo, revision=revision, tag=tag, commit_message=commit_message,
             metrics=metrics, base_model=base_model, **hub_kwargs,
@@ -67,6 +76,7 @@ class BundleMethods(Network):
         commit_message: str | None = None, **hub_kwargs: Any,
     ) -> Any:
         """Upload the plain base to the Hub; see :func:`lorun_peft.publish.push_base`."""
+        from . import publish
         return publish.push_base(
             self, repo_id, path_in_repo=path_in_repo, revision=revision, tag=tag, commit_message=commit_message, **hub_kwargs,
         )
@@ -74,6 +84,7 @@ class BundleMethods(Network):
     def save_pretrained(self, path: str | os.PathLike, *, storage_dtype: str | None = None,
                         metrics: Mapping[str, Any] | None = None) -> Path:
         """Save the whole network (any share mode) into a folder; see :mod:`lorun_peft.networks`."""
+        from . import networks
         return networks.save_pretrained(self, path, storage_dtype=storage_dtype, metrics=metrics)
 
     @classmethod
@@ -81,17 +92,20 @@ class BundleMethods(Network):
                         denoiser: nn.Module | type | None = None, **hub_kwargs: Any) -> BundleMethods:
         """A network saved by ``save_pretrained`` (folder or Hub repo), in eval mode; ``denoiser``: an
         instance or class of your own denoiser (built-in ones rebuild by themselves). See :mod:`lorun_peft.networks`."""
+        from . import networks
         return networks.read_pretrained(cls, source, subfolder=subfolder, revision=revision, denoiser=denoiser, **hub_kwargs)
 
     def push_to_hub(self, repo_id: str, *, path_in_repo: str | None = None, revision: str | None = None,
                     tag: str | None = None, commit_message: str | None = None, storage_dtype: str | None = None,
                     **hub_kwargs: Any) -> Any:
         """Upload the whole network as ``save_pretrained`` writes it; see :func:`lorun_peft.networks.push_to_hub`."""
+        from . import networks
         return networks.push_to_hub(self, repo_id, path_in_repo=path_in_repo, revision=revision, tag=tag,
                                     commit_message=commit_message, storage_dtype=storage_dtype, **hub_kwargs)
 
     def unfold_config(self) -> UnfoldConfig:
         """``net.config`` with the operator's config and the base denoiser's spec filled in (what is saved)."""
+        from . import networks
         return networks.unfold_config(self)
 
     def base_fingerprint(self) -> str:
@@ -118,6 +132,10 @@ class BundleMethods(Network):
         ``bundle``: a folder, Hub repo (+ ``subfolder``, ``revision``) or :class:`~lorun_peft.schema.Bundle`.
         The base must have the fingerprint the bundle was trained on.
         """
+        from . import hub, swap
+        from .operators import operator_from_config
+        from .reading import load_base, read_bundle
+        from .schema import Bundle
         options = hub.check_options(hub_kwargs, "download")
         if not isinstance(bundle, Bundle):
             bundle = read_bundle(bundle, subfolder=subfolder, revision=revision, **options)

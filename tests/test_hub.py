@@ -358,6 +358,12 @@ def test_push_folder_takes_a_saved_network(fake_api, small_net, tmp_path):
     shutil.rmtree(folder / "bundle")
     with pytest.raises(CorruptFileError, match="incomplete"):
         publish.push_folder(folder, REPO)
+    from lorun_peft.cli import main
+
+    small_net.save_pretrained(tmp_path / "run" / "model")  # what `lorun train --out run` writes
+    assert main(["push", str(tmp_path / "run"), REPO, "--path-in-repo", "run"]) == 0
+    uploads = [call for name, call in fake_api.calls if name == "upload_folder"]
+    assert uploads[-1]["path_in_repo"] == "run" and "unfold_config.json" in uploads[-1]["files"]
 
 
 def test_push_base_and_push_folder(fake_api, small_net, tmp_path):

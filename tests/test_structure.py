@@ -93,3 +93,16 @@ def test_no_module_is_over_500_lines():
     assert not too_long, f"modules over {MAX_LINES} lines (split them by job): {too_long}"
     assert set(OVERSIZED) <= set(MODULES), "an exempted module no longer exists: drop it from OVERSIZED"
 
+
+
+def test_building_a_network_loads_no_persistence_or_hub_code():
+    """``lorun_peft.unfold`` imports the file and Hub modules only when a save/load method runs."""
+    import subprocess
+    import sys
+
+    code = "import sys, lorun_peft.unfold; print(sorted(m for m in sys.modules if m.startswith('lorun_peft')))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
+    persistence = ("saving", "reading", "swap", "publish", "networks", "hub", "files", "cards", "catalog", "schema", "io")
+    assert not [m for m in persistence if f"'lorun_peft.{m}'" in loaded], loaded
+    graph = imports("lorun_peft.methods")
+    assert {"lorun_peft.networks", "lorun_peft.swap"} <= graph  # imported inside the methods, and walked for cycles
