@@ -57,11 +57,11 @@ class UnfoldConfig:
         if isinstance(self.K, bool) or not isinstance(self.K, int) or self.K < 1:
             raise InvalidArgumentError(f"K (the number of stages) must be an int >= 1, got {self.K!r}")
         check_gamma(self.gamma)
-        if self.algorithm not in STEPS:
+        if not isinstance(self.algorithm, str) or self.algorithm not in STEPS:
             raise InvalidArgumentError(f"algorithm must be one of {sorted(STEPS)}, got {self.algorithm!r}")
-        if self.share not in SHARE_MODES:
+        if not isinstance(self.share, str) or self.share not in SHARE_MODES:
             raise InvalidArgumentError(f"share must be one of {list(SHARE_MODES)}, got {self.share!r}")
-        if self.adapter not in ADAPTER_KINDS:
+        if not isinstance(self.adapter, str) or self.adapter not in ADAPTER_KINDS:
             raise InvalidArgumentError(f"adapter must be one of {sorted(ADAPTER_KINDS)}, got {self.adapter!r}")
         for name in ("noise_level", "checkpoint"):
             if not isinstance(getattr(self, name), bool):
@@ -114,5 +114,5 @@ class UnfoldConfig:
             raise CorruptFileError(f"{where}: unknown settings {unknown[:5]} (edited file, or written by a newer lorun_peft)")
         try:
             return cls(**data)
-        except InvalidArgumentError as err:
+        except (InvalidArgumentError, TypeError, ValueError) as err:
             raise CorruptFileError(f"{where}: {err}") from None

@@ -41,6 +41,7 @@ from .schema import (
     CONFIG_NAME,
     FORMAT,
     FORMAT_VERSION,
+    UNFOLD_KEYS,
     UNFOLDING_NAME,
     cast,
     library_version,
@@ -95,19 +96,13 @@ def _check_metrics(metrics: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def _bundle_config(net: Network, metrics: dict[str, Any]) -> dict[str, Any]:
     step = next(net.steps.parameters())
+    settings = net.config.to_dict()  # the network's settings, written by the one schema
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "library": "lorun_peft",
         "library_version": library_version(),
-        "K": net.K,
-        "algorithm": net.algorithm,
-        "gamma": net.gamma,
-        "share": net.share,
-        "adapter": net.adapter,
-        "noise_level": net.noise_level,
-        "target_modules": net.target_modules if isinstance(net.target_modules, (str, type(None))) else list(net.target_modules),
-        "adapter_options": json.loads(to_json(net.adapter_options, "adapter_options")),
+        **{key: settings[key] for key in UNFOLD_KEYS},
         "adapter_names": list(net.adapter_names),
         "ranks": {row.name: row.rank for row in net.rank_table().layers},
         "dtype": str(step.dtype).removeprefix("torch."),

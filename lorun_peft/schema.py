@@ -28,7 +28,7 @@ from typing import Any, Mapping
 import torch
 
 from .errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError
-from .steps import STEPS
+from .config import UnfoldConfig
 
 __all__ = [
     "Bundle", "FORMAT_VERSION", "CONFIG_NAME", "UNFOLDING_NAME", "CARD_NAME", "BASE_CONFIG_NAME", "BASE_WEIGHTS_NAME",
@@ -43,6 +43,8 @@ ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME = "adapter_config.json", "adapter_mode
 BUNDLE_PATTERNS = (CONFIG_NAME, UNFOLDING_NAME, CARD_NAME, f"stage_*/{ADAPTER_CONFIG_NAME}", f"stage_*/{ADAPTER_WEIGHTS_NAME}")
 BASE_PATTERNS = (BASE_CONFIG_NAME, BASE_WEIGHTS_NAME, CARD_NAME)
 STORAGE_DTYPES = ("float16", "bfloat16")
+# the keys of lorun_config.json that are UnfoldConfig fields (the rest describe the files)
+UNFOLD_KEYS = ("K", "algorithm", "gamma", "share", "adapter", "noise_level", "target_modules", "adapter_options")
 CONFIG_KEYS = {
     "format", "format_version", "library", "library_version", "K", "algorithm", "gamma", "share", "adapter",
     "noise_level", "target_modules", "adapter_options", "adapter_names", "ranks", "dtype", "operator", "denoiser",
@@ -91,12 +93,10 @@ def check_bundle_config(config: dict[str, Any], where: str) -> None:
     K = config.get("K")  # noqa: N806
     if not isinstance(K, int) or isinstance(K, bool) or K < 1:
         raise bad("K", "an int >= 1")
+    settings = {k: config[k] for k in UNFOLD_KEYS if k in config}
+    UnfoldConfig.from_dict(settings, where)  # the network's settings: checked by the one schema
     checks = {
-        "algorithm": (lambda v: isinstance(v, str) and v in STEPS, f"one of {sorted(STEPS)}"),
         "share": (lambda v: v == "lora", "'lora'"),
-        "adapter": (lambda v: isinstance(v, str), "a string"),
-        "noise_level": (lambda v: isinstance(v, bool), "true or false"),
-        "gamma": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
         "operator": (lambda v: isinstance(v, dict) and isinstance(v.get("type"), str), "an object with a 'type'"),
         "base_fingerprint": (lambda v: isinstance(v, str) and v.startswith("sha256:"), "'sha256:...'"),
         "adapter_names": (lambda v: v == [f"stage_{k}" for k in range(K)], f"['stage_0', ..., 'stage_{K - 1}']"),
