@@ -53,7 +53,7 @@ CS_RECIPE = {"steps": 1000, "batch_size": 4, "patch_size": 96, "lr": 1e-3, "bloc
              "learn_matrix": False, "learn_estimate": False}
 CS_RATIOS = (0.01, 0.04, 0.10, 0.25, 0.50)
 # SR on the luma channel with the same gray base: HQS (closed-form FFT prox), kernels of
-# lorun_peft.kernels.kernel_bank(): 0 isotropic (sigma 0.7 px), 4 anisotropic. Not yet trained.
+# lorun_peft.kernels.kernel_bank(): 0 isotropic (sigma 0.7 px), 4 anisotropic.
 SR_SETTINGS = {"sr-x2-k0": (2, 0), "sr-x2-k4": (2, 4), "sr-x4-k0": (4, 0), "sr-x4-k4": (4, 4)}
 SR_RECIPE = {"steps": 600, "batch_size": 4, "patch_size": 96, "lr": 1e-3, "gamma": 10.0, "mu": (0.05, 0.2, 1.0)}
 SHORT_STEPS = {0.01: 400, 0.04: 400, 0.50: 400}  # what the session's CPU time allowed; see RESULTS.md
@@ -250,7 +250,9 @@ tags:
 
 One shared base denoiser (`base/`: a noise-level-conditioned U-Net, {BASE}, pretrained as a
 Gaussian denoiser on Train400) and one LoRun-9 task bundle per folder (9 PEFT LoRA adapters, gamma
-10, PGD steps, the task's sampling matrix and linear initial estimate), all stored in float16. Each
+10, the stage steps and the task's operator state: PGD with the sampling matrix and its linear
+initial estimate for block CS `cs-R`; HQS with the blur kernel for super-resolution `sr-xS-kN`, scale S,
+kernel N of `lorun_peft.kernels.kernel_bank()`, on the luma channel), all stored in float16. Each
 bundle's `README.md` has its settings and figures; `SHA256SUMS` lists every file, and
 `lorun_peft.zoo.load` checks them before loading.
 
@@ -268,9 +270,10 @@ A^T y and the linear MMSE estimate computed in the same run on the same images):
 |---|---|---|---|---|---|---|---|
 """ + "\n".join(rows) + sr_table + """
 
-Trained by `python -m benchmarks.zoo train base|cs-R --data DATA` (Train400 images 1-390; 391-400
-validate; the test sets are never used to train or choose settings) and written here by
-`python -m benchmarks.zoo export cs-R --data DATA`. Licence of the training images: BSD (research use).
+Trained by `python -m benchmarks.zoo train base|cs-R|sr-xS-kN --data DATA` (Train400 images 1-390;
+391-400 validate; the test sets are never used to train or choose settings) and written here by
+`python -m benchmarks.zoo export TASK --data DATA`. The SR bundles run over the same base as the CS
+ones: one base serves every task (`lorun_peft.zoo.load("sr-x4-k4")`). Licence of the training images: BSD (research use).
 """
     (root / "README.md").write_text(text)
 

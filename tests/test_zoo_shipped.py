@@ -14,7 +14,9 @@ from lorun_peft.data import photographs
 from lorun_peft.metrics import psnr
 from lorun_peft.train import fit_operator
 
-NAMES = ["cs-0.01", "cs-0.04", "cs-0.10", "cs-0.25", "cs-0.50"]
+CS_NAMES = ["cs-0.01", "cs-0.04", "cs-0.10", "cs-0.25", "cs-0.50"]
+SR_NAMES = ["sr-x2-k0", "sr-x2-k4", "sr-x4-k0", "sr-x4-k4"]
+NAMES = CS_NAMES + SR_NAMES
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +24,7 @@ def camera() -> torch.Tensor:
     return photographs(["camera"], size=128)[0][None]
 
 
-def test_the_zoo_lists_every_cs_ratio() -> None:
+def test_the_zoo_lists_every_cs_ratio_and_sr_setting() -> None:
     assert zoo.list() == NAMES
 
 
@@ -57,10 +59,10 @@ def test_a_bundle_restores_a_photograph_without_a_block_grid(camera) -> None:
     assert block_grid_strength(restored) < 1.2 * truth  # ... the restoration does not
 
 
-def test_one_live_network_swaps_every_bundle(camera) -> None:
-    net = zoo.load(NAMES[0])
+def test_one_live_network_swaps_every_cs_bundle(camera) -> None:
+    net = zoo.load(CS_NAMES[0])
     scores = []
-    for name in NAMES:
+    for name in CS_NAMES:
         net.load_adapters(zoo.bundle_path(name))
         assert net.operator.ratio == float(name.removeprefix("cs-"))
         with torch.no_grad(), fit_operator(net.operator, camera.shape[-2:]):
@@ -98,3 +100,14 @@ def test_cli_plots_a_zoo_model_into_its_own_folder(tmp_path, monkeypatch, capsys
     monkeypatch.chdir(tmp_path)
     assert cli.main(["plot", "--model", "zoo:cs-0.50"]) == 0
     assert (tmp_path / "zoo-cs-0.50" / "stage_psnr.png").is_file()
+
+
+@pytest.mark.parametrize("name", SR_NAMES)
+def test_sr_bundles_share_the_base_and_beat_cubic_interpolation(name, camera) -> None:
+    net = zoo.load(name)
+    assert net.base_fingerprint() == zoo.load(CS_NAMES[0]).base_fingerprint()  # one base for every task
+    x = camera[..., : 128 - 128 % net.operator.scale, : 128 - 128 % net.operator.scale]
+    with torch.no_grad():
+        y = net.operator.A(x)
+        cubic, restored = net.operator.initial_estimate(y).clamp(0, 1), net(y).clamp(0, 1)
+    assert float(psnr(restored, x)) > float(psnr(cubic, x)) + 0.3
