@@ -413,3 +413,18 @@ def test_relative_error_helper_sanity() -> None:
     a, b = make_op(4, 8, 8, 2, seed=0), make_op(4, 8, 8, 2, seed=1)
     x = torch.randn(1, 4, 8, 8, dtype=torch.float64)
     assert relative_error(a.A(x), b.A(x)) > 1e-3
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_a_adjoint_and_prox(dtype):
+    from lorun_peft.operators import CASSI
+
+    g = torch.Generator().manual_seed(0)
+    op = CASSI(torch.rand(16, 16, generator=g), step=2, bands=4)
+    x = torch.rand(1, 4, 16, 16, generator=g)
+    reference = op.prox_l2(x, op.A(x), 0.5)
+    half = op.to(dtype)
+    y = half.A(x.to(dtype))
+    out = half.prox_l2(x.to(dtype), y, 0.5)
+    assert y.dtype == half.A_adjoint(y).dtype == out.dtype == dtype
+    assert (out.float() - reference).abs().max() < 0.02

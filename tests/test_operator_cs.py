@@ -330,3 +330,81 @@ def test_image_smaller_than_a_block() -> None:
         op.A(torch.rand(1, 1, 5, 12))
     with pytest.raises(InvalidArgumentError, match="image_size .* smaller than one 8 x 8 block"):
         op.image_size = (7, 30)
+
+
+# ---- prox_l2: Gram matrices factored once per version of Phi; half precision ---------------------
+def _prox_pair(size=(40, 56), ratio=0.3, per_sample=False):
+    torch.manual_seed(0)
+    op = BlockCS(ratio, block=16)
+    z = torch.rand(2, 1, *size)
+    y = op.A(torch.rand(2, 1, *size))
+    gamma = torch.tensor([0.3, 2.0]) if per_sample else 0.7
+    with torch.no_grad():
+        factored = op.prox_l2(z, y, gamma)  # Phi fixed here: the eigendecomposition path
+    solved = op.prox_l2(z, y, gamma)  # Phi trains (requires_grad, grad enabled): the LU path
+    return op, factored, solved
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+@pytest.mark.parametrize("size", [(32, 48), (40, 56)])  # whole blocks, and all four kinds of edge block
+def test_factored_prox_equals_the_solved_one(size, per_sample):
+    _, factored, solved = _prox_pair(size, per_sample=per_sample)
+    assert torch.allclose(factored, solved.detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_gram_factors_are_reused_until_phi_changes(monkeypatch):
+    op = BlockCS(0.25, block=8, learnable=False)
+    calls = []
+    original = op._grams
+    monkeypatch.setattr(op, "_grams", lambda kinds: calls.append(1) or original(kinds))
+    z, y = torch.rand(1, 1, 16, 16), op.A(torch.rand(1, 1, 16, 16))
+    first = op.prox_l2(z, y, 0.5)
+    op.prox_l2(z, y, 2.0)  # another gamma: the same factors
+    assert len(calls) == 1
+    with torch.no_grad():
+        op.phi.mul_(2.0)  # an in-place update, as an optimizer step makes
+    assert not torch.allclose(op.prox_l2(z, y, 0.5), first) and len(calls) == 2
+    op.load_state_dict({k: v.clone() for k, v in op.state_dict().items()})
+    op.prox_l2(z, y, 0.5)
+    assert len(calls) == 3
+
+
+def test_factored_prox_gradient_in_gamma_is_exact():
+    op = BlockCS(0.3, block=8, learnable=False).double()
+    z, y = torch.rand(1, 1, 16, 24, dtype=torch.float64), op.A(torch.rand(1, 1, 16, 24, dtype=torch.float64))
+    gamma = torch.tensor(0.8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda g: op.prox_l2(z, y, g), (gamma,))
+
+
+def test_learnable_phi_gets_exact_gradients_through_prox():
+    """Phi trains: prox_l2 differentiates through its Gram matrices (checked by central differences)."""
+    torch.manual_seed(0)
+    op = BlockCS(0.3, block=8).double()
+    z, y = torch.rand(1, 1, 16, 24, dtype=torch.float64), torch.rand(1, op.measurements, 2, 3, dtype=torch.float64)
+    loss = lambda: (op.prox_l2(z, y, 0.6) ** 2).sum()  # noqa: E731
+    loss().backward()
+    eps = 1e-6
+    for i, j in ((0, 0), (3, 17), (op.measurements - 1, 63)):
+        with torch.no_grad():
+            op.phi[i, j] += eps
+            up = loss().item()
+            op.phi[i, j] -= 2 * eps
+            down = loss().item()
+            op.phi[i, j] += eps
+        assert abs((up - down) / (2 * eps) - op.phi.grad[i, j].item()) < 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_a_adjoint_and_prox(dtype):
+    torch.manual_seed(0)
+    op = BlockCS(0.25, block=8)
+    x, z = torch.rand(2, 1, 16, 24), torch.rand(2, 1, 16, 24)
+    reference = op.prox_l2(z, op.A(x), 0.5).detach()
+    half = op.to(dtype)
+    y = half.A(x.to(dtype))
+    assert y.dtype == dtype and half.A_adjoint(y).dtype == dtype
+    for grad in (False, True):  # the factored path and the solved one
+        with torch.set_grad_enabled(grad):
+            out = half.prox_l2(z.to(dtype), y, 0.5)
+        assert out.dtype == dtype
+        assert (out.float() - reference).abs().max() < 0.05

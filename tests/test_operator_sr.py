@@ -271,3 +271,15 @@ def test_prox_bad_gamma_or_y_shape():
         op.prox_l2(z, torch.rand(2, 1, 4, 4), torch.ones(3))
     with pytest.raises(InvalidArgumentError, match="y must be shaped"):
         op.prox_l2(z, torch.rand(2, 1, 4, 5), 0.5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_a_adjoint_and_prox(dtype):
+    op = BlurDownsample(kernel_bank()[0], scale=2, channels=1)
+    x = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    reference = op.prox_l2(x, op.A(x), 0.5)
+    half = op.to(dtype)
+    y = half.A(x.to(dtype))
+    out = half.prox_l2(x.to(dtype), y, 0.5)
+    assert y.dtype == half.A_adjoint(y).dtype == out.dtype == dtype
+    assert (out.float() - reference).abs().max() < 0.02

@@ -286,8 +286,12 @@ class BlockCS(LinearOperator):
         u = u.view(n, self.channels, self.measurements, h, w)
         v = torch.empty_like(u)
         kinds = self._block_kinds(size)
-        for (rows, cols, _, _), gram in zip(kinds, self._grams(kinds)):
-            v[..., rows, cols] = _solve_blocks(gram, gamma, u[..., rows, cols])
+        if self.phi.requires_grad and torch.is_grad_enabled():  # Phi trains: its Gram matrices carry gradients
+            for (rows, cols, _, _), gram in zip(kinds, self._grams(kinds)):
+                v[..., rows, cols] = _solve_blocks(gram, gamma, u[..., rows, cols])
+        else:  # Phi is fixed here: its Gram matrices are factored once per version of Phi, for any gamma
+            for (rows, cols, _, _), (values, vectors) in zip(kinds, self._factored_grams(kinds)):
+                v[..., rows, cols] = _solve_factored(values, vectors, gamma, u[..., rows, cols])
         return r - g_img * self._spread(v.view(n, -1, h, w), size)
 
     # ------------------------------------------------------------------------------ helpers
@@ -343,6 +347,20 @@ class BlockCS(LinearOperator):
             grams.append(full - below @ below.T - right @ right.T)
         return grams
 
+    def _factored_grams(self, kinds: list[tuple[slice, slice, int, int]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Eigendecompositions G = V diag(lambda) V^T of :meth:`_grams` (in at least float32), kept
+        until Phi changes: the same Parameter object with the same version counter (bumped by every
+        in-place update, an optimizer step and load_state_dict included), storage, dtype, device and
+        block kinds."""
+        key = (self.phi._version, self.phi.data_ptr(), self.phi.dtype, self.phi.device, [k[2:] for k in kinds])
+        cached = getattr(self, "_gram_factors", None)  # (the Phi it was made from, key, factors)
+        if cached is not None and cached[0] is self.phi and cached[1] == key:
+            return cached[2]
+        with torch.no_grad():
+            factors = [torch.linalg.eigh(g.to(torch.promote_types(g.dtype, torch.float32))) for g in self._grams(kinds)]
+        self._gram_factors = (self.phi, key, factors)  # holding Phi keeps its storage from being reused
+        return factors
+
     def _check_image(self, x: torch.Tensor, name: str) -> None:
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != self.channels:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
@@ -397,14 +415,27 @@ class BlockCS(LinearOperator):
 def _solve_blocks(gram: torch.Tensor, gamma: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """Solve (I + gamma * gram) v = u for every block of u (N x C x m x h x w)."""
     n, c, m, h, w = u.shape
-    eye = torch.eye(m, dtype=gram.dtype, device=gram.device)
+    dtype = u.dtype
+    work = torch.promote_types(gram.dtype, torch.float32)  # LU has no half-precision kernels: solve in float32
+    gram, gamma, u = gram.to(work), gamma.to(work), u.to(work)
+    eye = torch.eye(m, dtype=work, device=gram.device)
     if gamma.dim() == 0:  # one m x m system, every block of every sample as a right-hand side
         rhs = u.permute(2, 0, 1, 3, 4).reshape(m, -1)
         v = torch.linalg.solve(eye + gamma * gram, rhs)
-        return v.reshape(m, n, c, h, w).permute(1, 2, 0, 3, 4)
+        return v.reshape(m, n, c, h, w).permute(1, 2, 0, 3, 4).to(dtype)
     rhs = u.permute(0, 2, 1, 3, 4).reshape(n, m, -1)  # one system per sample
     v = torch.linalg.solve(eye + gamma.view(n, 1, 1) * gram, rhs)
-    return v.reshape(n, m, c, h, w).permute(0, 2, 1, 3, 4)
+    return v.reshape(n, m, c, h, w).permute(0, 2, 1, 3, 4).to(dtype)
+
+
+def _solve_factored(values: torch.Tensor, vectors: torch.Tensor, gamma: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Solve (I + gamma * G) v = u for every block of u (N x C x m x h x w) with G = V diag(values) V^T:
+    v = V ((V^T u) / (1 + gamma * values)), in the factors' precision, returned in u's dtype."""
+    n, c, m, h, w = u.shape
+    work = vectors.dtype
+    coefficients = torch.einsum("ji,ncjhw->ncihw", vectors, u.to(work))
+    scale = 1 + gamma.to(work).reshape(-1, 1, 1, 1, 1) * values.view(1, 1, m, 1, 1)
+    return torch.einsum("ij,ncjhw->ncihw", vectors, coefficients / scale).to(u.dtype)
 
 
 def _init_matrix(kind: str, m: int, n: int, seed: int) -> torch.Tensor:
