@@ -3,7 +3,7 @@
     python -m benchmarks.zoo train base --data ../shared/data            # the shared base (first)
     python -m benchmarks.zoo train cs-0.25 --data ../shared/data         # one task per process
     python -m benchmarks.zoo export cs-0.25 --data ../shared/data        # test figures + the shipped folder
-    python -m benchmarks.zoo figure --data ../shared/data                # benchmarks/results/zoo_cs.png
+    python -m benchmarks.zoo figure --data ../shared/data                # benchmarks/results/zoo_cs.png, zoo_sr.png
     python -m benchmarks.zoo ablate fixed-1e-3 frozen-1e-3 --data ../shared/data   # recipe variants side by side
     python -m benchmarks.zoo list
 
@@ -340,6 +340,32 @@ def figure(data: Path, root: Path = ZOO, image: str = "barbara.tif", out: Path =
     return out
 
 
+@torch.no_grad()
+def sr_figure(data: Path, root: Path = ZOO, image: str = "butterfly_GT.bmp", out: Path = Path("benchmarks/results/zoo_sr.png")) -> Path:
+    """One Set5 image (luma) restored by every SR bundle of the zoo: rows are bundles, columns truth |
+    cubic interpolation | LoRun-9 (a 96 x 96 crop, enlarged twice)."""
+    from lorun_peft.metrics import psnr
+    from lorun_peft.plots import image_grid
+
+    names = [n for n in lorun_peft.zoo.list(root) if n.startswith("sr-")]
+    columns: list[list[torch.Tensor]] = [[], [], []]
+    for name in names:
+        net = lorun_peft.zoo.load(name, root)
+        scale = net.operator.scale
+        x = modcrop(rgb_to_y(lorun_peft.data.load_image(data / "set5" / image, 3)[None])[0], scale)[None]
+        y = net.operator.A(x)
+        outputs = [x, net.operator.initial_estimate(y).clamp(0, 1), net(y).clamp(0, 1)]
+        scores = [float(psnr(shave(o, scale), shave(x, scale))) for o in outputs[1:]]
+        print(f"{name}: cubic {scores[0]:.2f} dB, LoRun-9 {scores[1]:.2f} dB", flush=True)
+        top, left = x.shape[-2] // 2 - 48, x.shape[-1] // 2 - 48
+        for column, o in zip(columns, outputs):
+            column.append(o[0, :, top : top + 96, left : left + 96])
+    labels = ["truth", "cubic", "LoRun-9 (zoo)"]  # rows: the bundles in zoo.list() order
+    out.parent.mkdir(parents=True, exist_ok=True)
+    image_grid(out, columns, labels, scale=2)
+    return out
+
+
 TASKS = {
     "base": train_base,
     **{f"cs-{r:.2f}": (lambda r: lambda data, work, steps=None: train_cs(r, data, work, steps))(r) for r in CS_RATIOS},
@@ -368,7 +394,7 @@ def main(argv: list[str] | None = None) -> None:
     ab.add_argument("--work", type=Path, default=Path("runs/zoo"))
     ab.add_argument("--steps", type=int, default=80)
     ab.add_argument("--threads", type=int, default=1)
-    fig = sub.add_parser("figure", help="one Set11 image restored by every zoo bundle (benchmarks/results/zoo_cs.png)")
+    fig = sub.add_parser("figure", help="one Set11 image by every CS bundle, one Set5 image by every SR bundle (benchmarks/results/zoo_cs.png, zoo_sr.png)")
     fig.add_argument("--data", type=Path, required=True)
     fig.add_argument("--root", type=Path, default=ZOO)
     fig.add_argument("--threads", type=int, default=1)
@@ -380,6 +406,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     if args.command == "figure":
         print(figure(args.data, args.root))
+        print(sr_figure(args.data, args.root))
         return
     if args.command == "ablate":
         print(json.dumps(ablate(args.data, args.work, args.variants, args.steps), indent=1))
