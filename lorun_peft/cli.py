@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--adapter-lr", type=float, help="learning rate of the adapter phase (default --lr)")
     g.add_argument("--batch-size", type=int, default=8, help="per process (default 8)")
     g.add_argument("--noise-sigma", type=float, default=0.0, help="measurement noise std (default 0)")
+    g.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="the unfolded phases' forward pass under autocast (default fp32; weights stay float32)")
     g.add_argument("--val-every", type=int, default=0, help="validate every N steps (default: at the end of each phase)")
     g.add_argument("--checkpoint-every", type=int, default=100, help="checkpoint every N steps (default 100)")
     g.add_argument("--fresh", action="store_true", help="ignore checkpoints in --out and start over")

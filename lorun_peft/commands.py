@@ -148,7 +148,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     training = {
         "phases": list(phases), "steps": args.steps, "adapter_steps": args.adapter_steps or args.steps,
         "lr": args.lr, "adapter_lr": args.adapter_lr or args.lr, "batch_size": args.batch_size,
-        "noise_sigma": args.noise_sigma, "patch": args.patch, "seed": args.seed,
+        "noise_sigma": args.noise_sigma, "patch": args.patch, "seed": args.seed, "precision": args.precision,
         "data": str(args.data) if args.data else "built-in", "val": str(args.val) if args.val else None,
     }
     if args.base is not None:
@@ -168,6 +168,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         gamma=args.gamma, phases=phases, checkpoint_dir=args.out / "checkpoints", seed=args.seed,
         batch_size=args.batch_size, noise_sigma=args.noise_sigma, val_data=val, val_every=args.val_every,
         checkpoint_every=args.checkpoint_every, resume=not args.fresh, progress=not args.no_progress,
+        precision=args.precision,
     )
     if not is_main():
         return

@@ -102,7 +102,8 @@ def train_two_phase(
     already LoRun. An interrupted run resumes in the phase where it stopped. With ``test_data``
     each unfolded phase ends with ``evaluate`` (``keep_outputs``: keep the restored images).
     Other keyword arguments go to :func:`lorun_peft.train` (batch_size, noise_sigma, val_data,
-    val_every, checkpoint_every, resume, progress, accelerator, ...).
+    val_every, checkpoint_every, resume, progress, accelerator, precision, ...); the "denoiser"
+    phase takes batch_size, checkpoint_every, resume, progress and val_data of them (it runs in float32).
     """
     phases = tuple(phases)
     _check_phases(net, phases)

@@ -45,9 +45,10 @@ from .io import atomic_write
 from .metrics import psnr
 
 __all__ = ["train", "fit_operator", "restore", "image_list", "due", "Source", "save_checkpoint", "load_checkpoint", "TrainResult",
-           "CHECKPOINT_NAME"]
+           "CHECKPOINT_NAME", "PRECISIONS"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # the forward pass's autocast dtype
 
 Images = torch.Tensor | Sequence[torch.Tensor] | Dataset
 
@@ -87,6 +88,7 @@ def train(
     val_every: int = 0,
     clip_grad_norm: float | None = None,
     accelerator: Any = None,
+    precision: str = "fp32",
     desc: str = "train",
 ) -> TrainResult:
     """Train ``net`` on clean images ``data`` for ``steps`` steps.
@@ -101,7 +103,10 @@ def train(
     sizes the operator accepts) is restored every ``val_every`` steps and at the end; the mean
     PSNR goes to the progress bar and ``result.val_psnr``. ``accelerator``: an
     ``accelerate.Accelerator``, True (create one), False (never), or None (create one only when
-    launched by ``accelerate launch`` / torchrun).
+    launched by ``accelerate launch`` / torchrun). ``precision`` "bf16" or "fp16" runs the
+    network's forward pass under ``torch.autocast`` (fp16 with a gradient scaler, kept in the
+    checkpoint); weights, optimizer and loss stay float32. Under accelerate, its own mixed
+    precision applies instead (``accelerate launch --mixed_precision bf16``).
     """
     source = Source(data)
     _check_positive_int(steps, "steps")
@@ -116,10 +121,14 @@ def train(
         raise InvalidArgumentError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
     if clip_grad_norm is not None and not clip_grad_norm > 0:
         raise InvalidArgumentError(f"clip_grad_norm must be None or > 0, got {clip_grad_norm!r}")
+    if precision not in PRECISIONS:
+        raise InvalidArgumentError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
     val_images = image_list(val_data, "val_data") if val_data is not None else None
     accelerator, owned = _resolve_accelerator(accelerator)
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     main = rank == 0
+    if accelerator is not None and precision != "fp32":
+        raise InvalidArgumentError(f"precision={precision!r} with accelerate: set it with `accelerate launch --mixed_precision {precision}`")
 
     params = [p for p in net.parameters() if p.requires_grad]
     if not params:
@@ -133,11 +142,12 @@ def train(
         model, optimizer = accelerator.prepare(net, optimizer)
     reference = next(net.parameters())
     device, dtype = reference.device, reference.dtype
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     generator = torch.Generator().manual_seed(seed)
     result = TrainResult()
     path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
     if path is not None and resume and path.exists():
-        result = load_checkpoint(path, net, optimizer, scheduler, generator, accelerator, (batch_size, world))
+        result = load_checkpoint(path, net, optimizer, scheduler, generator, accelerator, (batch_size, world), scaler)
 
     start = time.perf_counter()
     model.train()
@@ -151,7 +161,9 @@ def train(
             if noise_sigma:
                 noise = torch.randn((batch_size * world, *y.shape[1:]), generator=generator, dtype=y.dtype)
                 y = y + noise_sigma * noise[rank * batch_size : (rank + 1) * batch_size].to(y.device)
-            loss = F.mse_loss(model(y).float(), x.float())
+            with torch.autocast(device.type, dtype=PRECISIONS[precision], enabled=precision != "fp32"):
+                restored = model(y)
+            loss = F.mse_loss(restored.float(), x.float())
         reported = accelerator.reduce(loss.detach(), reduction="mean") if world > 1 else loss.detach()
         if not torch.isfinite(reported):
             where = f"; the last good checkpoint is {result.checkpoint}" if result.checkpoint else ""
@@ -161,11 +173,20 @@ def train(
             accelerator.backward(loss)
             if clip_grad_norm:
                 accelerator.clip_grad_norm_(params, clip_grad_norm)
+        elif scaler is not None:  # fp16: scaled gradients, unscaled before clipping; steps with Inf/NaN skipped
+            scaler.scale(loss).backward()
+            if clip_grad_norm:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
         else:
             loss.backward()
             if clip_grad_norm:
                 torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
-        optimizer.step()
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
         scheduler.step()
         result.step += 1
         result.losses.append(reported.item())
@@ -180,7 +201,7 @@ def train(
         bar.update(1)
         if path is not None and due(result.step, steps, checkpoint_every):
             if main:
-                save_checkpoint(path, net, optimizer, scheduler, generator, result, accelerator, (batch_size, world))
+                save_checkpoint(path, net, optimizer, scheduler, generator, result, accelerator, (batch_size, world), scaler)
             if accelerator is not None:
                 accelerator.wait_for_everyone()
             result.checkpoint = path
@@ -325,7 +346,7 @@ def _validate(net: torch.nn.Module, images: list[torch.Tensor], noise_sigma: flo
     return sum(values) / len(values)
 
 
-def save_checkpoint(path: Path, net, optimizer, scheduler, generator, result: TrainResult, accelerator, layout) -> None:
+def save_checkpoint(path: Path, net, optimizer, scheduler, generator, result: TrainResult, accelerator, layout, scaler=None) -> None:
     """Write a resumable checkpoint atomically (weights, optimizer, scheduler, generator, history; tensors only)."""
     state = {
         "model": net.state_dict(),
@@ -340,14 +361,14 @@ def save_checkpoint(path: Path, net, optimizer, scheduler, generator, result: Tr
         "batch_size": layout[0],
         "processes": layout[1],
     }
-    scaler = getattr(accelerator, "scaler", None)
+    scaler = scaler or getattr(accelerator, "scaler", None)
     if scaler is not None:
         state["scaler"] = scaler.state_dict()
     with atomic_write(path) as f:
         torch.save(state, f)
 
 
-def load_checkpoint(path: Path, net, optimizer, scheduler, generator, accelerator=None, layout=None) -> TrainResult:
+def load_checkpoint(path: Path, net, optimizer, scheduler, generator, accelerator=None, layout=None, scaler=None) -> TrainResult:
     """Restore what :func:`save_checkpoint` wrote (``weights_only=True``), all or nothing; returns the history."""
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
@@ -381,7 +402,7 @@ def load_checkpoint(path: Path, net, optimizer, scheduler, generator, accelerato
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"])
-        scaler = getattr(accelerator, "scaler", None)
+        scaler = scaler or getattr(accelerator, "scaler", None)
         if scaler is not None and "scaler" in state:
             scaler.load_state_dict(state["scaler"])
         val = [(int(s), float(v)) for s, v in state.get("val_psnr", [])]

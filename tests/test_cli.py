@@ -193,6 +193,14 @@ def test_default_recipe_pretrains_the_denoiser_then_the_adapters(tmp_path, image
     assert load_model(tmp_path / "p")[1]["operator"]["linear_estimate"] is False
 
 
+def test_train_in_bfloat16(tmp_path, images, capsys):
+    code, _, _ = run(capsys, "train", "--block", "8", "--data", images, "--precision", "bf16", "--out", tmp_path / "b", *TINY)
+    assert code == 0
+    settings = json.loads((tmp_path / "b" / "checkpoints" / "settings.json").read_text())
+    assert settings["training"]["precision"] == "bf16"
+    assert all(p.dtype == torch.float32 for p in load_model(tmp_path / "b")[0].parameters())
+
+
 def test_adapters_over_the_zoo_base_swap_into_the_zoo(tmp_path, capsys):
     images, out = tmp_path / "gray", tmp_path / "new-ratio"
     images.mkdir()

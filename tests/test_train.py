@@ -92,3 +92,51 @@ def test_bad_data(images):
         lorun_peft.train(make_net(), torch.rand(8, 8), steps=1, progress=False)
     with pytest.raises(InvalidArgumentError, match="floating point"):
         lorun_peft.train(make_net(), torch.ones(2, 1, 8, 8, dtype=torch.uint8), steps=1, progress=False)
+
+
+# ---- mixed precision ------------------------------------------------------------------------------
+def half_net(algorithm: str):
+    from lorun_peft.denoisers import UNet
+    from lorun_peft.operators import BlockCS
+
+    torch.manual_seed(0)
+    return lorun_peft.unfold(UNet(1, width=4, depth=1), BlockCS(0.25, block=8), K=2, algorithm=algorithm, noise_level=True)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+@pytest.mark.parametrize("algorithm", ["pgd", "hqs"])
+def test_mixed_precision_trains_with_float32_weights(precision, algorithm):
+    net = half_net(algorithm)
+    before = [p.detach().clone() for p in net.parameters() if p.requires_grad]
+    data = torch.rand(8, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    result = lorun_peft.train(net, data, steps=3, batch_size=2, precision=precision, val_data=data[:2], progress=False)
+    assert all(torch.isfinite(torch.tensor(result.losses))) and result.val_psnr
+    after = [p for p in net.parameters() if p.requires_grad]
+    assert all(p.dtype == torch.float32 for p in after)
+    assert any(not torch.equal(a, b) for a, b in zip(before, after))
+
+
+def test_fp16_keeps_its_gradient_scaler_in_the_checkpoint_and_resumes_exactly(tmp_path):
+    data = torch.rand(8, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    options = dict(steps=4, batch_size=2, precision="fp16", progress=False, checkpoint_every=1)
+    straight = half_net("pgd")
+    lorun_peft.train(straight, data, checkpoint_dir=tmp_path / "a", **options)
+    assert "scaler" in torch.load(tmp_path / "a" / CHECKPOINT_NAME, weights_only=True)
+    interrupted = half_net("pgd")
+    handle = interrupt_after(interrupted, 2)
+    with pytest.raises(Interrupt):
+        lorun_peft.train(interrupted, data, checkpoint_dir=tmp_path / "b", **options)
+    handle.remove()
+    resumed = half_net("pgd")
+    lorun_peft.train(resumed, data, checkpoint_dir=tmp_path / "b", **options)
+    assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()))
+
+
+def test_precision_errors(images):
+    with pytest.raises(InvalidArgumentError, match=r"precision must be one of \['fp32', 'bf16', 'fp16'\]"):
+        lorun_peft.train(make_net(), images, steps=1, precision="int8", progress=False)
+    from types import SimpleNamespace
+
+    fake = SimpleNamespace(process_index=0, num_processes=1)
+    with pytest.raises(InvalidArgumentError, match="accelerate launch --mixed_precision bf16"):
+        lorun_peft.train(make_net(), images, steps=1, precision="bf16", accelerator=fake, progress=False)
