@@ -98,8 +98,9 @@ def train_two_phase(
     so a rerun builds the same ones) and phase "adapters" trains them for ``adapter_steps``
     (default ``steps``) at ``adapter_lr`` (default ``lr``). "denoiser" draws noise levels up to
     ``sigma_max``; when ``val_data`` is given it reports denoising PSNR at sigma 25/255 on it and
-    then sets the steps by ``choose_noise_schedule`` on it. ``phases`` may name one phase; "adapters" alone also accepts a network that is
-    already LoRun. An interrupted run resumes in the phase where it stopped. With ``test_data``
+    then sets the steps by ``choose_noise_schedule`` on it. ``phases`` may name one phase;
+    "adapters" alone also accepts a network that is already LoRun. An interrupted run resumes in
+    the phase where it stopped. With ``test_data``
     each unfolded phase ends with ``evaluate`` (``keep_outputs``: keep the restored images).
     Other keyword arguments go to :func:`lorun_peft.train` (batch_size, noise_sigma, val_data,
     val_every, checkpoint_every, resume, progress, accelerator, precision, ...); the "denoiser"
