@@ -140,9 +140,11 @@ def report(work: Path) -> dict:
         f = figures.get(name)
         return f"{f[prefix + 'psnr']:.2f} / {f[prefix + 'ssim']:.4f}" if f else "not run"
 
-    rows = ["| ratio | variant | Set11 PSNR / SSIM | BSD68 PSNR / SSIM | steps | CPU min |", "|---|---|---|---|---|---|"]
+    rows = ["| ratio | variant | Set11 PSNR / SSIM | BSD68 PSNR / SSIM | steps | training minutes |", "|---|---|---|---|---|---|"]
     for ratio, runs in sorted(results.items()):
-        first = next(iter(runs.values()))["figures"]
+        first: dict = {}  # the linear estimate's figures, from whichever run scored each test set
+        for r in runs.values():
+            first = {**r["figures"], **first}
         rows.append(f"| {ratio} | linear MMSE (same run) | {cell(first, 'set11', 'linear_')} | {cell(first, 'bsd68', 'linear_')} | 0 | 0 |")
         for variant in VARIANTS:
             if variant in runs:
@@ -156,17 +158,21 @@ def report(work: Path) -> dict:
             served.append(f"| {LABELS[variant]} | {sizes[0]['shared'] + sum(s['per_ratio'] for s in sizes):,} |")
     ratios = sorted(results)
     fig, axes = plt.subplots(1, len(ratios), figsize=(5 * len(ratios), 4), squeeze=False)
+    colours = dict(zip(VARIANTS, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     for ax, ratio in zip(axes[0], ratios):
-        for variant, r in results[ratio].items():
-            minutes = [t / 60 for _, t, _ in r["set11_curve"]]
-            ax.plot(minutes, [p for _, _, p in r["set11_curve"]], marker="o", label=LABELS[variant])
+        for variant in VARIANTS:
+            if variant in results[ratio]:
+                curve = results[ratio][variant]["set11_curve"]
+                ax.plot([t / 60 for _, t, _ in curve], [p for _, _, p in curve], marker="o", color=colours[variant],
+                        label=LABELS[variant])
         linear = next(iter(results[ratio].values()))["figures"]["set11"]["linear_psnr"]
-        ax.axhline(linear, color="gray", linestyle="--", label="linear MMSE")
-        ax.set(title=f"block CS, ratio {ratio}", xlabel="training time (CPU minutes, one thread)", ylabel="Set11 PSNR (dB)")
+        ax.axhline(linear, color="gray", linestyle="--", label="linear MMSE (no training)")
+        ax.set(title=f"block CS, ratio {ratio}", xlabel="training time (minutes, one thread)", ylabel="Set11 PSNR (dB)")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    fig.suptitle("Set11 PSNR against training time, every variant from the same pretrained base")
-    fig.tight_layout()
+    handles = {label: handle for ax in axes[0] for handle, label in zip(*ax.get_legend_handles_labels())}
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(6, len(handles)), fontsize=8)
+    fig.suptitle("Set11 PSNR against training time, every variant starting from the same pretrained base")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     plot = RESULTS / "shared_base_curves.png"
     fig.savefig(plot, dpi=110)
     out = {"results": results, "table": "\n".join(rows), "bytes": "\n".join(served), "plot": str(plot)}
