@@ -46,3 +46,17 @@ def check_prox(op, x_shape, gamma: float = 0.7, tol: float = 1e-6, seed: int = 2
         rhs = z + gamma * op.A_adjoint(y)
         ref = conjugate_gradient(lambda v: v + gamma * op.A_adjoint(op.A(v)), rhs, iterations=500, tol=1e-13)
     assert relative_error(ours, ref) <= tol, relative_error(ours, ref)
+
+
+def check_half_precision(op, x: torch.Tensor, dtype: torch.dtype, tolerance: float = 0.02) -> None:
+    """A, A_adjoint and prox_l2 of ``op`` moved to ``dtype`` return ``dtype`` and stay within
+    ``tolerance`` of the float32 prox (the operator is moved back to float32 afterwards)."""
+    reference = op.prox_l2(x, op.A(x), 0.5)
+    half = op.to(dtype)
+    try:
+        y = half.A(x.to(dtype))
+        out = half.prox_l2(x.to(dtype), y, 0.5)
+        assert y.dtype == half.A_adjoint(y).dtype == out.dtype == dtype
+        assert (out.float() - reference).abs().max() < tolerance
+    finally:
+        op.float()

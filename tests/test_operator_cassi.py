@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from lorun_peft.errors import CorruptFileError, InvalidArgumentError
 from lorun_peft.operators.base import operator_from_config
 from lorun_peft.operators.cassi import CASSI, load_mask
-from operator_checks import check_adjoint, check_prox, check_vjp, relative_error
+from operator_checks import check_adjoint, check_half_precision, check_prox, check_vjp, relative_error
 
 SHARED_MASK = Path(__file__).resolve().parents[2] / "shared" / "data" / "cassi_tsa" / "simu" / "mask.mat"
 
@@ -420,11 +420,4 @@ def test_half_precision_a_adjoint_and_prox(dtype):
     from lorun_peft.operators import CASSI
 
     g = torch.Generator().manual_seed(0)
-    op = CASSI(torch.rand(16, 16, generator=g), step=2, bands=4)
-    x = torch.rand(1, 4, 16, 16, generator=g)
-    reference = op.prox_l2(x, op.A(x), 0.5)
-    half = op.to(dtype)
-    y = half.A(x.to(dtype))
-    out = half.prox_l2(x.to(dtype), y, 0.5)
-    assert y.dtype == half.A_adjoint(y).dtype == out.dtype == dtype
-    assert (out.float() - reference).abs().max() < 0.02
+    check_half_precision(CASSI(torch.rand(16, 16, generator=g), step=2, bands=4), torch.rand(1, 4, 16, 16, generator=g), dtype)

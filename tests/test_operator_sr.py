@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from operator_checks import check_adjoint, check_prox, check_vjp, relative_error
+from operator_checks import check_adjoint, check_half_precision, check_prox, check_vjp, relative_error
 
 from lorun_peft.errors import InvalidArgumentError
 from lorun_peft.kernels import gaussian_kernel, kernel_bank
@@ -275,11 +275,5 @@ def test_prox_bad_gamma_or_y_shape():
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_a_adjoint_and_prox(dtype):
-    op = BlurDownsample(kernel_bank()[0], scale=2, channels=1)
     x = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(0))
-    reference = op.prox_l2(x, op.A(x), 0.5)
-    half = op.to(dtype)
-    y = half.A(x.to(dtype))
-    out = half.prox_l2(x.to(dtype), y, 0.5)
-    assert y.dtype == half.A_adjoint(y).dtype == out.dtype == dtype
-    assert (out.float() - reference).abs().max() < 0.02
+    check_half_precision(BlurDownsample(kernel_bank()[0], scale=2, channels=1), x, dtype)
