@@ -35,7 +35,7 @@ from .denoisers import build_denoiser
 from .errors import CorruptFileError, HubError, IncompatibleBundleError, InvalidArgumentError
 from .networks import NETWORK_CONFIG
 from .operators import operator_from_config
-from .schema import BASE_CONFIG_NAME, CONFIG_NAME
+from .schema import BASE_CONFIG_NAME, CONFIG_NAME, check_tensors
 from .unfold import UnfoldedNetwork, load
 
 __all__ = ["load_network", "describe", "load_legacy", "run_model_folder", "RUN_MODEL", "LEGACY_FILE", "TASK_OF_OPERATOR"]
@@ -139,9 +139,6 @@ def load_legacy(file: Path) -> UnfoldedNetwork:
         net = UnfoldedNetwork(denoiser, operator_from_config(config["operator"]), UnfoldConfig(**config["unfold"]))
     except (KeyError, TypeError, InvalidArgumentError) as err:
         raise IncompatibleBundleError(f"{file}: the model configuration is incomplete or has unknown fields: {err!r}") from err
-    expected = net.state_dict()
-    differ = sorted(set(tensors) ^ set(expected)) or [k for k in expected if tensors[k].shape != expected[k].shape]
-    if differ:
-        raise IncompatibleBundleError(f"{file} does not fit the network its configuration builds (differs at {differ[:3]})")
+    check_tensors(tensors, net.state_dict(), f"{file} does not fit the network its configuration builds", dtypes=False)
     net.load_state_dict(tensors)
     return net.eval()

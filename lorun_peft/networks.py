@@ -41,13 +41,13 @@ from . import hub
 from .cards import network_card
 from .config import UnfoldConfig
 from .errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError
-from .files import MAX_JSON_BYTES, locate, parse_json, parse_safetensors, read_bytes, tensor_bytes, to_json, write
+from .files import MAX_JSON_BYTES, Place, locate, parse_json, parse_safetensors, read_bytes, tensor_bytes, to_json, write
 from .fingerprint import Network, base_module
 from .io import atomic_folder
 from .operators import operator_from_config
 from .reading import build_library_denoiser
 from .saving import denoiser_info, operator_config, save_adapters, save_base
-from .schema import BASE_CONFIG_NAME, CARD_NAME, CONFIG_NAME, cast, library_version, to_storage_dtype
+from .schema import BASE_CONFIG_NAME, CARD_NAME, CONFIG_NAME, cast, check_tensors, library_version, to_storage_dtype
 
 __all__ = ["save_pretrained", "read_pretrained", "push_to_hub", "unfold_config", "check_network_folder", "NETWORK_CONFIG",
            "NETWORK_WEIGHTS", "PATTERNS"]
@@ -88,15 +88,22 @@ def save_pretrained(net: Network, path: str | os.PathLike, *, storage_dtype: str
     return atomic_folder(path, fill, NETWORK_CONFIG)
 
 
-def check_network_folder(folder: Path) -> UnfoldConfig:
-    """Read and check a saved network's ``unfold_config.json`` and that its weights are there
-    (before publishing it); returns its config."""
-    place = locate(folder, None, None, PATTERNS, NETWORK_CONFIG, {})
+def _read_config(place: Place) -> tuple[dict[str, Any], UnfoldConfig]:
+    """A saved network's ``unfold_config.json``: the file keys (format, versions, dtypes) and the
+    checked :class:`UnfoldConfig`."""
     where = f"{NETWORK_CONFIG} of {place.label}"
     data = parse_json(read_bytes(place, NETWORK_CONFIG, MAX_JSON_BYTES), where)
     if data.get("format") != NETWORK_FORMAT:
         raise CorruptFileError(f"{where}: 'format' must be {NETWORK_FORMAT!r}, got {data.get('format')!r}")
-    config = UnfoldConfig.from_dict({k: v for k, v in data.items() if k not in _FILE_KEYS}, where)
+    header = {k: data.pop(k, None) for k in _FILE_KEYS}
+    return header, UnfoldConfig.from_dict(data, where)
+
+
+def check_network_folder(folder: Path) -> UnfoldConfig:
+    """Read and check a saved network's ``unfold_config.json`` and that its weights are there
+    (before publishing it); returns its config."""
+    place = locate(folder, None, None, PATTERNS, NETWORK_CONFIG, {})
+    _, config = _read_config(place)
     needed = [f"{BASE_DIR}/{BASE_CONFIG_NAME}", f"{BUNDLE_DIR}/{CONFIG_NAME}"] if config.share == "lora" else [NETWORK_WEIGHTS]
     missing = [name for name in needed if not (place.folder / name).is_file()]
     if missing:
@@ -131,12 +138,7 @@ def read_pretrained(cls: type, source: str | os.PathLike, *, subfolder: str | No
         if (local / CONFIG_NAME).is_file():
             raise InvalidArgumentError(f"{local} is a task bundle, not a saved network: load it with lorun_peft.load(BASE, BUNDLE)") from None
         raise err
-    where = f"{NETWORK_CONFIG} of {place.label}"
-    data = parse_json(read_bytes(place, NETWORK_CONFIG, MAX_JSON_BYTES), where)
-    if data.get("format") != NETWORK_FORMAT:
-        raise CorruptFileError(f"{where}: 'format' must be {NETWORK_FORMAT!r}, got {data.get('format')!r}")
-    header = {k: data.pop(k, None) for k in _FILE_KEYS}
-    config = UnfoldConfig.from_dict(data, where)
+    header, config = _read_config(place)
     if config.share == "lora":
         module = _denoiser(denoiser, config.denoiser, place.label) if denoiser is not None else None
         net = cls.from_bundle(place.folder / BASE_DIR, place.folder / BUNDLE_DIR, module=module)
@@ -152,9 +154,7 @@ def read_pretrained(cls: type, source: str | os.PathLike, *, subfolder: str | No
         net.to(dtype)
     state = parse_safetensors(read_bytes(place, NETWORK_WEIGHTS), f"{NETWORK_WEIGHTS} of {place.label}")
     live = net.state_dict()
-    mismatch = sorted(set(state) ^ set(live)) or [k for k in live if state[k].shape != live[k].shape]
-    if mismatch:
-        raise IncompatibleBundleError(f"{place.label}: the weights do not fit the network its configuration builds (differ at {mismatch[:3]})")
+    check_tensors(state, live, f"{place.label}: the weights do not fit the network its configuration builds", dtypes=False)
     net.load_state_dict({k: v.to(live[k].dtype) for k, v in state.items()})
     return net.eval()
 
