@@ -159,6 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--image", type=Path, help="a gray photograph for the zoo part (default: scikit-image's camera if installed)")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     _common(d)
+    a = sub.add_parser("app", help="a web page (Gradio) to try task bundles on photographs: pip install 'lorun_peft[app]'")
+    a.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    a.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    a.add_argument("--allow-local", action="store_true", help="let the page load bundle and network folders typed into it")
+    a.add_argument("--max-upload-mb", type=float, default=10.0, help="largest upload in MB (default 10)")
+    a.add_argument("--max-side", type=int, default=1024, help="largest image side in pixels (default 1024)")
+    a.add_argument("--open", action="store_true", help="open the page in a browser")
+    a.add_argument("--threads", type=int, default=None, help="CPU threads for restoring (default: torch's choice)")
     add_bundle_commands(sub)  # push, pull, and inspect BUNDLE
     return parser
 
@@ -215,7 +223,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if getattr(args, "threads", None):
             torch.set_num_threads(args.threads)
-        if args.command == "demo":
+        if args.command == "app":
+            from .app import serve
+            from .playground import Limits
+
+            serve(args.host, args.port, allow_local=args.allow_local, open_browser=args.open,
+                  limits=Limits(max_upload_mb=args.max_upload_mb, max_side=args.max_side))
+        elif args.command == "demo":
             from .demo import demo
 
             demo(args.out, ratio=args.ratio, K=args.K, gamma=args.gamma, steps=60 if args.quick else args.steps,
