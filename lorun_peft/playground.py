@@ -120,8 +120,8 @@ class Playground:
                 bundle = read_bundle(source, subfolder=subfolder, revision=revision)
             except Exception:  # noqa: BLE001 - not a bundle there: try a whole network below
                 bundle = None
-            if bundle is not None and self.base is not None and bundle.config["base_fingerprint"] == self._fingerprint():
-                return self._swap(bundle, source, start)
+            if bundle is not None and bundle.config["base_fingerprint"] == self._fingerprint():
+                return self._swap(bundle, bundle.label, start)
         net, _ = load_network(source, subfolder=subfolder, revision=revision)
         self._new_base(None, source)  # bundles of this network's base and unfolding swap into it
         if net.share == "lora":

@@ -476,3 +476,19 @@ def test_accepted_options_follow_huggingface_hubs_signatures(fake_api, small_net
     small_net.push_adapters(REPO, commit_description="trained on Set11", private=False)
     calls = dict(fake_api.calls)
     assert calls["upload_folder"]["commit_description"] == "trained on Set11" and calls["create_repo"]["private"] is False
+
+
+def test_the_app_engine_takes_hub_ids(server, tmp_path, monkeypatch):
+    """`lorun app`'s task field: a bundle with its repo's base at a tag, then a bundle of the same
+    base swapped in, then a whole network with its own base."""
+    from lorun_peft.playground import Playground
+
+    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    play = Playground()
+    assert "with its own base" in play.select(REPO, subfolder="cs-0.10", revision="v1")
+    message = play.select(REPO, subfolder="cs-0.25")
+    assert message.startswith("swapped ") and "cs-0.25" in message and "into the live LoRun-2 network" in message
+    assert play.net.operator.ratio == 0.25
+    play.select(NETWORK_REPO, subfolder="block1")
+    assert play.net.share == "base" and play.restore(torch.rand(1, 16, 16)).restored.shape == (16, 16)
