@@ -28,7 +28,7 @@ import torch
 
 from . import hub, zoo
 from .data import load_image, modcrop, photographs, synthetic_images
-from .errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError
+from .errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError, LorunError
 from .metrics import psnr, ssim
 from .models import load_network
 from .reading import read_bundle
@@ -118,7 +118,7 @@ class Playground:
         else:
             try:
                 bundle = read_bundle(source, subfolder=subfolder, revision=revision)
-            except Exception:  # noqa: BLE001 - not a bundle there: try a whole network below
+            except (LorunError, OSError):  # not a bundle there: load_network below says what is
                 bundle = None
             if bundle is not None and bundle.config["base_fingerprint"] == self._fingerprint():
                 return self._swap(bundle, bundle.label, start)

@@ -19,6 +19,12 @@ from PIL import Image
 
 from lorun_peft.cli import build_parser
 
+try:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import sync_playwright
+except ImportError:  # the page fixture skips, saying why
+    PlaywrightTimeout, sync_playwright = TimeoutError, None
+
 CHROMIUM = os.environ.get("LORUN_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 # A sandbox-less, offline Chromium: no first-run, sync, component-update or background calls.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -62,13 +68,14 @@ def server():
 
 @pytest.fixture(scope="module")
 def page(server):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs Playwright: pip install playwright")
+    if sync_playwright is None:
+        pytest.skip("the browser test needs Playwright: pip install playwright")
     if CHROMIUM is None:
         pytest.skip("no Chromium to drive: apt-get install -y chromium (or set LORUN_CHROMIUM)")
-    with sync_api.sync_playwright() as playwright:
+    with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1200})
-        page.goto(server)
+        page.goto(server, wait_until="networkidle")
         page.wait_for_selector("#restore")
         yield page
         browser.close()
@@ -80,11 +87,21 @@ def _wait_for_status(page, text: str) -> str:
 
 
 def _upload(page, path: Path) -> None:
-    clear = page.locator("#upload").get_by_label("Clear")
-    if clear.count():  # a file is shown: remove it to get the upload field back
-        clear.first.click()
-    page.locator("#upload input[type=file]").set_input_files(str(path))
-    page.wait_for_function(f"document.querySelector('#upload').innerText.includes({path.name!r})", timeout=30_000)
+    """Upload ``path`` as a person does: clear the file shown, click the field, choose the file."""
+    shown = f"document.querySelector('#upload').innerText.includes({path.name!r})"
+    for _ in range(3):  # a click landing while the field re-renders opens no chooser: click again
+        clear = page.locator("#upload").get_by_label("Clear")
+        if clear.count():
+            clear.first.click()
+        try:
+            with page.expect_file_chooser(timeout=10_000) as chooser:
+                page.locator("#upload").get_by_text("Click to Upload").click()
+            chooser.value.set_files(str(path))
+            page.wait_for_function(shown, timeout=30_000)
+            return
+        except PlaywrightTimeout:
+            continue
+    pytest.fail(f"could not upload {path.name}: {page.locator('#upload').inner_text()!r}")
 
 
 def _metrics(page) -> dict[str, tuple[float, float]]:
