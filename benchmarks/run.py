@@ -25,7 +25,6 @@ import statistics
 from typing import Any
 
 import torch
-from PIL import Image, ImageDraw
 
 import lorun_peft
 from lorun_peft.denoisers import Transformer, UNet
@@ -118,7 +117,7 @@ def plot_memory_sweep(sweep: dict[str, dict[str, int]], path) -> None:
         "goal 0.5": [0.5] * len(rows),
         "goal 0.2 (ckpt)": [0.2] * len(rows),
     }, x=sides, title="phase-2 step memory / Block-9 (U-Net paper-cs, batch 1)", xlabel="image side (pixels)",
-        ylabel="ratio")
+        ylabel="step memory / Block-9's (ratio)")
 
 
 def latency(size: int, repeats: int) -> dict[str, list[float]]:
@@ -202,19 +201,10 @@ def plot(result: dict[str, Any], path) -> None:
     bars += [("train mem LoRun", m["lorun_9"] / m["block_9"]), ("train mem LoRun+ckpt", m["lorun_9_checkpoint"] / m["block_9"])]
     t = result["latency"]["ratio_to_block_9"]
     bars += [("latency PEFT path", t["lorun_9_peft"]["median"]), ("latency merged", t["lorun_9_merged"]["median"])]
-    width, row = 640, 28
-    image = Image.new("RGB", (width, 40 + row * len(bars)), "white")
-    draw = ImageDraw.Draw(image)
-    draw.text((10, 10), "LoRun-9 / Block-9 (U-Net, CS 0.25); the line is 1.0 = Block-9", fill="black")
-    scale = (width - 250) / max(1.2, max(v for _, v in bars))
-    for i, (label, value) in enumerate(bars):
-        y = 36 + i * row
-        draw.text((10, y + 6), label, fill="black")
-        draw.rectangle([180, y + 4, 180 + value * scale, y + row - 6], fill=(70, 120, 200))
-        draw.text((186 + value * scale, y + 6), f"{value:.2f}", fill="black")
-    x1 = 180 + scale
-    draw.line([x1, 32, x1, 40 + row * len(bars)], fill="red")
-    image.save(path)
+    from lorun_peft.plots import draw_bars, save_figure
+
+    save_figure(path, draw_bars(dict(bars), title="LoRun-9 against Block-9 (U-Net, CS 0.25): parameters, training "
+                                "memory and latency", xlabel="LoRun-9 / Block-9 (ratio; 1.0 = Block-9)", reference=1.0))
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ from .errors import CorruptFileError, InvalidArgumentError
 from .evaluation import Evaluation, evaluate
 from .io import atomic_write
 from .operators import BlockCS, operator_from_config
-from .plots import line_chart, lora_norm_figure, lora_update_figure
+from .plots import lora_norm_figure, lora_update_figure, stage_chart
 from .pretrain import choose_noise_schedule
 from .recipe import PAPER, RECIPE, train_two_phase
 from .tasks import (
@@ -309,7 +309,8 @@ def cmd_plot(args: argparse.Namespace) -> None:
     result = _evaluate_model(net, config, args)
     curve = folder / "stage_psnr.png"
     name = f"{'LoRun' if net.share == 'lora' else {'base': 'Block-1', 'none': 'Block-K'}[net.share]}-{net.K}"
-    line_chart(curve, {name: result.stage_psnr}, title="PSNR after each stage", xlabel="stage", ylabel="PSNR (dB)")
+    stage_chart(curve, {name: result.stage_psnr}, title=f"Mean PSNR after each stage of {name} ({args.model}; "
+                f"test images: {args.data or 'built-in'})")
     print(f"wrote {curve}: " + ", ".join(f"{v:.2f}" for v in result.stage_psnr))
     if net.share == "lora":
         updates, norms = folder / "lora_updates.png", folder / "lora_norms.png"

@@ -5,6 +5,7 @@ in minutes on a CPU."""
 
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,6 @@ from typing import Any
 import torch
 
 from . import zoo
-from .models import run_model_folder
 from .data import (
     IMAGE_SUFFIXES,
     ImageFolder,
@@ -24,11 +24,13 @@ from .data import (
 )
 from .denoisers import build_denoiser
 from .errors import InvalidArgumentError
-from .metrics import MetricTable, psnr, ssim
+from .evaluation import evaluate
+from .metrics import psnr
+from .models import run_model_folder
 from .operators import BlockCS
-from .plots import image_grid, line_chart, lora_update_figure
-from .recipe import PAPER, train_two_phase
-from .train import fit_operator
+from .plots import image_grid, lora_update_figure, stage_chart
+from .recipe import train_two_phase
+from .train import fit_operator, train
 from .unfold import unfold
 
 __all__ = ["demo", "zoo_tour"]
@@ -80,7 +82,12 @@ def zoo_tour(x: torch.Tensor, out: Path | None = None) -> dict[str, dict[str, fl
             column.append(o)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        image_grid(out / "zoo.png", columns, ["truth (rows: " + ", ".join(names) + ")", "linear estimate", "LoRun-9 (zoo)"])
+        h, w = x.shape[-2:]
+        image_grid(out / "zoo.png", columns, ["truth", "$x_0$: linear estimate Q y per block", f"LoRun-{net.K} (zoo)"],
+                   reference=0, row_labels=[f"bundle {n} (ratio {n[3:]})" for n in names], inset=(0.12, 0.4, 0.25),
+                   title=f"One live LoRun-{net.K} network from the pretrained zoo, a CS bundle swapped in per row, on a "
+                         f"{w}x{h} image\n$x_0$: the bundle's learned linear estimate (stage_0's input); PSNR / SSIM "
+                         f"against the truth under each panel; inset: zoom of the gold box")
         print(f"figure: {out / 'zoo.png'}")
     return scores
 
@@ -96,15 +103,18 @@ def demo(
     progress: bool = True,
     image: Path | None = None,
 ) -> dict[str, dict[str, float]]:
-    """The zoo's five CS bundles on one photograph (``image``; see :func:`zoo_tour`), then train
-    Block-1 then LoRun on CS, report PSNR / SSIM and parameters, save figures and the model.
+    """The zoo's five CS bundles on one photograph (``image``; see :func:`zoo_tour`), then train on
+    CS as the paper's Algorithm 1 at equal steps: Block-1 for ``steps`` steps (phase 1), then from
+    that network ``steps`` more each for Block-1 and for LoRun (phase 2); report PSNR / SSIM and
+    parameters, save figures (demo.png, stages.png, lora_updates.png) and the LoRun model.
 
-    Returns ``{method: {"psnr": dB, "ssim": value}}`` for "A^T y", "Block-1" and "LoRun-K".
+    Returns ``{method: {"psnr": dB, "ssim": value}}`` for "A^T y" (x0, through LoRun's sampling
+    matrix), "Block-1 (phase 1)", "Block-1" (2 x ``steps`` steps) and "LoRun-K" (``steps`` + ``steps``).
     """
     photo, where = demo_photograph(image)
     print(f"Part 1: the pretrained zoo on {where}")
     zoo_tour(photo, out)
-    print(f"\nPart 2: training from scratch, as the paper's Algorithm 1 (the zoo's recipe is in benchmarks/zoo.py)")
+    print("\nPart 2: training from scratch, as the paper's Algorithm 1 (the zoo's recipe is in benchmarks/zoo.py)")
     torch.manual_seed(seed)
     if data is not None:
         files = list_files(data, IMAGE_SUFFIXES)
@@ -123,43 +133,62 @@ def demo(
         source = "built-in images"
     operator = BlockCS(ratio, block=16, seed=seed)
     net = unfold(build_denoiser("unet", in_channels=1, width=8), operator, K, gamma=gamma, share="base", noise_level=True)
-    with torch.no_grad():  # A^T y of the initial (untrained) sampling matrix, the usual baseline
-        initial = [operator.initial_estimate(operator.A(x[None]))[0].clamp(0, 1) for x in test_set]
-
-    print(f"Phase 1: Block-1 (one shared trainable denoiser), then phase 2: LoRun-{K} (frozen base + {K} LoRA "
-          f"adapters, gamma {gamma}%); CS ratio {ratio}, {steps} steps each on {source}")
+    lorun_name, total = f"LoRun-{K}", 2 * steps
+    print(f"Phase 1: Block-1 (one shared trainable denoiser) for {steps} steps; then from there {steps} more steps "
+          f"each for Block-1 (trained on) and {lorun_name} (frozen base + {K} LoRA adapters, gamma {gamma}%), so both "
+          f"get {total} steps in all; CS ratio {ratio}, on {source}")
+    options: dict[str, Any] = {"lr": 2e-3, "batch_size": 8, "seed": seed, "test_data": test_set, "keep_outputs": True,
+                               "progress": progress}
     start = time.perf_counter()
-    result = train_two_phase(net, train_images, steps=steps, lr=2e-3, batch_size=8, phases=PAPER, seed=seed, test_data=test_set,
-                             keep_outputs=True, progress=progress)
+    phase_1 = train_two_phase(net, train_images, steps=steps, phases=("backbone",), **options).backbone_evaluation
+    block_net = copy.deepcopy(net)  # Block-1 goes on training from the very network LoRun starts from
+    train(block_net, train_images, steps=steps, lr=2e-3, batch_size=8, seed=seed + 1, desc="Block-1, phase 2",
+          progress=progress)
+    block_1 = evaluate(block_net, test_set, seed=seed, keep_outputs=True)
+    lorun = train_two_phase(net, train_images, steps=steps, phases=("adapters",), **options).evaluation
     seconds = time.perf_counter() - start
-    block_1, lorun = result.backbone_evaluation, result.evaluation
-    assert block_1 is not None and lorun is not None
-    baseline = MetricTable(["psnr", "ssim"])
-    for i, (x0, x) in enumerate(zip(initial, test_set)):
-        baseline.add(str(i), psnr=float(psnr(x0[None], x[None])), ssim=float(ssim(x0[None], x[None])))
-    results = {"A^T y": baseline.mean()}
-    results["Block-1"] = {k: block_1.mean()[k] for k in ("psnr", "ssim")}
-    results[f"LoRun-{K}"] = {k: lorun.mean()[k] for k in ("psnr", "ssim")}
+    assert phase_1 is not None and lorun is not None
+    x0 = lorun.mean()  # x0 = A^T y through LoRun's sampling matrix (trained with it), what its stage_0 starts from
+    results = {"A^T y": {"psnr": x0["x0_psnr"], "ssim": x0["x0_ssim"]}}
+    rows = {"A^T y": ("x0 = A^T y (LoRun's A)", "0"), "Block-1 (phase 1)": ("Block-1, phase 1 only", str(steps)),
+            "Block-1": ("Block-1", str(total)), lorun_name: (lorun_name, f"{steps} + {steps}")}
+    for name, evaluation in (("Block-1 (phase 1)", phase_1), ("Block-1", block_1), (lorun_name, lorun)):
+        results[name] = {k: evaluation.mean()[k] for k in ("psnr", "ssim")}
 
     report = net.parameter_report()
     print(f"\nOn {len(test_set)} held-out {test_set[0].shape[-1]}x{test_set[0].shape[-2]} test images, "
-          f"after {seconds:.0f} s of training:")
-    print(f"  {'method':<10} {'PSNR (dB)':>9} {'SSIM':>7} {'parameters':>11}")
-    params = {"A^T y": "", "Block-1": f"{report.base + report.step + report.operator:,}", f"LoRun-{K}": f"{report.total:,}"}
+          f"after {seconds:.0f} s of training (Block-1 and {lorun_name} at equal steps: {total} each):")
+    print(f"  {'method':<24} {'steps':>9} {'PSNR (dB)':>9} {'SSIM':>7} {'parameters':>11}")
+    block_params = f"{report.base + report.step + report.operator:,}"
+    params = {"A^T y": "", "Block-1 (phase 1)": block_params, "Block-1": block_params, lorun_name: f"{report.total:,}"}
     for name, values in results.items():
-        print(f"  {name:<10} {values['psnr']:9.2f} {values['ssim']:7.4f} {params[name]:>11}")
-    print(f"  (Block-{K}, K independent denoisers, would have {report.block_k:,} parameters: "
-          f"LoRun-{K} has {report.fraction_of_block_k:.0%} of them)")
+        label, used = rows[name]
+        print(f"  {label:<24} {used:>9} {values['psnr']:9.2f} {values['ssim']:7.4f} {params[name]:>11}")
+    print(f"  (Block-1 phase 1 is where {lorun_name} starts; Block-{K}, K independent denoisers, would have "
+          f"{report.block_k:,} parameters: {lorun_name} has {report.fraction_of_block_k:.0%} of them)")
     print("\n" + str(report))
 
     out.mkdir(parents=True, exist_ok=True)
     figure, stages, updates = out / "demo.png", out / "stages.png", out / "lora_updates.png"
-    image_grid(figure, [test_set, initial, block_1.restored, lorun.restored], ["truth", "A^T y", "Block-1", f"LoRun-{K}"], scale=3)
-    line_chart(stages, {"Block-1": block_1.stage_psnr, f"LoRun-{K}": lorun.stage_psnr},
-               title="PSNR after each stage (test images)", xlabel="stage", ylabel="PSNR (dB)")
+    h, w = test_set[0].shape[-2:]
+    with torch.no_grad():  # LoRun's x0 unclamped (evaluate keeps it clamped to [0, 1]), to show its own range
+        x0s = [net.operator.initial_estimate(net.operator.A(x[None]))[0] for x in test_set]
+    image_grid(figure, [test_set, x0s, block_1.restored, lorun.restored],
+               ["truth", r"$x_0 = A^\top y$ (stage_0's input)", f"Block-1, {total} steps", f"{lorun_name}, {steps} + {steps} steps"],
+               scale=3, reference=0, row_labels=[f"test image {i + 1}" for i in range(len(test_set))], inset=(0.15, 0.15, 0.22),
+               stretch=[1],
+               title=f"Block CS at ratio {ratio}, {len(test_set)} held-out {w}x{h} test images (rows). Under each panel: "
+                     f"PSNR / SSIM against the truth; inset: zoom of the gold box.\n$x_0 = A^\\top y$: the "
+                     f"measurements mapped back through the sampling matrix, before any network (off in scale, with a pattern "
+                     f"repeating every 16 px block: shown stretched to its range). Block-1 and {lorun_name} each trained {total} steps "
+                     f"({steps} shared, then {steps} each).")
+    stage_chart(stages, {f"Block-1 after phase 1 ({steps} steps; {lorun_name}'s start)": phase_1.stage_psnr,
+                         f"Block-1 ({total} steps)": block_1.stage_psnr,
+                         f"{lorun_name} ({steps} + {steps} steps)": lorun.stage_psnr},
+                title=f"Mean PSNR on the test images after each stage (block CS, ratio {ratio})")
     lora_update_figure(updates, net)
     model = net.save_pretrained(run_model_folder(out))
-    print(f"\nfigures: {figure} (truth | A^T y | Block-1 | LoRun-{K}), {stages}, {updates}")
+    print(f"\nfigures: {figure} (truth | x0 = A^T y | Block-1 | {lorun_name}), {stages}, {updates}")
     print(f"model: {model}  (try: lorun eval --model {out})")
     return results
 

@@ -1,57 +1,91 @@
-"""Figures drawn with Pillow only: image comparisons, per-stage PSNR curves and the LoRA
-weight-update maps of the paper's Fig. 12. Every figure is written atomically as a PNG.
+"""Figures through matplotlib (Agg canvas, no global pyplot state): image comparisons with PSNR /
+SSIM and a zoomed inset, per-stage PSNR curves, heat maps and the LoRA weight-update maps of the
+paper's Fig. 12. Every figure has a title, labelled axes and a colour bar where colour carries a
+value. Each ``draw_*`` function returns the matplotlib Figure; the writers (``image_grid``,
+``line_chart``, ``stage_chart``, ``lora_update_figure``, ``lora_norm_figure``) save
+it as a PNG, atomically.
 
 >>> import tempfile, pathlib
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "curve.png"
->>> line_chart(path, {"LoRun-3": [20.0, 24.5, 26.0]}, x=[1, 2, 3], xlabel="stage", ylabel="PSNR (dB)")
->>> path.exists()
+>>> stage_chart(path, {"LoRun-3": [20.0, 24.5, 26.0]}, title="PSNR after each stage")
+>>> path.read_bytes()[:4] == b"\\x89PNG"
 True
+>>> [t.get_text() for t in draw_lines({"a": [1.0, 2.0]}, x=["stage_0", "stage_1"], title="t",
+...                                    xlabel="stage", ylabel="PSNR (dB)").axes[0].get_xticklabels()]
+['stage_0', 'stage_1']
 """
 
 from __future__ import annotations
 
 import math
 import os
-from typing import Any, Sequence
+import re
+import textwrap
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from .errors import InvalidArgumentError
 from .io import atomic_write
+from .metrics import psnr, ssim
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__ = [
-    "save_png",
-    "to_display",
-    "colorize",
-    "image_grid",
-    "line_chart",
-    "heatmap",
-    "lora_deltas",
-    "lora_update_figure",
-    "lora_norm_figure",
+    "save_png", "save_figure", "to_display",
+    "draw_grid", "image_grid", "draw_lines", "line_chart", "stage_chart", "draw_bars", "draw_heatmap",
+    "lora_deltas", "draw_lora_updates", "lora_update_figure", "lora_norm_figure",
 ]
 
-# Anchor colours of a perceptually ordered map (dark blue -> teal -> green -> yellow), like viridis.
-_ANCHORS = np.array(
-    [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=np.float64
-)
-# Line colours for up to 8 series, then repeated.
-_LINE_COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127)]
+DPI = 100
+
+
+def _figure(width: float, height: float) -> "Figure":
+    from matplotlib.figure import Figure  # imported here: commands that draw nothing skip matplotlib
+
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def _wrap(text: str, width_in: float, fontsize: float) -> str:
+    """``text`` broken into lines that fit ``width_in`` inches at ``fontsize`` points."""
+    chars = max(20, int(width_in * 72 / (0.55 * fontsize)))
+    keep = [re.sub(r"\$[^$]*\$", lambda m: m.group(0).replace(" ", "\0"), line) for line in text.split("\n")]
+    return "\n".join(textwrap.fill(line, chars) for line in keep).replace("\0", " ")  # no break inside $math$
 
 
 def _font(size: int = 12) -> Any:
+    """Pillow's default font at ``size`` (kept for benchmarks/cassi_real.py, which draws with Pillow)."""
+    from PIL import ImageFont
+
     try:
         return ImageFont.load_default(size=size)
     except (TypeError, OSError):  # Pillow built without FreeType: the fixed bitmap font
         return ImageFont.load_default()
 
 
+def _require(**texts: str) -> None:
+    for name, text in texts.items():
+        if not str(text).strip():
+            raise InvalidArgumentError(f"every figure needs a {name}: got an empty {name}")
+
+
 def save_png(path: str | os.PathLike, image: Image.Image) -> None:
     """Write ``image`` to ``path`` as PNG, atomically (no partial file if interrupted)."""
     with atomic_write(path) as f:
         image.save(f, format="PNG")
+
+
+def save_figure(path: str | os.PathLike, fig: "Figure") -> None:
+    """Render ``fig`` on an Agg canvas and write it to ``path`` as PNG, atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=DPI)
 
 
 def to_display(x: torch.Tensor) -> np.ndarray:
@@ -72,155 +106,188 @@ def to_display(x: torch.Tensor) -> np.ndarray:
     return (array * 255).round().astype(np.uint8)
 
 
-def colorize(values: np.ndarray, vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
-    """Map a 2-D array to RGB uint8 with a viridis-like colour map (``vmin``/``vmax``: the ends)."""
-    values = np.asarray(values, dtype=np.float64)
-    lo = np.nanmin(values) if vmin is None else vmin
-    hi = np.nanmax(values) if vmax is None else vmax
-    t = np.clip((values - lo) / (hi - lo) if hi > lo else np.zeros_like(values), 0, 1)
-    t = np.nan_to_num(t) * (len(_ANCHORS) - 1)
-    i = np.minimum(t.astype(int), len(_ANCHORS) - 2)
-    f = (t - i)[..., None]
-    return ((1 - f) * _ANCHORS[i] + f * _ANCHORS[i + 1]).round().astype(np.uint8)
+# ---------------------------------------------------------------------- image comparisons
+def _show(ax: "Axes", image: np.ndarray) -> None:
+    ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
 
 
-def image_grid(
-    path: str | os.PathLike, columns: Sequence[Sequence[torch.Tensor]], labels: Sequence[str], scale: int = 1
-) -> None:
-    """One column per method (label above), one row per image; tiles are C x H x W tensors.
+def _inset(ax: "Axes", image: np.ndarray, box: tuple[float, float, float]) -> None:
+    """An inset (0.42 of the panel) of the region ``box`` = (top, left, side), fractions of the
+    image, in the corner opposite the region, the region boxed and joined to it."""
+    h, w = image.shape[:2]
+    top, left, side = box
+    s = max(4, round(side * min(h, w)))
+    y0, x0 = min(round(top * h), h - s), min(round(left * w), w - s)
+    corner = (0.02 if left + side / 2 > 0.5 else 0.56, 0.02 if top + side / 2 < 0.5 else 0.56)
+    ins = ax.inset_axes([corner[0], corner[1], 0.42, 0.42])
+    _show(ins, image)
+    ins.set_xlim(x0 - 0.5, x0 + s - 0.5)
+    ins.set_ylim(y0 + s - 0.5, y0 - 0.5)
+    for spine in ins.spines.values():
+        spine.set_edgecolor("gold")
+        spine.set_linewidth(1.5)
+    ax.indicate_inset_zoom(ins, edgecolor="gold", alpha=1.0)
 
-    Tiles of a row may differ in size from other rows; each is enlarged ``scale`` times.
-    """
+
+def draw_grid(
+    columns: Sequence[Sequence[torch.Tensor]],
+    labels: Sequence[str],
+    *,
+    title: str,
+    scale: float = 1,
+    reference: int | None = None,
+    row_labels: Sequence[str] | None = None,
+    inset: tuple[float, float, float] | None = None,
+    stretch: Sequence[int] = (),
+) -> "Figure":
+    """One column per method (``labels`` above the first row), one row per image (``row_labels``
+    on the left); tiles are C x H x W tensors in [0, 1], shown ``scale`` times their pixel size.
+    With ``reference`` (the index of the ground-truth column) every other panel says its PSNR and
+    SSIM against the truth of its row; ``inset`` = (top, left, side), fractions of each tile, adds
+    a zoomed inset of that region to every panel. Columns in ``stretch`` are shown contrast-stretched
+    to each tile's own range (said under the panel); metrics still use the tile clamped to [0, 1]."""
+    _require(title=title)
     if len(columns) != len(labels) or not columns:
         raise InvalidArgumentError(f"got {len(columns)} columns for {len(labels)} labels")
     rows = len(columns[0])
-    if any(len(col) != rows for col in columns):
-        raise InvalidArgumentError("every column must hold the same number of images")
-    pad, top = 4, 20
-    tiles = [[Image.fromarray(to_display(t)).convert("RGB") for t in col] for col in columns]
-    tiles = [[t.resize((t.width * scale, t.height * scale), Image.NEAREST) for t in col] for col in tiles]
-    col_w = [max(t.width for t in col) for col in tiles]
-    row_h = [max(col[i].height for col in tiles) for i in range(rows)]
-    canvas = Image.new("RGB", (sum(col_w) + pad * (len(col_w) + 1), top + sum(row_h) + pad * rows), "white")
-    draw, font = ImageDraw.Draw(canvas), _font(12)
-    x0 = pad
-    for j, (col, label) in enumerate(zip(tiles, labels)):
-        draw.text((x0, 4), label, fill="black", font=font)
-        y0 = top
+    if rows == 0 or any(len(col) != rows for col in columns):
+        raise InvalidArgumentError("every column must hold the same number of images (at least one)")
+    if reference is not None and not 0 <= reference < len(columns):
+        raise InvalidArgumentError(f"reference must index one of the {len(columns)} columns, got {reference}")
+    if row_labels is not None and len(row_labels) != rows:
+        raise InvalidArgumentError(f"got {len(row_labels)} row labels for {rows} rows")
+    if inset is not None and not (0 <= inset[0] < 1 and 0 <= inset[1] < 1 and 0 < inset[2] <= 0.5):
+        raise InvalidArgumentError(f"inset is (top, left, side) as fractions of the tile, side <= 0.5, got {inset}")
+    side = max(max(t.shape[-2:]) for col in columns for t in col) * scale / DPI
+    panel = min(3.2, max(1.8, side))
+    width = len(columns) * panel + 0.6
+    title = _wrap(title, width, 10)
+    fig = _figure(width, rows * (panel + 0.45 + 0.15 * bool(stretch)) + 0.3 + 0.2 * title.count("\n"))
+    axes = fig.subplots(rows, len(columns), squeeze=False)
+    for j, (col, label) in enumerate(zip(columns, labels)):
         for i, tile in enumerate(col):
-            canvas.paste(tile, (x0, y0))
-            y0 += row_h[i] + pad
-        x0 += col_w[j] + pad
-    save_png(path, canvas)
+            lo, hi = float(tile.min()), float(tile.max())
+            shown = (tile - lo) / (hi - lo) if j in stretch and hi > lo else tile
+            ax, image = axes[i][j], to_display(shown)
+            _show(ax, image)
+            if i == 0:
+                ax.set_title(label, fontsize=9)
+            if j == 0 and row_labels is not None:
+                ax.set_ylabel(row_labels[i], fontsize=9)
+            if reference is not None:
+                truth = columns[reference][i]
+                if j == reference:
+                    note = f"reference, {tile.shape[-1]} x {tile.shape[-2]} px"
+                elif tile.shape != truth.shape:
+                    note = "(size differs from the reference)"
+                else:
+                    a, b = tile.float().clamp(0, 1)[None], truth.float().clamp(0, 1)[None]
+                    note = f"{float(psnr(a, b)):.2f} dB, SSIM {float(ssim(a, b)):.3f}"
+                ax.set_xlabel(note + (f"\nshown stretched from [{lo:.2g}, {hi:.2g}]" if j in stretch else ""), fontsize=8)
+            if inset is not None:
+                _inset(ax, image, inset)
+    fig.suptitle(title, fontsize=10)
+    return fig
 
 
-def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    if not hi > lo:
-        lo, hi = lo - 1, hi + 1
-    raw = (hi - lo) / count
-    step = 10 ** math.floor(math.log10(raw))
-    step *= next(m for m in (1, 2, 2.5, 5, 10) if raw <= m * step)
-    first = math.ceil(lo / step) * step
-    return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
+def image_grid(
+    path: str | os.PathLike, columns: Sequence[Sequence[torch.Tensor]], labels: Sequence[str], scale: float = 1,
+    *, title: str = "Images (columns: methods, rows: test images)", **options: Any,
+) -> None:
+    """Write :func:`draw_grid`'s figure to ``path`` (``options``: reference, row_labels, inset, stretch)."""
+    save_figure(path, draw_grid(columns, labels, title=title, scale=scale, **options))
 
 
-def line_chart(
-    path: str | os.PathLike,
+# ---------------------------------------------------------------------- charts
+def draw_lines(
     series: dict[str, Sequence[float]],
     *,
-    x: Sequence[float] | None = None,
-    title: str = "",
-    xlabel: str = "",
-    ylabel: str = "",
-    size: tuple[int, int] = (560, 360),
-) -> None:
-    """Lines with markers, axes with ticks, and a legend on the right; ``x`` defaults to 1, 2, ...
-    ``size`` is the plot's size without the legend."""
+    x: Sequence[float] | Sequence[str] | None = None,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    size: tuple[int, int] = (640, 420),
+) -> "Figure":
+    """Lines with markers, a grid, and the legend below the plot. ``x`` defaults to
+    1, 2, ...; strings make one labelled tick per value (e.g. stage names). ``size`` in pixels."""
+    _require(title=title, xlabel=xlabel, ylabel=ylabel)
     if not series or any(len(v) == 0 for v in series.values()):
-        raise InvalidArgumentError("line_chart needs at least one non-empty series")
+        raise InvalidArgumentError("a line chart needs at least one non-empty series")
     n = max(len(v) for v in series.values())
     xs = list(x) if x is not None else list(range(1, n + 1))
     if len(xs) < n:
         raise InvalidArgumentError(f"x has {len(xs)} values for series of length {n}")
-    values = [v for s in series.values() for v in s if math.isfinite(v)]
-    if not values:
-        raise InvalidArgumentError("line_chart: every value is NaN or infinite")
-    margin = 0.05 * (max(values) - min(values) or 1.0)
-    y_lo, y_hi = min(values) - margin, max(values) + margin
-    y_ticks = [t for t in _nice_ticks(y_lo, y_hi) if y_lo <= t <= y_hi]
-    x_ticks = _nice_ticks(min(xs), max(xs)) if len(xs) > 12 else xs[:n]
-    x_lo, x_hi = min(xs), max(max(xs), min(xs) + 1e-9)
-    font = _font(12)
-    legend = 30 + max(int(font.getlength(name)) for name in series)
-    width, height = size[0] + legend, size[1]
-    left, right, top, bottom = 60, 14 + legend, 30 if title else 14, 44
-    canvas = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(canvas)
-    px = lambda v: left + (v - x_lo) / (x_hi - x_lo or 1) * (width - left - right)  # noqa: E731
-    py = lambda v: height - bottom - (v - y_lo) / (y_hi - y_lo or 1) * (height - top - bottom)  # noqa: E731
-    draw.rectangle([left, top, width - right, height - bottom], outline="black")
-    for t in y_ticks:
-        draw.line([left - 4, py(t), left, py(t)], fill="black")
-        draw.line([left + 1, py(t), width - right - 1, py(t)], fill=(230, 230, 230))
-        draw.text((left - 6, py(t)), f"{t:g}", fill="black", font=font, anchor="rm")
-    for t in x_ticks:
-        draw.line([px(t), height - bottom, px(t), height - bottom + 4], fill="black")
-        draw.text((px(t), height - bottom + 6), f"{t:g}", fill="black", font=font, anchor="ma")
-    if title:
-        draw.text((width / 2, 6), title, fill="black", font=font, anchor="ma")
-    draw.text((left + (width - left - right) / 2, height - 16), xlabel, fill="black", font=font, anchor="ma")
-    draw.text((6, top - 2 if title else 2), ylabel, fill="black", font=font)
-    for k, (name, ys) in enumerate(series.items()):
-        colour = _LINE_COLOURS[k % len(_LINE_COLOURS)]
-        points = [(px(a), py(b)) for a, b in zip(xs, ys) if math.isfinite(b)]
-        if len(points) > 1:
-            draw.line(points, fill=colour, width=2)
-        for a, b in points:
-            draw.ellipse([a - 3, b - 3, a + 3, b + 3], fill=colour)
-        lx, ly = width - legend, top + 8 + 16 * k
-        draw.line([lx, ly, lx + 20, ly], fill=colour, width=2)
-        draw.text((lx + 26, ly), name, fill="black", font=font, anchor="lm")
-    save_png(path, canvas)
+    if not any(math.isfinite(v) for s in series.values() for v in s):
+        raise InvalidArgumentError("a line chart needs a finite value: every value is NaN or infinite")
+    names = [str(v) for v in xs] if any(isinstance(v, str) for v in xs) else None
+    positions = list(range(len(xs))) if names else [float(v) for v in xs]
+    fig = _figure(size[0] / DPI, size[1] / DPI)
+    ax = fig.subplots()
+    for name, ys in series.items():
+        ax.plot(positions[: len(ys)], [v if math.isfinite(v) else np.nan for v in ys], marker="o", label=name)
+    if names:
+        long = sum(len(s) + 1 for s in names) * 6.5 > size[0] - 100
+        ax.set_xticks(positions, names, rotation=45 if long else 0, ha="right" if long else "center")
+    ax.set(title=_wrap(title, size[0] / DPI - 0.8, 12), xlabel=xlabel, ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    fig.legend(loc="outside lower center", ncols=1 if max(map(len, series)) > 30 else min(3, len(series)), fontsize=8)
+    return fig
 
 
-def heatmap(
-    path: str | os.PathLike,
-    values: np.ndarray,
-    *,
-    row_labels: Sequence[str],
-    col_labels: Sequence[str],
-    title: str = "",
-    cell: int = 28,
-) -> None:
-    """A labelled heat map of a 2-D array (colour bar with its min and max below)."""
+def line_chart(path: str | os.PathLike, series: dict[str, Sequence[float]], **options: Any) -> None:
+    """Write :func:`draw_lines`'s chart to ``path`` (``options``: x, title, xlabel, ylabel, size)."""
+    save_figure(path, draw_lines(series, **options))
+
+
+def stage_chart(path: str | os.PathLike, series: dict[str, Sequence[float]], *, title: str,
+                ylabel: str = "PSNR (dB)") -> None:
+    """A value per stage, the stages named as the adapters are (stage_0 ... stage_{K-1})."""
+    from .adapters import stage_name
+
+    n = max((len(v) for v in series.values()), default=0)
+    line_chart(path, series, x=[stage_name(k) for k in range(n)], title=title,
+               xlabel="stage (after its denoiser; named like its adapter)", ylabel=ylabel)
+
+
+def draw_bars(values: dict[str, float], *, title: str, xlabel: str, reference: float | None = None) -> "Figure":
+    """Horizontal bars, each with its value written beside it, and an optional dashed
+    ``reference`` line (e.g. 1.0 for ratios to a baseline)."""
+    _require(title=title, xlabel=xlabel)
+    if not values or not all(math.isfinite(v) for v in values.values()):
+        raise InvalidArgumentError(f"a bar chart needs at least one value, all finite: got {values}")
+    fig = _figure(7.0, 1.2 + 0.32 * len(values))
+    ax = fig.subplots()
+    bars = ax.barh(list(values)[::-1], list(values.values())[::-1], color="tab:blue")
+    ax.bar_label(bars, fmt="%.2f", padding=3, fontsize=8)
+    if reference is not None:
+        ax.axvline(reference, color="tab:red", linestyle="--", label=f"reference {reference:g}")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlim(0, 1.15 * max(max(values.values()), reference or 0))
+    ax.set(title=_wrap(title, 5.0, 12), xlabel=xlabel)
+    ax.tick_params(axis="y", labelsize=8)
+    return fig
+
+
+def draw_heatmap(
+    values: np.ndarray, *, row_labels: Sequence[str], col_labels: Sequence[str], title: str, xlabel: str,
+    ylabel: str, colorbar: str,
+) -> "Figure":
+    """A heat map of a 2-D array with labelled rows and columns and a colour bar titled ``colorbar``."""
+    _require(title=title, xlabel=xlabel, ylabel=ylabel, colorbar=colorbar)
     values = np.asarray(values, dtype=np.float64)
     if values.shape != (len(row_labels), len(col_labels)):
         raise InvalidArgumentError(f"values {values.shape} do not match {len(row_labels)} x {len(col_labels)} labels")
-    font = _font(11)
-    left = 10 + max(int(font.getlength(s)) for s in row_labels)
-    top = (26 if title else 8) + max(int(font.getlength(s)) for s in col_labels)
-    width = max(left + cell * len(col_labels) + 10, 260)
-    height = top + cell * len(row_labels) + 40
-    canvas = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(canvas)
-    if title:
-        draw.text((6, 4), title, fill="black", font=font)
-    grid = Image.fromarray(colorize(values)).resize((cell * len(col_labels), cell * len(row_labels)), Image.NEAREST)
-    canvas.paste(grid, (left, top))
-    for i, label in enumerate(row_labels):
-        draw.text((left - 4, top + cell * i + cell / 2), label, fill="black", font=font, anchor="rm")
-    for j, label in enumerate(col_labels):  # column labels written upwards
-        text = Image.new("RGBA", (int(font.getlength(label)) + 2, 14), (255, 255, 255, 0))
-        ImageDraw.Draw(text).text((0, 0), label, fill="black", font=font)
-        text = text.rotate(90, expand=True)
-        canvas.paste(text, (left + cell * j + (cell - text.width) // 2, top - text.height - 2), text)
-    bar_y = top + cell * len(row_labels) + 10
-    bar = Image.fromarray(colorize(np.linspace(0, 1, 120)[None].repeat(10, 0)))
-    canvas.paste(bar, (left, bar_y))
-    lo, hi = np.nanmin(values), np.nanmax(values)
-    draw.text((left - 4, bar_y + 5), f"{lo:.3g}", fill="black", font=font, anchor="rm")
-    draw.text((left + 124, bar_y + 5), f"{hi:.3g}", fill="black", font=font, anchor="lm")
-    save_png(path, canvas)
+    longest = max((len(s) for s in col_labels), default=0)
+    fig = _figure(max(5.5, 0.32 * len(col_labels) + 3.5), max(3.5, 0.3 * len(row_labels) + 1.5 + 0.06 * longest))
+    ax = fig.subplots()
+    image = ax.imshow(values, cmap="viridis", aspect="auto", interpolation="nearest")
+    ax.set_xticks(range(len(col_labels)), col_labels, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(row_labels)), row_labels, fontsize=8)
+    ax.set(title=_wrap(title, fig.get_figwidth() - 2.5, 12), xlabel=xlabel, ylabel=ylabel)
+    fig.colorbar(image, ax=ax, label=colorbar)
+    return fig
 
 
 # ---------------------------------------------------------------------- LoRA weight updates
@@ -233,19 +300,19 @@ def lora_deltas(net: torch.nn.Module) -> dict[str, list[torch.Tensor]]:
     return {name: [d.float().cpu() for d in deltas] for name, deltas in net.denoisers.delta_weights().items()}
 
 
-def _base_weights(net: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {name: w.float().cpu() for name, w in net.denoisers.base_weights().items()}
-
-
 def lora_norm_figure(path: str | os.PathLike, net: torch.nn.Module) -> np.ndarray:
     """Heat map of ||delta W|| / ||W0|| (Frobenius) per stage (rows) and adapted layer (columns);
     returns the K x L array. Which stages and layers the adapters change most."""
-    deltas, base = lora_deltas(net), _base_weights(net)
+    deltas = lora_deltas(net)
+    base = {name: w.float().cpu() for name, w in net.denoisers.base_weights().items()}
     layers = list(deltas)
     values = np.array(
         [[float(deltas[l][k].norm() / base[l].norm().clamp_min(1e-12)) for l in layers] for k in range(len(net.adapter_names))]
     )
-    heatmap(path, values, row_labels=list(net.adapter_names), col_labels=layers, title="||dW|| / ||W0|| per stage and layer")
+    save_figure(path, draw_heatmap(
+        values, row_labels=list(net.adapter_names), col_labels=layers,
+        title=r"Relative LoRA update $\|\Delta W\|_F \,/\, \|W_0\|_F$ per stage and layer",
+        xlabel="adapted layer", ylabel="stage (adapter)", colorbar=r"$\|\Delta W\|_F / \|W_0\|_F$ (ratio, no unit)"))
     return values
 
 
@@ -256,44 +323,48 @@ def _update_matrix(delta: torch.Tensor) -> np.ndarray:
     return delta.abs().numpy()
 
 
-def lora_update_figure(
-    path: str | os.PathLike, net: torch.nn.Module, layers: Sequence[str] | None = None, max_layers: int = 4, tile: int = 96
-) -> list[str]:
-    """The paper's Fig. 12: |delta W| of each stage (columns) for a few layers (rows), each update
-    shown as an out x in matrix (convolutions: the norm over each kernel's taps), with one colour
-    scale per layer so that stages compare.
-
-    ``layers`` default: the ``max_layers`` layers with the largest updates. Returns the layers shown.
-    """
+def draw_lora_updates(
+    net: torch.nn.Module, layers: Sequence[str] | None = None, max_layers: int = 4
+) -> tuple["Figure", list[str]]:
+    """The paper's Fig. 12 and the layers it shows: |delta W| of each stage (columns, named like
+    the adapters) for a few layers (rows), each update an out x in matrix (convolutions: the norm
+    over each kernel's taps), one colour scale and colour bar per layer so that stages compare.
+    ``layers`` default: the ``max_layers`` layers with the largest updates, in network order."""
     deltas = lora_deltas(net)
     if layers is None:
         ranked = sorted(deltas, key=lambda l: -sum(float(d.norm()) for d in deltas[l]))[:max_layers]
-        layers = [l for l in deltas if l in ranked]  # in network order
+        layers = [l for l in deltas if l in ranked]
     unknown = [l for l in layers if l not in deltas]
-    if unknown:
-        raise InvalidArgumentError(f"no adapted layer named {unknown}; adapted layers: {list(deltas)}")
-    font, pad, left, top = _font(11), 6, 8, 22
-    left += max(int(font.getlength(l)) for l in layers) + 8
-    K = len(net.adapter_names)  # noqa: N806
-    rows = []
-    for layer in layers:
+    if unknown or not layers:
+        raise InvalidArgumentError(f"no adapted layer named {unknown or 'at all'}; adapted layers: {list(deltas)}")
+    names = list(net.adapter_names)
+    fig = _figure(1.15 * len(names) + 2.6, 1.25 * len(layers) + 1.3)
+    axes = fig.subplots(len(layers), len(names), squeeze=False)
+    for i, layer in enumerate(layers):
         mats = [_update_matrix(d) for d in deltas[layer]]
-        hi = max(float(m.max()) for m in mats)
-        h, w = mats[0].shape
-        scale = tile / max(h, w)
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        rows.append([Image.fromarray(colorize(m, 0.0, hi)).resize(size, Image.NEAREST if scale >= 1 else Image.BOX) for m in mats])
-    row_h = [r[0].height for r in rows]
-    col_w = max(r[0].width for r in rows)
-    canvas = Image.new("RGB", (left + K * (col_w + pad) + pad, top + sum(row_h) + pad * (len(rows) + 1)), "white")
-    draw = ImageDraw.Draw(canvas)
-    for k, name in enumerate(net.adapter_names):
-        draw.text((left + k * (col_w + pad) + col_w / 2, 4), name, fill="black", font=font, anchor="ma")
-    y = top
-    for layer, tiles, h in zip(layers, rows, row_h):
-        draw.text((left - 8, y + h / 2), layer, fill="black", font=font, anchor="rm")
-        for k, t in enumerate(tiles):
-            canvas.paste(t, (left + k * (col_w + pad), y))
-        y += h + pad
-    save_png(path, canvas)
-    return list(layers)
+        hi = max(float(m.max()) for m in mats) or 1.0
+        conv = deltas[layer][0].dim() > 2
+        for k, (ax, m) in enumerate(zip(axes[i], mats)):
+            image = ax.imshow(m, cmap="viridis", vmin=0.0, vmax=hi, aspect="auto", interpolation="nearest")
+            ax.set_xticks([0, m.shape[1] - 1] if i == len(layers) - 1 else [])
+            ax.set_yticks([0, m.shape[0] - 1] if k == 0 else [])
+            ax.tick_params(labelsize=7)
+            if i == 0:
+                ax.set_title(names[k], fontsize=9)
+        axes[i][0].set_ylabel(f"{layer}\nout channel", fontsize=8)
+        label = r"$\|\Delta W\|$ over taps" if conv else r"$|\Delta W|$"
+        fig.colorbar(image, ax=list(axes[i]), label=label + "\n(weight units)", aspect=8, pad=0.01).ax.tick_params(labelsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel("in channel", fontsize=8)
+    fig.suptitle("LoRA weight updates per stage (paper Fig. 12): rows are layers, each an out x in matrix "
+                 "with its own colour scale; columns are the stages' adapters", fontsize=9, wrap=True)
+    return fig, list(layers)
+
+
+def lora_update_figure(
+    path: str | os.PathLike, net: torch.nn.Module, layers: Sequence[str] | None = None, max_layers: int = 4
+) -> list[str]:
+    """Write :func:`draw_lora_updates`'s figure to ``path``; returns the layers shown."""
+    fig, shown = draw_lora_updates(net, layers, max_layers)
+    save_figure(path, fig)
+    return shown

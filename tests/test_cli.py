@@ -263,6 +263,7 @@ def test_demo_quick(tmp_path, capsys, images):
     code, out, _ = run(capsys, "demo", "--steps", "2", "--K", "2", "--out", tmp_path / "demo", "--no-progress")
     assert code == 0
     assert "A^T y" in out and "Block-1" in out and "LoRun-2" in out and "Block-2 equivalent" in out
+    assert "Block-1 and LoRun-2 at equal steps: 4 each" in out and "Block-1, phase 1 only" in out
     assert "pretrained zoo" in out and all(f"cs-{r}" in out for r in ("0.01", "0.04", "0.10", "0.25", "0.50"))
     for name in ("zoo.png", "demo.png", "stages.png", "lora_updates.png", f"model/{NETWORK_CONFIG}"):
         assert (tmp_path / "demo" / name).is_file()
