@@ -57,7 +57,8 @@ class Limits:
 
 @dataclass
 class Restoration:
-    """One restoration: H x W arrays in [0, 1], PSNR/SSIM when the truth is known, per-stage outputs."""
+    """One restoration: H x W (or H x W x 3) arrays in [0, 1], PSNR/SSIM when the truth is known,
+    per-stage outputs."""
 
     truth: np.ndarray | None
     initial: np.ndarray
@@ -72,8 +73,9 @@ def _unfolding(config: dict) -> tuple[str, ...]:
     return tuple(str(config[k]) for k in ("K", "algorithm", "gamma", "adapter", "noise_level"))
 
 
-def _array(x: torch.Tensor) -> np.ndarray:
-    return x.detach().clamp(0, 1)[0, 0].float().numpy()
+def _gray_if_equal(x: torch.Tensor) -> torch.Tensor:
+    """One channel for an RGB image whose channels are equal (a gray photograph stored as colour)."""
+    return x[:1] if x.shape[0] == 3 and bool((x == x[:1]).all()) else x
 
 
 class Playground:
@@ -165,7 +167,7 @@ class Playground:
 
     # ---- images ---------------------------------------------------------------------------
     def read_upload(self, path: str | os.PathLike) -> torch.Tensor:
-        """A gray 1 x H x W image from an uploaded file, after checking its size in bytes and pixels."""
+        """A C x H x W image (1 or 3 channels) from an uploaded file, after checking its size in bytes and pixels."""
         from PIL import Image, UnidentifiedImageError
 
         path = Path(path)
@@ -178,14 +180,14 @@ class Playground:
         except (UnidentifiedImageError, OSError, ValueError):
             raise CorruptFileError(f"{path.name} is not an image this page can read (PNG, JPEG, TIFF, BMP, ...)") from None
         self._check_size(height, width, path.name)
-        return load_image(path, channels=1)
+        return _gray_if_equal(load_image(path))
 
     def built_in(self, name: str) -> torch.Tensor:
-        """A built-in gray photograph (scikit-image's; a synthetic image when it is not installed)."""
+        """A built-in photograph, 256 x 256 (scikit-image's; a synthetic gray image when it is not installed)."""
         if name not in BUILT_IN:
             raise InvalidArgumentError(f"no built-in image {name!r}; choose one of {list(BUILT_IN)}")
         try:
-            return photographs([name], size=256)[0]
+            return _gray_if_equal(photographs([name], channels=3, size=256)[0])
         except ImportError:
             return synthetic_images(1, size=256, seed=BUILT_IN.index(name))[0]
 
@@ -198,8 +200,9 @@ class Playground:
     # ---- restoring ------------------------------------------------------------------------
     @torch.no_grad()
     def restore(self, image: torch.Tensor, mode: str = DEGRADE, noise_sigma: float = 0.0, seed: int = 0) -> Restoration:
-        """Degrade ``image`` (1 x H x W) with the task's operator and restore it, or (``mode=
-        "measurement"``) restore it as the measurement itself (super-resolution, a snapshot)."""
+        """Degrade ``image`` (C x H x W) with the task's operator and restore it, or (``mode=
+        "measurement"``) restore it as the measurement itself (super-resolution, a snapshot). A gray
+        network restores a colour image channel by channel; PSNR/SSIM are over all channels."""
         if self.net is None:
             raise InvalidArgumentError("choose a task first")
         if mode not in (DEGRADE, MEASUREMENT):
@@ -212,25 +215,32 @@ class Playground:
             raise InvalidArgumentError("a compressive-sensing measurement is a vector per block, not an image: "
                                        "choose 'degrade' for this task")
         start = time.perf_counter()
-        truth = modcrop(image, int(getattr(operator, "scale", 1)))[None] if mode == DEGRADE else None
+        colour = image.shape[0] == 3 and getattr(operator, "channels", None) == 1
+        batch = image[:, None] if colour else image[None]  # the colour channels as a batch of gray images
+        truth = modcrop(batch, int(getattr(operator, "scale", 1))) if mode == DEGRADE else None
         with fit_operator(operator, truth.shape[-2:]) if truth is not None else contextlib.nullcontext():
             try:
-                y = operator.A(truth) if truth is not None else image[None]
+                y = operator.A(truth) if truth is not None else batch
                 if noise_sigma:
                     y = y + noise_sigma * torch.randn(y.shape, generator=torch.Generator().manual_seed(seed))
                 initial = getattr(operator, "initial_estimate", operator.A_adjoint)(y)
                 restored, stages = net(y, return_stages=True)
             except (InvalidArgumentError, RuntimeError) as err:
                 raise InvalidArgumentError(f"this image does not fit the task's operator: {err}") from None
-        result = Restoration(None if truth is None else _array(truth), _array(initial), _array(restored))
+        def whole(x: torch.Tensor) -> torch.Tensor:  # back to one 1 x C x H x W image, in [0, 1]
+            return x.clamp(0, 1).reshape(1, -1, *x.shape[-2:])
+
+        def picture(x: torch.Tensor) -> np.ndarray:
+            return whole(x)[0].permute(1, 2, 0).squeeze(-1).float().numpy()
+
+        result = Restoration(None if truth is None else picture(truth), picture(initial), picture(restored))
         for name, x in zip(net.adapter_names, stages):
-            score = f"  {float(psnr(x.clamp(0, 1), truth)):.2f} dB" if truth is not None else ""
-            result.stages.append((_array(x), name + score))
+            score = f"  {float(psnr(whole(x), whole(truth))):.2f} dB" if truth is not None else ""
+            result.stages.append((picture(x), name + score))
         if truth is not None:
             for label, x in (("initial", initial), ("restored", restored)):
-                x = x.clamp(0, 1)
-                result.metrics[f"{label} PSNR (dB)"] = round(float(psnr(x, truth)), 2)
-                result.metrics[f"{label} SSIM"] = round(float(ssim(x, truth)), 4)
+                result.metrics[f"{label} PSNR (dB)"] = round(float(psnr(whole(x), whole(truth))), 2)
+                result.metrics[f"{label} SSIM"] = round(float(ssim(whole(x), whole(truth))), 4)
         result.seconds = time.perf_counter() - start
         return result
 

@@ -144,7 +144,9 @@ def test_restore_swap_and_bad_input_in_a_browser(page, tmp_path):
     page.get_by_label("cs-0.50", exact=True).check()
     assert "swapped cs-0.50" in _wait_for_status(page, "restored cs-0.50")
 
-    page.locator("#upload").get_by_label("Clear").first.click()  # back to the built-in photograph
+    page.locator("#upload").get_by_label("Clear").first.click()  # a built-in colour photograph
+    page.locator("#builtin input").click()
+    page.get_by_role("option", name="astronaut").click()
     page.get_by_label("cs-0.10", exact=True).check()
     _wait_for_status(page, "restored cs-0.10")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -54,11 +54,23 @@ def test_super_resolution_of_a_measurement_has_no_truth(play):
     play.select("cs-0.25")
 
 
-def test_upload_is_read_as_gray(tmp_path):
-    path = tmp_path / "colour.png"
-    Image.fromarray(np.full((20, 30, 3), 200, np.uint8)).save(path)
-    x = Playground().read_upload(path)
-    assert x.shape == (1, 20, 30)
+def test_uploads_keep_colour_and_gray_stored_as_colour_is_gray(tmp_path):
+    colour, gray = tmp_path / "colour.png", tmp_path / "gray.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)).save(colour)
+    Image.fromarray(np.full((20, 30, 3), 200, np.uint8)).save(gray)
+    assert Playground().read_upload(colour).shape == (3, 20, 30)
+    assert Playground().read_upload(gray).shape == (1, 20, 30)
+
+
+def test_a_gray_network_restores_colour_channel_by_channel(play):
+    play.select("cs-0.25")
+    image = play.built_in("astronaut")[:, :64, :48]
+    assert image.shape[0] == 3
+    result = play.restore(image)
+    assert result.truth.shape == result.restored.shape == result.stages[0][0].shape == (64, 48, 3)
+    channels = [play.restore(image[c : c + 1]).restored for c in range(3)]  # the same, one channel at a time
+    np.testing.assert_allclose(result.restored, np.stack(channels, axis=-1), atol=1e-5)
+    assert result.metrics["restored PSNR (dB)"] > result.metrics["initial PSNR (dB)"]
 
 
 # ---- one test per bad input --------------------------------------------------------------
