@@ -20,11 +20,8 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import re
-from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -34,6 +31,8 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from .errors import IncompatibleBundleError, InvalidArgumentError
+from .ranks import LayerRank, RankTable, check_gamma, gamma_rank, layer_dims
+from .sharing import call_stage
 
 __all__ = [
     "gamma_rank",
@@ -51,72 +50,14 @@ __all__ = [
 ]
 
 ADAPTABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-
-
-def gamma_rank(in_dim: int, out_dim: int, gamma: float) -> int:
-    """The paper's rank rule r = ceil(min(in_dim, out_dim) * gamma / 100).
-
-    ``gamma`` is a percentage in (0, 100]; dims are channels (convolutions) or features (linear).
-    Computed with exact fractions so that, e.g., 30 channels at gamma 10 give 3, not 4.
-
-    >>> gamma_rank(64, 32, 10)
-    4
-    >>> gamma_rank(30, 30, 10)
-    3
-    """
-    check_gamma(gamma)
-    for name, dim in (("in_dim", in_dim), ("out_dim", out_dim)):
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise InvalidArgumentError(f"{name} must be a positive int, got {dim!r}")
-    return max(1, math.ceil(Fraction(min(in_dim, out_dim)) * Fraction(str(gamma)) / 100))
-
-
-def check_gamma(gamma: Any) -> None:
-    """Raise InvalidArgumentError unless gamma is a real number in (0, 100]."""
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 < gamma <= 100:
-        raise InvalidArgumentError(f"gamma must be a number in (0, 100] (a percentage), got {gamma!r}")
+# PEFT's LoHa/LoKr layers test `torch.rand(1) > module_dropout` while training: a data-dependent
+# branch dynamo cannot trace (see StageAdapters.forward; pinned by tests/test_compile.py).
+UNTRACEABLE_IN_TRAINING = frozenset({"loha", "lokr"})
 
 
 def stage_name(k: int) -> str:
     """The adapter name of stage k: ``stage_k``."""
     return f"stage_{k}"
-
-
-def layer_dims(module: nn.Module) -> tuple[int, int]:
-    """(in_dim, out_dim) of a conv (channels) or linear (features) layer."""
-    if isinstance(module, nn.Linear):
-        return module.in_features, module.out_features
-    return module.in_channels, module.out_channels
-
-
-@dataclass(frozen=True)
-class LayerRank:
-    """One row of the rank table: an adapted layer and its per-stage rank."""
-
-    name: str
-    kind: str
-    in_dim: int
-    out_dim: int
-    rank: int
-
-
-@dataclass(frozen=True)
-class RankTable:
-    """Every adapted layer with its rank, and the weight layers left shared-only (with why)."""
-
-    gamma: float
-    adapter: str
-    layers: tuple[LayerRank, ...]
-    shared_only: tuple[tuple[str, str, str], ...]  # (name, kind, reason)
-
-    def __str__(self) -> str:
-        width = max([len(r.name) for r in self.layers] + [len(n) for n, _, _ in self.shared_only] + [5])
-        lines = [f"{self.adapter} adapters, gamma = {self.gamma}%", f"{'layer':<{width}}  {'type':<8} {'in':>5} {'out':>5} {'rank':>4}"]
-        lines += [f"{r.name:<{width}}  {r.kind:<8} {r.in_dim:>5} {r.out_dim:>5} {r.rank:>4}" for r in self.layers]
-        if self.shared_only:
-            lines.append("shared-only (no per-stage adapter):")
-            lines += [f"  {name:<{width}}  {kind:<8} {reason}" for name, kind, reason in self.shared_only]
-        return "\n".join(lines)
 
 
 def find_layers(
@@ -252,6 +193,8 @@ class StageAdapters(nn.Module):
     trainable; the base weights are frozen. The base module is wrapped in place.
     """
 
+    compile_region = True  # torch.compile: one traced denoiser body for all stages (see sharing.call_stage)
+
     def __init__(
         self,
         base: nn.Module,
@@ -269,6 +212,7 @@ class StageAdapters(nn.Module):
         except TypeError as err:
             raise InvalidArgumentError(f"adapter_options do not fit the {adapter!r} PEFT config: {err}") from err
         self.adapter_names = [stage_name(k) for k in range(K)]
+        self.adapter = adapter
         self.peft_model = get_peft_model(base, config, adapter_name=self.adapter_names[0])
         for name in self.adapter_names[1:]:
             self.peft_model.add_adapter(name, config)
@@ -280,6 +224,14 @@ class StageAdapters(nn.Module):
             if isinstance(m, BaseTunerLayer)
         ]
         self._tuner_layers = [m for _, m in self._named_tuner_layers]
+        # Stage k's adapter tensors by the names stage_0's have ("a.lora_A.stage_0.weight"):
+        # compiled, every stage runs stage_0's traced body with stage k's tensors (see forward).
+        slots = [n.split(".") for n, _ in self.model.named_parameters() if self.adapter_names[0] in n.split(".")]
+        self._stage_slots = [
+            [(".".join(parts), ".".join(name if part == self.adapter_names[0] else part for part in parts)) for parts in slots]
+            for name in self.adapter_names
+        ]
+        self._module_dropout = getattr(config, "module_dropout", 0.0)  # LoHa/LoKr only
         self.can_merge = adapter != "dora"  # DoRA's magnitude rescaling is not a plain weight delta
 
     @property
@@ -294,8 +246,39 @@ class StageAdapters(nn.Module):
             layer._active_adapter = name  # PEFT-private; pinned by test_activate_matches_peft
 
     def forward(self, k: int, *args: Any) -> torch.Tensor:
+        if not torch.compiler.is_compiling():
+            self.activate(k)
+            return self.model(*args)
+        if self.training and self.adapter in UNTRACEABLE_IN_TRAINING:
+            # PEFT's LoHa/LoKr training forward tests `torch.rand(1) > module_dropout`, which dynamo
+            # cannot trace; with no module dropout it computes the merged weights' forward.
+            return self._eager_forward(k, args) if self._module_dropout else self.merged_forward(k, *args)
+        # stage k's tensors in stage_0's slots: one code path for every stage, so k is never a guard
+        # (and at inference one reused region, see sharing.call_stage)
+        return self._call_with_active(self.adapter_names[0], self.stage_tensors(k), args)
+
+    @torch.compiler.disable
+    def _eager_forward(self, k: int, args: tuple[Any, ...]) -> torch.Tensor:
         self.activate(k)
         return self.model(*args)
+
+    def _call_with_active(self, active: str | list[str], weights: dict[str, torch.Tensor], args: tuple[Any, ...]) -> torch.Tensor:
+        """``call_stage`` with every tuner layer's active adapter set to ``active`` (PEFT-private
+        ``_active_adapter``), restored afterwards: compiled regions and checkpointed calls under
+        torch.compile accept only state changes that are undone."""
+        previous = [layer._active_adapter for layer in self._tuner_layers]
+        for layer in self._tuner_layers:
+            layer._active_adapter = active
+        try:
+            return call_stage(self.model, weights, args, self.compile_region)
+        finally:
+            for layer, name in zip(self._tuner_layers, previous):
+                layer._active_adapter = name
+
+    def stage_tensors(self, k: int) -> dict[str, torch.Tensor]:
+        """Stage k's adapter parameters keyed by stage_0's names: with stage_0 active,
+        ``call_stage(self.model, stage_tensors(k), args)`` runs stage k (``forward`` compiled)."""
+        return {slot: self.model.get_parameter(name) for slot, name in self._stage_slots[k]}
 
     def merged_forward(self, k: int, *args: Any) -> torch.Tensor:
         """Stage k as the plain base with weights W0 + delta_k, computed on the fly.
@@ -308,12 +291,7 @@ class StageAdapters(nn.Module):
             f"{path}.base_layer.weight": layer.base_layer.weight + layer.get_delta_weight(name)
             for path, layer in self._named_tuner_layers
         }
-        for layer in self._tuner_layers:
-            layer._active_adapter = []  # PEFT-private: no adapter branch, base layer only
-        try:
-            return torch.func.functional_call(self.model, weights, args, strict=False)
-        finally:
-            self.activate(k)
+        return self._call_with_active([], weights, args)  # no adapter branch, base layers only
 
     def delta_weights(self) -> dict[str, list[torch.Tensor]]:
         """Each adapted layer's weight update per stage: ``{layer: [delta W_0, ..., delta W_{K-1}]}``."""

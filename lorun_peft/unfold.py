@@ -98,6 +98,19 @@ class UnfoldedNetwork(BundleMethods, nn.Module):
 
     adapter_options = property(lambda self: self.config.adapter_options, doc="extra PEFT config options")
 
+    @property
+    def compile_stages(self) -> bool:
+        """Under ``torch.compile`` at inference (gradients off), trace the denoiser once and reuse
+        that graph for all K stages (a nested compile region; default True; training graphs always
+        unroll the stages, see ``sharing.call_stage``). A denoiser that breaks the graph
+        (data-dependent ``if``, ``print``) cannot be one region: dynamo then raises
+        ``UncapturedHigherOrderOpError``; set ``net.compile_stages = False`` to inline every stage."""
+        return self.denoisers.compile_region
+
+    @compile_stages.setter
+    def compile_stages(self, value: bool) -> None:
+        self.denoisers.compile_region = bool(value)
+
     # ---- the stage loop -------------------------------------------------------------------
     def forward(self, y: torch.Tensor, return_stages: bool = False):
         """Restore from measurement ``y``; with ``return_stages`` also the K per-stage outputs."""
@@ -175,7 +188,9 @@ class UnfoldedNetwork(BundleMethods, nn.Module):
         gamma = self.gamma if gamma is None else gamma
         base = self.denoisers.denoiser
         plan_ranks(base, gamma, self.adapter, self.target_modules)  # validate before changing anything
+        compile_stages = self.compile_stages
         self.denoisers = StageAdapters(base, self.K, gamma, self.adapter, self.target_modules, self.adapter_options)
+        self.compile_stages = compile_stages
         self.config = self.config.replace(share="lora", gamma=gamma)
         return self
 

@@ -53,3 +53,48 @@ def test_startup_benchmark_runs(monkeypatch, tmp_path):
     result = startup.main(["--rounds", "1"])
     assert set(result) == {"import torch", "import lorun_peft", "lorun --help"}
     assert result["import torch"]["ratio_to_import_torch"] == 1.0
+
+
+def test_compile_benchmark_measures_side_by_side(monkeypatch, tmp_path):
+    """benchmarks/compile.py end to end on a tiny LoRun-9 with dynamo's eager backend (the real
+    run uses the paper-size U-Net and inductor): one graph per workload, no graph break."""
+    import torch
+    from torch import nn
+
+    import lorun_peft
+    from lorun_peft.operators import BlockCS
+
+    bench = pytest.importorskip("benchmarks.compile")
+
+    def tiny(device):
+        torch.manual_seed(0)
+        denoiser = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 1, 3, padding=1))
+        return lorun_peft.unfold(denoiser, BlockCS(0.25, block=8), 2, adapter_options={"init_lora_weights": False}).to(device)
+
+    monkeypatch.setattr(bench, "lorun_9", tiny)
+    monkeypatch.setattr(bench, "save", lambda name, payload: tmp_path / f"{name}.json")
+    torch._dynamo.reset()
+    result = bench.main(["--quick", "--sizes", "16", "16", "--repeats", "1", "--backend", "eager", "--device", "cpu", "--warm-cache"])
+    torch._dynamo.reset()
+    for workload in ("eval", "train"):
+        row = result[workload]
+        assert row["graphs"] == 1 and row["graph_breaks"] == 0
+        assert row["median_ms"]["eager"] > 0 and row["median_ms"]["compiled"] > 0 and row["compile_s"] > 0
+        assert row["compiled_over_eager"]["p25"] <= row["compiled_over_eager"]["p75"]
+    assert result["train"]["max_relative_grad_difference"] < 1e-4
+
+
+def test_gpu_script_commands_are_valid(tmp_path):
+    """benchmarks/gpu.sh --dry-run: the three steps, each option known to its tool, nothing run."""
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    done = subprocess.run(["bash", "benchmarks/gpu.sh", "--device", "cpu", "--dry-run", "--out", str(tmp_path / "gpu")],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    steps = [line for line in done.stdout.splitlines() if line.startswith("== ")]
+    assert [line.split(":")[0] for line in steps] == ["== run_quick", "== compile", "== train_bf16"]
+    assert "--backend inductor" in steps[1] and "--precision bf16" in steps[2] and "--device cpu" in steps[2]
+    assert not (tmp_path / "gpu").exists()

@@ -286,7 +286,8 @@ class BlockCS(LinearOperator):
         u = u.view(n, self.channels, self.measurements, h, w)
         v = torch.empty_like(u)
         kinds = self._block_kinds(size)
-        if self.phi.requires_grad and torch.is_grad_enabled():  # Phi trains: its Gram matrices carry gradients
+        # Phi trains (its Gram matrices carry gradients) or torch.compile traces (the cache's checks would break the graph)
+        if (self.phi.requires_grad and torch.is_grad_enabled()) or torch.compiler.is_compiling():
             for (rows, cols, _, _), gram in zip(kinds, self._grams(kinds)):
                 v[..., rows, cols] = _solve_blocks(gram, gamma, u[..., rows, cols])
         else:  # Phi is fixed here: its Gram matrices are factored once per version of Phi, for any gamma

@@ -152,7 +152,11 @@ class BlurDownsample(LinearOperator):
         An entry is reused only for the very same kernel tensor at the same version, so
         ``load_state_dict``, ``.to()`` or an in-place edit of ``op.kernel`` all rebuild it; entries
         made under ``torch.inference_mode`` are not reused outside it (autograd refuses them).
+        Under ``torch.compile`` the spectrum is computed in the graph instead (the cache's checks
+        would break it, and the compiled graph does not keep Python-side state anyway).
         """
+        if torch.compiler.is_compiling():
+            return self._build_spectrum(H, W, dtype, device)
         k = self.kernel
         version = None if k.is_inference() else k._version
         entry = self._spectra.get((H, W, dtype, device))
