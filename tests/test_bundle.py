@@ -376,7 +376,8 @@ def test_no_memory_growth_over_100_swaps(saved):
     gc.collect()
     grown = tracemalloc.get_traced_memory()[0] - start
     tracemalloc.stop()
-    assert sum(1 for o in gc.get_objects() if issubclass(type(o), torch.Tensor)) == tensors
+    # no growth (fewer is fine: an earlier test's leftovers, e.g. torch.compile's caches, may be freed meanwhile)
+    assert sum(1 for o in gc.get_objects() if issubclass(type(o), torch.Tensor)) <= tensors
     assert sum(p.numel() for p in net25.parameters()) == parameters
     assert grown < 64 * 1024, f"python memory grew by {grown} bytes over 100 swaps"
 
