@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--noise-sigma", type=float, default=0.0)
     e.add_argument("--y-channel", action=argparse.BooleanOptionalAction, help="measure RGB on the luma channel (default: on for sr)")
     e.add_argument("--border", type=int, help="pixels shaved before measuring (default: the scale for sr, else 0)")
+    e.add_argument("--mask", type=Path, help="cassi: evaluate with this coded aperture (.mat key 'mask' or .npy, any size) instead of the training crop")
     e.add_argument("--csv", type=Path, help="also write the table as CSV")
     e.add_argument("--json", type=Path, help="also write the table as JSON")
     _common(e)
@@ -126,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(r)
     r.add_argument("input", type=Path, help="an image (.png/.tif/.bmp/.jpg), a cube (.npy/.mat), or with --measurement a measurement")
     r.add_argument("output", type=Path, help="OUTPUT.png (or .npy for the raw array)")
+    r.add_argument("--mask", type=Path, help="cassi: the full coded aperture of the measurement's system (.mat key 'mask' or .npy), any size")
+    r.add_argument("--real-scale", action="store_true", help="cassi: scale a real snapshot as TSA-Net's real-data code does "
+                   "(clip to [0, 1], then meas / max * 0.8 * bands / 2, the training scale of this library's CASSI)")
     r.add_argument("--measurement", action="store_true", help="INPUT is a measurement y (e.g. a low-resolution image, a CASSI snapshot)")
     r.add_argument("--noise-sigma", type=float, default=0.0)
     _common(r)

@@ -42,6 +42,7 @@ from .tasks import (
     say,
     task_channels,
     training_data,
+    use_mask,
     whole_images,
     write_output,
 )
@@ -237,6 +238,7 @@ def _evaluate_model(net: UnfoldedNetwork, config: dict[str, Any], args: argparse
 
 def cmd_eval(args: argparse.Namespace) -> None:
     net, config = _load_args_model(args, _device(args.device))
+    use_mask(net.operator, getattr(args, "mask", None))
     result = _evaluate_model(net, config, args)
     options = metric_options(config, net.operator, args)
     where = "Y channel, " if options["y_channel"] and config["channels"] == 3 else ""
@@ -254,10 +256,15 @@ def cmd_restore(args: argparse.Namespace) -> None:
     if args.output.suffix.lower() not in (".png", ".npy"):
         raise InvalidArgumentError(f"OUTPUT must end in .png or .npy, got {args.output}")
     net, config = _load_args_model(args, _device(args.device))
+    use_mask(net.operator, getattr(args, "mask", None))  # cassi: the full mask of the measurement's system
     reference = next(net.parameters())
     operator = net.operator
     if args.measurement:
         y = read_measurement(args.input, config).to(reference)
+        if getattr(args, "real_scale", False):
+            from .spectral import scale_real_measurement
+
+            y = scale_real_measurement(y, bands=config["channels"]).to(reference)
         size = getattr(operator, "image_size", None)
         if isinstance(operator, BlockCS):
             size = (y.shape[-2] * operator.block, y.shape[-1] * operator.block)

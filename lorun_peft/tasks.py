@@ -1,5 +1,6 @@
 """The data side of the ``lorun`` commands: the task's operator from the command-line options,
-the training, validation and evaluation images fitted to it, and the files ``restore`` reads and
+the training, validation and evaluation images fitted to it (CASSI: cubes, or cubes generated
+from images by :mod:`lorun_peft.spectral`), and the files ``restore`` reads and
 writes.
 
 >>> import torch
@@ -29,19 +30,31 @@ from .data import (
     list_files,
     load_image,
     modcrop,
-    random_mask_crop,
-    synthetic_cubes,
     synthetic_images,
 )
 from .errors import CorruptFileError, InvalidArgumentError
 from .io import atomic_write
 from .operators import CASSI, BlockCS, BlurDownsample
+from .operators.cassi import load_mask
 from .plots import save_png, to_display
 
 __all__ = [
-    "is_main", "say", "task_channels", "make_operator", "whole_images", "fit_images", "builtin_eval_images",
-    "folder_images", "evaluation_images", "training_data", "metric_options", "read_measurement", "write_output",
     "as_input",
+    "builtin_eval_images",
+    "evaluation_images",
+    "fit_images",
+    "folder_images",
+    "generated_cubes",
+    "is_main",
+    "make_operator",
+    "metric_options",
+    "read_measurement",
+    "say",
+    "task_channels",
+    "training_data",
+    "use_mask",
+    "whole_images",
+    "write_output",
 ]
 
 
@@ -86,29 +99,21 @@ def make_operator(args: argparse.Namespace) -> torch.nn.Module:
         if args.patch % args.scale:
             raise InvalidArgumentError(f"--patch {args.patch} must be a multiple of --scale {args.scale}")
         return BlurDownsample(bank[args.kernel], scale=args.scale, channels=channels)
-    if args.mask is not None:
-        mask = _read_mask(args.mask)
-        if mask.shape[0] > args.patch or mask.shape[1] > args.patch:  # train on a random crop, as TSA-Net
-            mask = random_mask_crop(mask, args.patch, torch.Generator().manual_seed(args.seed))
-    else:
-        mask = (torch.rand(args.patch, args.patch, generator=torch.Generator().manual_seed(args.seed)) > 0.5).float()
+    if args.mask is not None:  # train on random crops of a larger mask, as TSA-Net and MST do
+        mask = load_mask(args.mask)
+        crop = args.patch if max(mask.shape) > args.patch else None
+        return CASSI(mask, step=args.dispersion, bands=args.bands, crop=crop, mask_file=_recorded(args.mask), seed=args.seed)
+    mask = (torch.rand(args.patch, args.patch, generator=torch.Generator().manual_seed(args.seed)) > 0.5).float()
     return CASSI(mask, step=args.dispersion, bands=args.bands)
 
 
-def _read_mask(path: Path) -> torch.Tensor:
-    if path.suffix.lower() == ".mat":
-        from .operators.cassi import load_mask
-
-        return load_mask(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"mask file not found: {path}")
-    try:
-        mask = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise CorruptFileError(f"mask {path} is not a readable .npy file: {err}") from err
-    if mask.ndim != 2:
-        raise CorruptFileError(f"mask {path} must be a 2-D array, got shape {mask.shape}")
-    return torch.from_numpy(mask.astype(np.float32))
+def use_mask(operator: Any, path: Path | None) -> None:
+    """``--mask FILE`` of restore and eval: a CASSI model restores with this mask (any size)."""
+    if path is None:
+        return
+    if not isinstance(operator, CASSI):
+        raise InvalidArgumentError(f"--mask is for cassi models; this model's operator is {type(operator).__name__}")
+    operator.use_mask(load_mask(path))
 
 
 # =============================================================================== images
@@ -132,16 +137,37 @@ def fit_images(config: dict[str, Any], operator: Any, images: list[torch.Tensor]
 def builtin_eval_images(config: dict[str, Any], operator: Any, seed: int = 1000) -> tuple[list[torch.Tensor], list[str]]:
     """Held-out built-in images (other seeds than training): 4 images of 64 x 64, or 2 cubes."""
     if config["task"] == "cassi":
-        cubes = synthetic_cubes(2, operator.height, config["channels"], seed=seed)
-        return list(cubes), [f"cube_{i}" for i in range(len(cubes))]
+        photos = list(synthetic_images(2, max(operator.height, operator.width), seed=seed))
+        cubes = generated_cubes(photos, config["channels"], augment=False, seed=seed)
+        return [cubes.full(i) for i in range(len(cubes))], [f"cube_{i}" for i in range(len(cubes))]
     images = synthetic_images(4, 64, seed=seed, channels=config["channels"])
     return list(images), [f"synthetic_{i}" for i in range(len(images))]
 
 
+def generated_cubes(images: Any, bands: int, **options: Any) -> Any:
+    """:class:`lorun_peft.spectral.GeneratedCubes` of ``images`` with ``bands`` bands (the 28
+    TSA-Net band centres, or ``bands`` equally spaced over 453.5-648.5 nm)."""
+    from .spectral import BAND_CENTRES, GeneratedCubes
+
+    wavelengths = BAND_CENTRES if bands == len(BAND_CENTRES) else torch.linspace(453.5, 648.5, bands).tolist()
+    return GeneratedCubes(images, wavelengths=wavelengths, **options)
+
+
+def _cube_files(folder: Path | list[Path]) -> bool:
+    """Whether a CASSI data folder (or file list) holds cubes; else its images make generated cubes."""
+    if isinstance(folder, list):
+        return any(Path(f).suffix.lower() in CUBE_SUFFIXES for f in folder)
+    folder = Path(folder)
+    return not folder.is_dir() or any(f.suffix.lower() in CUBE_SUFFIXES for f in folder.iterdir())
+
+
 def folder_images(config: dict[str, Any], folder: Path | list[Path]) -> tuple[list[torch.Tensor], list[str]]:
-    """The images (or cubes) of a folder, or of a list of files, whole."""
-    if config["task"] == "cassi":
-        data: Any = SpectralCubes(folder, augment=False)
+    """The images (or cubes) of a folder, or of a list of files, whole. CASSI: a folder of gray
+    images gives the cubes :class:`lorun_peft.spectral.GeneratedCubes` makes of them."""
+    if config["task"] == "cassi" and not _cube_files(folder):
+        data: Any = generated_cubes(folder, config["channels"], augment=False, seed=10_000)
+    elif config["task"] == "cassi":
+        data = SpectralCubes(folder, augment=False)
     else:
         data = ImageFolder(folder, channels=config["channels"], augment=False)
     return [data.full(i) for i in range(len(data))], data.names
@@ -161,15 +187,20 @@ def evaluation_images(config: dict[str, Any], operator: Any, folder: Path | list
 
 def training_data(args: argparse.Namespace, config: dict[str, Any], operator: Any) -> tuple[Any, Any]:
     """(training data, validation images) for ``lorun train``. With ``--data`` and no ``--val`` a
-    few images of the folder (the last tenth, 1 to 4) are held out to validate on."""
+    few images of the folder (the last tenth, 1 to 4) are held out to validate on. CASSI trains on
+    the cubes of the folder or, when it holds images instead, on cubes generated from them."""
     size = operator.height if config["task"] == "cassi" else args.patch
     if args.data is not None:
         cassi = config["task"] == "cassi"
-        files = list_files(args.data, CUBE_SUFFIXES if cassi else IMAGE_SUFFIXES)
+        generated = cassi and not _cube_files(args.data)
+        files = list_files(args.data, CUBE_SUFFIXES if cassi and not generated else IMAGE_SUFFIXES)
         held = 0 if args.val or len(files) < 2 else min(4, max(1, len(files) // 10))
         training = files[: len(files) - held]
-        if cassi:
-            data: Any = SpectralCubes(training, patch_size=size)
+        if generated:
+            data: Any = generated_cubes(training, config["channels"], patch_size=size, seed=args.seed)
+            say(f"cassi: training on spectral cubes generated from the images of {args.data} (lorun_peft.spectral)")
+        elif cassi:
+            data = SpectralCubes(training, patch_size=size)
             if data.bands != config["channels"]:
                 raise InvalidArgumentError(f"the cubes in {args.data} have {data.bands} bands, the model {config['channels']}")
         else:
@@ -181,7 +212,7 @@ def training_data(args: argparse.Namespace, config: dict[str, Any], operator: An
         say(f"validating on {held} image(s) held out of {args.data}: {', '.join(p.name for p in files[-held:])} (or give --val DIR)")
         return data, evaluation_images(config, operator, files[-held:])[0]
     if config["task"] == "cassi":
-        data = synthetic_cubes(32, size, config["channels"], seed=args.seed)
+        data = generated_cubes(list(synthetic_images(32, size, seed=args.seed)), config["channels"], seed=args.seed)
     else:
         data = synthetic_images(128, size, seed=args.seed, channels=config["channels"])
     return data, evaluation_images(config, operator, args.val)[0]
@@ -214,7 +245,7 @@ def read_measurement(path: Path, config: dict[str, Any]) -> torch.Tensor:
 
         try:
             contents = {k: v for k, v in loadmat(str(path)).items() if not k.startswith("__")}
-        except Exception as err:  # noqa: BLE001 - scipy raises many types on damaged files
+        except Exception as err:
             raise CorruptFileError(f"measurement {path} is not a readable .mat file: {err}") from err
         key = next((k for k in ("meas_real", "meas", "y") if k in contents), next(iter(contents)) if len(contents) == 1 else None)
         if key is None:
@@ -245,3 +276,9 @@ def as_input(x: torch.Tensor, path: Path, config: dict[str, Any]) -> torch.Tenso
     """A gray input image restored by a colour model (its channels replicated) comes back gray."""
     gray_in = path.suffix.lower() in IMAGE_SUFFIXES and config["task"] != "cassi" and image_channels(path) == 1
     return x.mean(dim=0, keepdim=True) if gray_in and x.shape[0] == 3 else x
+
+
+def _recorded(path: Path) -> str:
+    """How a mask file is named in the saved network: as given when relative, else its folder and
+    name only (an absolute path would carry the user's directories into bundles pushed to the Hub)."""
+    return path.as_posix() if not path.is_absolute() else Path(*path.parts[-2:]).as_posix()

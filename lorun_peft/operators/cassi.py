@@ -63,6 +63,16 @@ class CASSI(LinearOperator):
         step: dispersion in pixels per band (2 in TSA-Net / MST / DAUHST).
         bands: number of spectral bands (28 in those papers).
         learnable_mask: make the mask an ``nn.Parameter`` trained with the network.
+        crop: train on random ``crop`` x ``crop`` windows of ``mask`` (TSA-Net's and MST's
+            real-data training): the operator's mask is one such window, and a new one is drawn
+            before every training batch (``lorun_peft.train`` sets ``image_size`` per batch; in
+            eval mode nothing changes). The full mask is not saved; ``mask_file`` and ``crop``
+            are recorded in the config.
+        mask_file: where the mask came from (recorded in the config, for the user).
+        seed: seed of the crop positions (the first window is the same for the same seed).
+
+    The mask is data: :meth:`use_mask` puts in a mask of another size (the full coded aperture
+    of a real system) so a network trained on crops restores measurements of that size.
 
     Shapes: ``x`` is ``N x bands x H x W``; ``y`` is ``N x 1 x H x (W + step * (bands - 1))``
     (the channel dimension of size 1 is kept so measurements look like one-channel images).
@@ -71,6 +81,8 @@ class CASSI(LinearOperator):
     >>> op = CASSI(torch.rand(256, 256), step=2, bands=28)
     >>> tuple(op.A(torch.rand(1, 28, 256, 256)).shape)
     (1, 1, 256, 310)
+    >>> tuple(op.use_mask(torch.rand(64, 80)).A(torch.rand(1, 28, 64, 80)).shape)
+    (1, 1, 64, 134)
     """
 
     mask: torch.Tensor
@@ -81,6 +93,9 @@ class CASSI(LinearOperator):
         step: int = 2,
         bands: int = 28,
         learnable_mask: bool = False,
+        crop: int | None = None,
+        mask_file: str | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.step = check_int(step, "step", 0)
@@ -88,11 +103,67 @@ class CASSI(LinearOperator):
         if not isinstance(learnable_mask, bool):
             raise InvalidArgumentError(f"learnable_mask must be a bool, got {learnable_mask!r}")
         self.learnable_mask = learnable_mask
+        if mask_file is not None and not isinstance(mask_file, str):
+            raise InvalidArgumentError(f"mask_file must be a string or None, got {mask_file!r}")
+        self.mask_file, self.crop, self.seed, self._crops_drawn = mask_file, crop, check_int(seed, "seed", 0), 0
         tensor = _as_mask(mask)
+        self.full_mask: torch.Tensor | None = None  # the mask crops are drawn from (not saved)
+        if crop is not None:
+            check_int(crop, "crop", 1)
+            if learnable_mask:
+                raise InvalidArgumentError("crop (training on random mask windows) needs a fixed mask, not learnable_mask=True")
+            if crop > min(tensor.shape):
+                raise InvalidArgumentError(f"crop {crop} is larger than the {tensor.shape[0]} x {tensor.shape[1]} mask")
+            self.full_mask, tensor = tensor, self._window(tensor)
         if learnable_mask:
             self.mask = nn.Parameter(tensor)
         else:
             self.register_buffer("mask", tensor)
+
+    # ---- the mask is data ----------------------------------------------------------------------
+
+    def _window(self, mask: torch.Tensor) -> torch.Tensor:
+        """The next random ``crop`` x ``crop`` window of ``mask`` (seeded by ``seed`` and a count)."""
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self._crops_drawn)
+        self._crops_drawn += 1
+        top = int(torch.randint(mask.shape[0] - self.crop + 1, (1,), generator=g))
+        left = int(torch.randint(mask.shape[1] - self.crop + 1, (1,), generator=g))
+        return mask[top : top + self.crop, left : left + self.crop].clone()
+
+    @property
+    def image_size(self) -> None:
+        """Always None, so ``lorun_peft.train.fit_operator`` sets it before every batch."""
+        return None
+
+    @image_size.setter
+    def image_size(self, size: Any) -> None:
+        """Training with ``crop``: a new mask window for the batch about to be simulated."""
+        if size is not None and self.training and self.full_mask is not None:
+            with torch.no_grad():
+                self.mask.copy_(self._window(self.full_mask))
+
+    def use_mask(self, mask: Any) -> CASSI:
+        """Restore with ``mask`` from now on: a tensor, array or file (``.mat`` key 'mask', ``.npy``).
+
+        Any size: measurements must then be ``H x (W + step * (bands - 1))`` for the H x W mask.
+        A learnt mask (``learnable_mask=True``) is a trained weight: only its values at the same
+        size may be replaced, another size is refused. Returns self.
+        """
+        tensor = load_mask(mask) if isinstance(mask, (str, os.PathLike)) else _as_mask(mask)
+        tensor = tensor.to(device=self.mask.device, dtype=self.mask.dtype)
+        if self.learnable_mask:
+            if tensor.shape != self.mask.shape:
+                raise InvalidArgumentError(
+                    f"this CASSI learnt its {self.height} x {self.width} mask (learnable_mask=True): it is a trained "
+                    f"weight and cannot be replaced by a {tensor.shape[0]} x {tensor.shape[1]} mask; restore measurements "
+                    f"of {self.height} x {self.measurement_width}, or train with a fixed mask"
+                )
+            with torch.no_grad():
+                self.mask.copy_(tensor)
+        else:
+            self.mask = tensor
+        self.full_mask = None
+        return self
 
     # ---- shapes -------------------------------------------------------------------------------
 
@@ -136,7 +207,15 @@ class CASSI(LinearOperator):
             or tuple(y.shape[2:]) != expected
         ):
             shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
-            raise InvalidArgumentError(f"{name} must have shape (N, 1, {expected[0]}, {expected[1]}), got {shape}")
+            hint = ""
+            if isinstance(y, torch.Tensor) and y.dim() >= 2 and tuple(y.shape[-2:]) != expected:
+                rows, cols = y.shape[-2:]
+                side = f"{rows} x {cols - self.step * (self.bands - 1)}"
+                trained = f" (trained on {self.crop} x {self.crop} crops of {self.mask_file})" if self.mask_file else ""
+                hint = (f"; the mask is {self.height} x {self.width}{trained} and y's width is the mask's + step * "
+                        f"(bands - 1) = {self.step * (self.bands - 1)}: for this measurement give the {side} mask of "
+                        "its system (lorun restore --mask FILE, or operator.use_mask(mask))")
+            raise InvalidArgumentError(f"{name} must have shape (N, 1, {expected[0]}, {expected[1]}), got {shape}{hint}")
 
     # ---- the two shifts, without a loop over bands ----------------------------------------------
 
@@ -169,12 +248,12 @@ class CASSI(LinearOperator):
 
     # ---- the operator -------------------------------------------------------------------------
 
-    def A(self, x: torch.Tensor) -> torch.Tensor:  # noqa: N802
+    def A(self, x: torch.Tensor) -> torch.Tensor:
         """Measurement ``N x 1 x H x (W + step * (bands - 1))`` of the cube ``x`` (N x bands x H x W)."""
         self._check_x(x)
         return self._shift_and_sum(x * self._mask_as(x))
 
-    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:  # noqa: N802
+    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """``Phi^T y``: shift each band's window back and multiply by the mask (N x bands x H x W)."""
         self._check_y(y)
         return (self._unshift(y) * self._mask_as(y)).contiguous()
@@ -225,48 +304,76 @@ class CASSI(LinearOperator):
     # ---- config -------------------------------------------------------------------------------
 
     def _config_args(self) -> dict[str, Any]:
-        """Mask values are not in the config (they are in the state_dict), only its shape."""
-        return {
+        """Mask values are not in the config (they are in the state_dict), only its shape, and
+        for a network trained on mask crops the mask file and crop size."""
+        args: dict[str, Any] = {
             "step": self.step,
             "bands": self.bands,
             "mask_shape": [self.height, self.width],
             "learnable_mask": self.learnable_mask,
         }
+        if self.mask_file is not None:
+            args["mask_file"] = self.mask_file
+        if self.crop is not None:
+            args["crop"] = self.crop
+        return args
 
     @classmethod
-    def from_config(cls, kwargs: dict[str, Any]) -> "CASSI":
-        """Build with an all-zero mask of the configured shape; ``load_state_dict`` fills it in."""
+    def from_config(cls, kwargs: dict[str, Any]) -> CASSI:
+        """Build with an all-zero mask of the configured shape; ``load_state_dict`` fills it in.
+        ``crop`` is kept as a record only: the full mask it was drawn from is not saved."""
         kwargs = dict(kwargs)
-        shape = kwargs.pop("mask_shape", None)
+        shape, crop = kwargs.pop("mask_shape", None), kwargs.pop("crop", None)
         if (
             not isinstance(shape, (list, tuple))
             or len(shape) != 2
             or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)
         ):
             raise InvalidArgumentError(f"CASSI config needs mask_shape = [H, W] of positive ints, got {shape!r}")
-        return cls(torch.zeros(shape), **kwargs)
+        op = cls(torch.zeros(shape), **kwargs)
+        op.crop = None if crop is None else check_int(crop, "crop", 1)
+        return op
 
     def extra_repr(self) -> str:
+        crop = f", crop={self.crop} of {self.mask_file}" if self.crop else ""
         return (
             f"mask={self.height}x{self.width}, step={self.step}, bands={self.bands}, "
-            f"learnable_mask={self.learnable_mask}"
+            f"learnable_mask={self.learnable_mask}{crop}"
         )
 
 
 def load_mask(path: str | os.PathLike) -> torch.Tensor:
-    """Read a CASSI coded aperture from a MATLAB (v5) ``.mat`` file with key ``'mask'``.
+    """Read a CASSI coded aperture: a MATLAB (v5) ``.mat`` file with key ``'mask'``, or a 2-D ``.npy``.
 
     Returns a float32 H x W tensor, e.g. the TSA-Net simulation mask (256 x 256, values in
-    (0, 1]). Needs scipy. Raises FileNotFoundError if ``path`` is missing and
+    (0, 1]). ``.mat`` needs scipy. Raises FileNotFoundError if ``path`` is missing and
     ``lorun_peft.errors.CorruptFileError`` if the file is unreadable or has no 2-D ``'mask'``.
     """
+    path = os.fspath(path)
+    loadmat = None if path.lower().endswith(".npy") else _loadmat()
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"CASSI mask file not found: {path}")
+    if loadmat is None:
+        try:
+            mask = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:
+            raise CorruptFileError(f"mask {path} is not a readable .npy file: {err}") from err
+    else:
+        mask = _read_mat_mask(path, loadmat)
+    if mask.ndim != 2 or mask.dtype.kind not in "biuf":
+        raise CorruptFileError(f"the mask in {path} must be a 2-D numeric array, got shape {mask.shape} ({mask.dtype})")
+    return torch.from_numpy(mask.astype(np.float32))
+
+
+def _loadmat() -> Any:
     try:
         from scipy.io import loadmat
     except ImportError as err:
         raise ImportError("load_mask needs scipy to read .mat files: pip install scipy") from err
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"CASSI mask file not found: {path}")
+    return loadmat
+
+
+def _read_mat_mask(path: str, loadmat: Any) -> np.ndarray:
     try:
         content = loadmat(path)
     except NotImplementedError as err:  # MATLAB v7.3 (HDF5) files
@@ -276,7 +383,4 @@ def load_mask(path: str | os.PathLike) -> torch.Tensor:
     if "mask" not in content:
         keys = sorted(k for k in content if not k.startswith("__"))
         raise CorruptFileError(f"{path} has no 'mask' variable (it has: {keys})")
-    mask = np.asarray(content["mask"])
-    if mask.ndim != 2 or mask.dtype.kind not in "biuf":
-        raise CorruptFileError(f"'mask' in {path} must be a 2-D numeric array, got shape {mask.shape}")
-    return torch.from_numpy(mask.astype(np.float32))
+    return np.asarray(content["mask"])
