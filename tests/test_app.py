@@ -165,3 +165,11 @@ def test_space_example_builds_the_page():
     card = SpaceCard.load(space / "README.md")
     assert (card.data.sdk, card.data.app_file) == ("gradio", "app.py")
     assert "lorun_peft[app]" in (space / "requirements.txt").read_text().split()
+
+
+def test_without_gradio_the_command_says_how_to_install_it(monkeypatch, capsys):
+    from lorun_peft.cli import main
+
+    monkeypatch.setitem(sys.modules, "gradio", None)  # as if the app extra were not installed
+    assert main(["app", "--port", "1"]) == 2
+    assert 'lorun app needs Gradio: pip install "lorun_peft[app]"' in capsys.readouterr().err
