@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .errors import LorunError
+from .plots import save_png
 from .playground import BUILT_IN, DEGRADE, MEASUREMENT, Limits, Playground, Restoration
 
 __all__ = ["build", "serve"]
@@ -120,7 +121,7 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
 def _save_png(image: np.ndarray, path: Path) -> None:
     from PIL import Image
 
-    Image.fromarray(_to_uint8(image)).save(path)
+    save_png(path, Image.fromarray(_to_uint8(image)))
 
 
 def serve(host: str = "127.0.0.1", port: int = 7860, *, allow_local: bool = False, limits: Limits = Limits(),

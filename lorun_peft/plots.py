@@ -57,16 +57,6 @@ def _wrap(text: str, width_in: float, fontsize: float) -> str:
     return "\n".join(textwrap.fill(line, chars) for line in keep).replace("\0", " ")  # no break inside $math$
 
 
-def _font(size: int = 12) -> Any:
-    """Pillow's default font at ``size`` (kept for benchmarks/cassi_real.py, which draws with Pillow)."""
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, OSError):  # Pillow built without FreeType: the fixed bitmap font
-        return ImageFont.load_default()
-
-
 def _require(**texts: str) -> None:
     for name, text in texts.items():
         if not str(text).strip():

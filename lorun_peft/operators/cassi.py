@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_int
+from ..data import random_mask_crop
 from ..errors import CorruptFileError, InvalidArgumentError
 from .base import LinearOperator, register_operator
 
@@ -126,9 +127,7 @@ class CASSI(LinearOperator):
         """The next random ``crop`` x ``crop`` window of ``mask`` (seeded by ``seed`` and a count)."""
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self._crops_drawn)
         self._crops_drawn += 1
-        top = int(torch.randint(mask.shape[0] - self.crop + 1, (1,), generator=g))
-        left = int(torch.randint(mask.shape[1] - self.crop + 1, (1,), generator=g))
-        return mask[top : top + self.crop, left : left + self.crop].clone()
+        return random_mask_crop(mask, self.crop, g)
 
     @property
     def image_size(self) -> None:
