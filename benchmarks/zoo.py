@@ -4,7 +4,7 @@
     python -m benchmarks.zoo train cs-0.25 --data ../shared/data         # one task per process
     python -m benchmarks.zoo export cs-0.25 --data ../shared/data        # test figures + the shipped folder
     python -m benchmarks.zoo figure --data ../shared/data                # benchmarks/results/zoo_cs.png, zoo_sr.png
-    python -m benchmarks.zoo ablate fixed-1e-3 frozen-1e-3 --data ../shared/data   # recipe variants side by side
+    python -m benchmarks.zoo ablate fixed matrix-1e-4 --data ../shared/data      # the matrix fixed or trained, side by side
     python -m benchmarks.zoo list
 
 ``export`` measures a trained bundle on the test sets (Set11 and BSD68 at full size, beside A^T y and
@@ -19,6 +19,7 @@ test sets (Set11, BSD68, Set5, Set14) are never used here.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -33,7 +34,7 @@ from lorun_peft.denoisers import UNet
 from lorun_peft.kernels import kernel_bank
 from lorun_peft.metrics import rgb_to_y, shave
 from lorun_peft.operators import BlockCS, BlurDownsample
-from lorun_peft.pretrain import choose_noise_schedule, denoise_psnr, train_denoiser
+from lorun_peft.pretrain import SIGMA_FIRST, SIGMA_LAST, choose_noise_schedule, denoise_psnr, train_denoiser
 from lorun_peft.steps import geometric
 from lorun_peft.train import fit_operator
 
@@ -43,20 +44,21 @@ BASE_RECIPE = {"steps": 9000, "batch_size": 16, "patch_size": 64, "lr": 1e-3, "s
 VALIDATION = 10  # the last Train400 images, held out
 K = 9
 # Per-task training over the frozen base: LoRA adapters (gamma 10) and step parameters, trained
-# jointly with the L2 loss; the operator (sampling matrix, linear initial estimate) stays as fitted.
-# Measured side by side (`python -m benchmarks.zoo ablate`, 80 steps at ratio 0.25, validation PSNR
-# 26.46 dB untrained, over an early checkpoint of the base, step 700): matrix and Q trained at lr 3e-4
-# 26.65, at 1e-3 26.39 (the moving matrix undoes the fitted estimate); matrix fixed, Q trained at 3e-4
-# 26.63, at 1e-3 26.76; both fixed at 1e-3 26.90. So the operator stays as fitted (orthonormal rows
-# regenerated from their seed, Q the least-squares estimate) and adapters and steps train at lr 1e-3.
-CS_RECIPE = {"steps": 1000, "batch_size": 4, "patch_size": 96, "lr": 1e-3, "block": 32, "gamma": 10.0,
-             "learn_matrix": False, "learn_estimate": False}
+# jointly with the L2 loss. Block CS measures with a data-fitted sampling matrix: the first m rows of
+# the block PCA basis of the training images (nested: one basis serves every ratio), with Q = Phi^T
+# (the linear MMSE estimate for that matrix). ``matrix_lr``: train the matrix jointly at that learning
+# rate, rows kept orthonormal (None: fixed); chosen by `python -m benchmarks.zoo ablate`, see RESULTS.md.
+CS_RECIPE = {"steps": 300, "batch_size": 4, "patch_size": 96, "lr": 1e-3, "block": 32, "gamma": 10.0,
+             "sampling": "pca", "matrix_lr": None}
+# Noise schedules plug-and-play chooses from on the validation images (sigma_0 x sigma_{K-1}):
+# wider than choose_noise_schedule's default, whose edge (0.15) the PCA operator's choice sat on.
+CS_SIGMA_FIRST = (0.4, 0.25, 0.15, 0.08, 0.04)
+CS_SIGMA_LAST = (0.01, 0.005, 0.0025)  # (the default's smallest, 0.005, was chosen there too)
 CS_RATIOS = (0.01, 0.04, 0.10, 0.25, 0.50)
 # SR on the luma channel with the same gray base: HQS (closed-form FFT prox), kernels of
 # lorun_peft.kernels.kernel_bank(): 0 isotropic (sigma 0.7 px), 4 anisotropic.
 SR_SETTINGS = {"sr-x2-k0": (2, 0), "sr-x2-k4": (2, 4), "sr-x4-k0": (4, 0), "sr-x4-k4": (4, 4)}
 SR_RECIPE = {"steps": 600, "batch_size": 4, "patch_size": 96, "lr": 1e-3, "gamma": 10.0, "mu": (0.05, 0.2, 1.0)}
-SHORT_STEPS = {0.01: 400, 0.04: 400, 0.50: 400}  # what the session's CPU time allowed; see RESULTS.md
 SR_SHORT_STEPS = {"sr-x2-k4": 250, "sr-x4-k0": 250}  # likewise
 
 
@@ -65,18 +67,22 @@ def train400(data: Path) -> tuple[list[Path], list[Path]]:
     return files[:-VALIDATION], files[-VALIDATION:]
 
 
-def train_base(data: Path, work: Path, steps: int | None = None) -> dict:
+def train_base(data: Path, work: Path, steps: int | None = None, device: str = "cpu", time_limit: float | None = None) -> dict:
     training, validation = train400(data)
     recipe = {**BASE_RECIPE, "steps": steps or BASE_RECIPE["steps"]}
-    base = UNet(**BASE)
+    base = UNet(**BASE).to(device)
     patches = ImageFolder(training, patch_size=recipe["patch_size"])
     val = ImageFolder(validation)
     start = time.perf_counter()
     result = train_denoiser(
         base, patches, steps=recipe["steps"], batch_size=recipe["batch_size"], lr=recipe["lr"],
         sigma_max=recipe["sigma_max"], checkpoint_dir=work / "base", checkpoint_every=250,
-        val_data=val, val_every=1000,
+        val_data=val, val_every=1000, time_limit=time_limit,
     )
+    if result.step < recipe["steps"]:
+        print(f"base: stopped at step {result.step} of {recipe['steps']} (time limit); run again to continue", flush=True)
+        return {"steps": result.step, "val_psnr_curve": result.val_psnr}
+    base.cpu()
     save_file({k: v.contiguous() for k, v in base.state_dict().items()}, str(work / "base" / "denoiser.safetensors"))
     summary = {
         "denoiser": {"class": "UNet", **base.config()},
@@ -90,95 +96,124 @@ def train_base(data: Path, work: Path, steps: int | None = None) -> dict:
 
 
 def load_base(work: Path) -> UNet:
-    """The trained base, rounded to float16-representable values (so it ships in float16 exactly)."""
+    """The base trained in ``work``, rounded to float16-representable values (so it ships in float16
+    exactly); without one, the base the zoo ships (which ``train base`` made, already float16)."""
     path = work / "base" / "denoiser.safetensors"
     if not path.exists():
-        raise SystemExit(f"{path} is missing: train the base first (python -m benchmarks.zoo train base ...)")
+        print(f"{path} is missing: the tasks train over the zoo's shipped base", flush=True)
+        return lorun_peft.zoo.load_base().float().eval()
     base = UNet(**BASE)
     base.load_state_dict({k: v.half().float() for k, v in load_file(str(path)).items()})
     return base.eval()
 
 
-def cs_operator(ratio: float, images: ImageFolder, learn_matrix: bool, learn_estimate: bool = False) -> BlockCS:
-    """Block CS with orthonormal rows and the linear MMSE initial estimate Q fitted to ``images``;
-    the matrix is trained with the network if ``learn_matrix``, Q if ``learn_estimate``."""
-    operator = BlockCS(ratio, block=CS_RECIPE["block"], init="orthogonal", learnable=learn_matrix, linear_estimate=True,
-                       seed=round(ratio * 1000))
-    operator.fit_initial_estimate([images.full(i) for i in range(len(images))])
-    operator.q.requires_grad_(learn_estimate)
+def cs_operator(ratio: float, images: ImageFolder, learn_matrix: bool = False) -> BlockCS:
+    """Block CS whose matrix is the first m rows of the block PCA basis of ``images`` (orthonormal,
+    nested), with the linear MMSE initial estimate Q = Phi^T; the matrix trains with the network
+    (rows kept orthonormal) if ``learn_matrix``, Q stays fixed."""
+    operator = BlockCS(ratio, block=CS_RECIPE["block"], learnable=learn_matrix, linear_estimate=True, orthonormal=True)
+    operator.fit_sampling([images.full(i) for i in range(len(images))])
+    operator.q.requires_grad_(False)
     return operator
 
 
-def ablate(data: Path, work: Path, variants: list[str], steps: int = 80, ratio: float = 0.25) -> dict:
-    """Validation PSNR after ``steps`` steps for variants "learn-<lr>" (matrix and Q trained),
-    "fixed-<lr>" (Q trained) and "frozen-<lr>" (neither), each from the same start: the side-by-side
-    runs behind CS_RECIPE."""
+def ablate(data: Path, work: Path, variants: list[str], steps: int = 150, ratio: float = 0.10, **budget) -> dict:
+    """Validation PSNR every 25 steps for variants "fixed" (the PCA matrix held fixed) and
+    "matrix-<lr>" (the PCA matrix trained jointly at that learning rate, rows kept orthonormal),
+    adapters and steps at CS_RECIPE's lr, all from the same start (the noise schedule chosen
+    untrained for the fixed matrix): the side-by-side runs behind CS_RECIPE's ``matrix_lr``.
+    Each variant is resumable (``work``/ablate-R/variant)."""
     training, validation = train400(data)
     whole = ImageFolder(training)
     val = [ImageFolder(validation).full(i) for i in range(VALIDATION)]
-    out = {}
+    folder = work / f"ablate-{ratio:.2f}"
+    folder.mkdir(parents=True, exist_ok=True)
+    out_file = folder / "ablation.json"
+    out = json.loads(out_file.read_text()) if out_file.exists() else {}
     for variant in variants:
-        kind, lr = variant.split("-", 1)
-        operator = cs_operator(ratio, whole, kind == "learn", kind != "frozen")
-        net = lorun_peft.unfold(load_base(work), operator, K, noise_level=True)
-        untrained = choose_noise_schedule(net, val, step=1.0)["psnr"]
+        matrix_lr = None if variant == "fixed" else float(variant.removeprefix("matrix-"))
+        operator = cs_operator(ratio, whole, matrix_lr is not None)
+        pca = operator.phi.detach().clone()
+        net = lorun_peft.unfold(load_base(work), operator, K, gamma=CS_RECIPE["gamma"], noise_level=True)
+        init = choose_schedule(net, val, folder / "step_init.json", firsts=CS_SIGMA_FIRST, lasts=CS_SIGMA_LAST)
+        net.to(budget.get("device", "cpu"))
         result = lorun_peft.train(net, ImageFolder(training, patch_size=CS_RECIPE["patch_size"]), steps=steps,
-                                  batch_size=CS_RECIPE["batch_size"], lr=float(lr), val_data=val, val_every=steps // 2, desc=variant)
-        out[variant] = {"untrained": untrained, "val_psnr": result.val_psnr}
+                                  batch_size=CS_RECIPE["batch_size"], lr=CS_RECIPE["lr"], operator_lr=matrix_lr,
+                                  checkpoint_dir=folder / variant, checkpoint_every=25, val_data=val, val_every=25,
+                                  time_limit=budget.get("time_limit"), desc=variant)
+        phi = operator.phi.detach().cpu()
+        out[variant] = {"untrained": init["val_psnr_untrained"], "val_psnr": result.val_psnr, "steps": result.step,
+                        "matrix_change": float((phi - pca).norm() / pca.norm()),
+                        "orthonormality_error": float((phi @ phi.T - torch.eye(phi.shape[0])).abs().max())}
+        out_file.write_text(json.dumps(out, indent=1))
         print(variant, out[variant], flush=True)
     return out
 
 
-def train_task(name: str, net, recipe: dict, data: Path, work: Path, steps_grid: tuple[float, ...] = (1.0,)) -> dict:
+def choose_schedule(net, val: list[torch.Tensor], init_file: Path, steps_grid: tuple[float, ...] = (1.0,),
+                    firsts: tuple[float, ...] = SIGMA_FIRST, lasts: tuple[float, ...] = SIGMA_LAST) -> dict:
+    """Initialise ``net``'s steps with the step size and noise schedule that restore the validation
+    images best untrained (plug-and-play), chosen once and kept in ``init_file``."""
+    if init_file.exists():  # chosen in an earlier run
+        init = json.loads(init_file.read_text())
+    else:
+        choices = [choose_noise_schedule(net, val, step=step, firsts=firsts, lasts=lasts) for step in steps_grid]
+        init = max(choices, key=lambda c: c["psnr"])
+        init["val_psnr_untrained"] = init.pop("psnr")
+        init_file.write_text(json.dumps(init, indent=1))
+    net.steps.initialise(step=init["step"], sigma=geometric(init["sigma_first"], init["sigma_last"], K))
+    return init
+
+
+def train_task(name: str, net, recipe: dict, data: Path, work: Path, steps_grid: tuple[float, ...] = (1.0,),
+               firsts: tuple[float, ...] = SIGMA_FIRST, lasts: tuple[float, ...] = SIGMA_LAST, device: str = "cpu",
+               time_limit: float | None = None) -> dict:
     """Choose the step initialisation on the validation images (once; kept in step_init.json), then
-    train the adapters and steps over the frozen base (resumable), then save the bundle."""
+    train the adapters and steps over the frozen base (resumable; ``time_limit`` seconds in this
+    run at most, then checkpointed), then save the bundle."""
     folder = work / name
     folder.mkdir(parents=True, exist_ok=True)
     training, validation = train400(data)
     val = [ImageFolder(validation).full(i) for i in range(VALIDATION)]
     start = time.perf_counter()
-    init_file = folder / "step_init.json"
-    if init_file.exists():  # chosen in an earlier run of this task
-        init = json.loads(init_file.read_text())
-        net.steps.initialise(step=init["step"], sigma=geometric(init["sigma_first"], init["sigma_last"], K))
-    else:  # on the validation images, untrained (plug-and-play)
-        choices = [choose_noise_schedule(net, val, step=step) for step in steps_grid]
-        init = max(choices, key=lambda c: c["psnr"])
-        net.steps.initialise(step=init["step"], sigma=geometric(init["sigma_first"], init["sigma_last"], K))
-        init["val_psnr_untrained"] = init.pop("psnr")
-        init_file.write_text(json.dumps(init, indent=1))
+    init = choose_schedule(net, val, folder / "step_init.json", steps_grid, firsts, lasts)
     print(f"{name}: step init {init['step']}, sigma {init['sigma_first']} -> {init['sigma_last']} "
           f"(validation {init['val_psnr_untrained']:.2f} dB untrained)", flush=True)
+    net.to(device)
     result = lorun_peft.train(
         net, ImageFolder(training, patch_size=recipe["patch_size"]), steps=recipe["steps"],
-        batch_size=recipe["batch_size"], lr=recipe["lr"], checkpoint_dir=folder, checkpoint_every=50,
-        val_data=val, val_every=200, desc=name,
+        batch_size=recipe["batch_size"], lr=recipe["lr"], operator_lr=recipe.get("matrix_lr"),
+        checkpoint_dir=folder, checkpoint_every=50, val_data=val, val_every=100, time_limit=time_limit, desc=name,
     )
-    net.eval()
-    net.save_adapters(folder / "bundle")
-    before = json.loads((folder / "summary.json").read_text()).get("cpu_seconds", 0.0) if (folder / "summary.json").exists() else 0.0
+    summary_file = folder / "summary.json"
+    before = json.loads(summary_file.read_text()).get("cpu_seconds", 0.0) if summary_file.exists() else 0.0
     summary = {
         "task": name, "recipe": recipe, "step_init": init, "val_psnr_curve": result.val_psnr,
-        "steps": result.step, "seconds_this_run": time.perf_counter() - start,
-        "cpu_seconds": before + time.perf_counter() - start,  # one thread; runs cut short are not counted
+        "steps": result.step, "seconds_this_run": time.perf_counter() - start, "device": str(device),
+        "cpu_seconds": before + time.perf_counter() - start,  # one thread (or the device); runs cut short count too
     }
-    (folder / "summary.json").write_text(json.dumps(summary, indent=1))
+    summary_file.write_text(json.dumps(summary, indent=1))
+    if result.step < recipe["steps"]:
+        print(f"{name}: stopped at step {result.step} of {recipe['steps']} (time limit); run again to continue", flush=True)
+        return summary
+    net.eval().cpu()
+    net.save_adapters(folder / "bundle")
     return summary
 
 
-def train_cs(ratio: float, data: Path, work: Path, steps: int | None = None) -> dict:
-    recipe = {**CS_RECIPE, "steps": steps or SHORT_STEPS.get(ratio, CS_RECIPE["steps"])}
-    operator = cs_operator(ratio, ImageFolder(train400(data)[0]), recipe["learn_matrix"], recipe["learn_estimate"])
+def train_cs(ratio: float, data: Path, work: Path, steps: int | None = None, **budget) -> dict:
+    recipe = {**CS_RECIPE, "steps": steps or CS_RECIPE["steps"]}
+    operator = cs_operator(ratio, ImageFolder(train400(data)[0]), recipe["matrix_lr"] is not None)
     net = lorun_peft.unfold(load_base(work), operator, K, gamma=recipe["gamma"], noise_level=True)
-    return train_task(f"cs-{ratio:.2f}", net, recipe, data, work)
+    return train_task(f"cs-{ratio:.2f}", net, recipe, data, work, firsts=CS_SIGMA_FIRST, lasts=CS_SIGMA_LAST, **budget)
 
 
-def train_sr(name: str, data: Path, work: Path, steps: int | None = None) -> dict:
+def train_sr(name: str, data: Path, work: Path, steps: int | None = None, **budget) -> dict:
     recipe = {**SR_RECIPE, "steps": steps or SR_SHORT_STEPS.get(name, SR_RECIPE["steps"])}
     scale, kernel = SR_SETTINGS[name]
     operator = BlurDownsample(kernel_bank()[kernel], scale=scale, channels=1)
     net = lorun_peft.unfold(load_base(work), operator, K, algorithm="hqs", gamma=recipe["gamma"], noise_level=True)
-    return train_task(name, net, recipe, data, work, steps_grid=recipe["mu"])
+    return train_task(name, net, recipe, data, work, steps_grid=recipe["mu"], **budget)
 
 
 TEST_SETS = {"cs": ("set11", "bsd68"), "sr": ("set5", "set14")}
@@ -373,8 +408,8 @@ def sr_figure(data: Path, root: Path = ZOO, image: str = "butterfly_GT.bmp", out
 
 TASKS = {
     "base": train_base,
-    **{f"cs-{r:.2f}": (lambda r: lambda data, work, steps=None: train_cs(r, data, work, steps))(r) for r in CS_RATIOS},
-    **{name: (lambda n: lambda data, work, steps=None: train_sr(n, data, work, steps))(name) for name in SR_SETTINGS},
+    **{f"cs-{r:.2f}": functools.partial(train_cs, r) for r in CS_RATIOS},
+    **{name: functools.partial(train_sr, name) for name in SR_SETTINGS},
 }
 
 
@@ -387,17 +422,21 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--work", type=Path, default=Path("runs/zoo"), help="checkpoints and outputs")
     run.add_argument("--threads", type=int, default=1)
     run.add_argument("--steps", type=int, default=None, help="override the recipe's steps (quick checks)")
+    run.add_argument("--device", default="cpu", help="where to train: cpu, cuda, cuda:1, ...")
+    run.add_argument("--minutes", type=float, default=None, help="stop after this many minutes, checkpointed; run again to continue")
     out = sub.add_parser("export", help="score a trained task on the test sets and write it into the zoo folder")
     out.add_argument("task", choices=sorted(set(TASKS) - {"base"}))
     out.add_argument("--data", type=Path, required=True)
     out.add_argument("--work", type=Path, default=Path("runs/zoo"))
     out.add_argument("--root", type=Path, default=ZOO, help="the zoo folder to write")
     out.add_argument("--threads", type=int, default=1)
-    ab = sub.add_parser("ablate", help="side-by-side short runs of recipe variants at ratio 0.25")
-    ab.add_argument("variants", nargs="+", help="learn-<lr> or fixed-<lr>, e.g. learn-3e-4 fixed-1e-3")
+    ab = sub.add_parser("ablate", help="side-by-side short runs: the PCA matrix fixed or trained (ratio 0.10 unless --ratio)")
+    ab.add_argument("variants", nargs="+", help="fixed or matrix-<lr>, e.g. fixed matrix-1e-4 matrix-1e-5")
     ab.add_argument("--data", type=Path, required=True)
     ab.add_argument("--work", type=Path, default=Path("runs/zoo"))
-    ab.add_argument("--steps", type=int, default=80)
+    ab.add_argument("--steps", type=int, default=150)
+    ab.add_argument("--ratio", type=float, default=0.10)
+    ab.add_argument("--minutes", type=float, default=None, help="stop after this many minutes per variant, checkpointed")
     ab.add_argument("--threads", type=int, default=1)
     fig = sub.add_parser("figure", help="one Set11 image by every CS bundle, one Set5 image by every SR bundle (benchmarks/results/zoo_cs.png, zoo_sr.png)")
     fig.add_argument("--data", type=Path, required=True)
@@ -414,13 +453,15 @@ def main(argv: list[str] | None = None) -> None:
         print(sr_figure(args.data, args.root))
         return
     if args.command == "ablate":
-        print(json.dumps(ablate(args.data, args.work, args.variants, args.steps), indent=1))
+        limit = None if args.minutes is None else args.minutes * 60
+        print(json.dumps(ablate(args.data, args.work, args.variants, args.steps, args.ratio, time_limit=limit), indent=1))
         return
     if args.command == "export":
         print(json.dumps(export(args.task, args.data, args.work, args.root), indent=1))
         return
     start = time.perf_counter()
-    summary = TASKS[args.task](args.data, args.work, args.steps)
+    summary = TASKS[args.task](args.data, args.work, args.steps, device=args.device,
+                               time_limit=None if args.minutes is None else args.minutes * 60)
     print(json.dumps(summary, indent=1))
     print(f"{args.task}: {time.perf_counter() - start:.0f} s in this run")
 

@@ -59,6 +59,7 @@ def train_denoiser(
     checkpoint_every: int = 0,
     resume: bool = True,
     progress: bool = True,
+    time_limit: float | None = None,
     val_data: Images | None = None,
     val_sigma: float = 25 / 255,
     val_every: int = 0,
@@ -67,7 +68,8 @@ def train_denoiser(
 
     ``data`` is what :func:`lorun_peft.train` takes (a tensor or a dataset of patches). Adam with
     a cosine learning rate over ``steps``; ``val_data`` is denoised at ``val_sigma`` every
-    ``val_every`` steps and at the end (mean PSNR in ``result.val_psnr``).
+    ``val_every`` steps and at the end (mean PSNR in ``result.val_psnr``). ``time_limit``: stop
+    after this many seconds in this call, checkpointed so that the next call resumes.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise InvalidArgumentError(f"steps must be an int >= 1, got {steps!r}")
@@ -117,9 +119,12 @@ def train_denoiser(
             denoiser.train()
         bar.set_postfix(postfix, refresh=False)
         bar.update(1)
-        if path is not None and due(result.step, steps, checkpoint_every):
+        out_of_time = time_limit is not None and time.perf_counter() - start >= time_limit
+        if path is not None and (due(result.step, steps, checkpoint_every) or out_of_time):
             save_checkpoint(path, denoiser, optimizer, scheduler, generator, result, None, (batch_size, 1))
             result.checkpoint = path
+        if out_of_time:
+            break
     bar.close()
     result.seconds = time.perf_counter() - start
     denoiser.eval()

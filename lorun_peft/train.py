@@ -76,6 +76,7 @@ def train(
     *,
     steps: int,
     lr: float = 1e-3,
+    operator_lr: float | None = None,
     batch_size: int = 4,
     noise_sigma: float = 0.0,
     schedule: str = "cosine",
@@ -84,6 +85,7 @@ def train(
     checkpoint_every: int = 0,
     resume: bool = True,
     progress: bool = True,
+    time_limit: float | None = None,
     val_data: Images | None = None,
     val_every: int = 0,
     clip_grad_norm: float | None = None,
@@ -97,7 +99,12 @@ def train(
     Dataset whose items are C x H x W tensors (for example ``ImageFolder(..., patch_size=64)``;
     a dataset with ``random_item(index, generator)`` gets its random patches from the training
     generator, so resume stays exact). ``schedule`` is "cosine" (to zero over ``steps``) or
-    "constant". With ``checkpoint_dir``, a checkpoint is written every ``checkpoint_every``
+    "constant". ``operator_lr``: the learning rate of the operator's trainable parameters (a
+    sampling matrix, say; default ``lr``); after every step an operator with a ``project_()``
+    method is projected back onto its constraints (``BlockCS(orthonormal=True)``: orthonormal
+    rows). ``time_limit``: stop after this many seconds in this call (checkpointed, if
+    ``checkpoint_dir``, so that the next call resumes; ``result.step < steps`` says it stopped
+    early). With ``checkpoint_dir``, a checkpoint is written every ``checkpoint_every``
     steps (0: only at the end) and, if ``resume``, an existing one is continued from. A NaN/Inf
     loss raises TrainingError and keeps the last good checkpoint. ``val_data`` (images of any
     sizes the operator accepts) is restored every ``val_every`` steps and at the end; the mean
@@ -115,12 +122,15 @@ def train(
         raise InvalidArgumentError(f"checkpoint_every must be an int >= 0, got {checkpoint_every!r}")
     if isinstance(val_every, bool) or not isinstance(val_every, int) or val_every < 0:
         raise InvalidArgumentError(f"val_every must be an int >= 0, got {val_every!r}")
-    if not lr > 0:
-        raise InvalidArgumentError(f"lr must be > 0, got {lr!r}")
+    for name, value in (("lr", lr), ("operator_lr", lr if operator_lr is None else operator_lr)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise InvalidArgumentError(f"{name} must be a number > 0, got {value!r}")
     if schedule not in ("cosine", "constant"):
         raise InvalidArgumentError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
     if clip_grad_norm is not None and not clip_grad_norm > 0:
         raise InvalidArgumentError(f"clip_grad_norm must be None or > 0, got {clip_grad_norm!r}")
+    if time_limit is not None and (isinstance(time_limit, bool) or not isinstance(time_limit, (int, float)) or not time_limit > 0):
+        raise InvalidArgumentError(f"time_limit must be None or a number of seconds > 0, got {time_limit!r}")
     if precision not in PRECISIONS:
         raise InvalidArgumentError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
     val_images = image_list(val_data, "val_data") if val_data is not None else None
@@ -133,7 +143,11 @@ def train(
     params = [p for p in net.parameters() if p.requires_grad]
     if not params:
         raise InvalidArgumentError("the network has no trainable parameter (requires_grad is False everywhere)")
-    optimizer = torch.optim.Adam(params, lr=lr)
+    operator_params = {id(p) for p in net.operator.parameters()} if operator_lr is not None else set()
+    groups = [{"params": [p for p in params if id(p) not in operator_params], "lr": lr},
+              {"params": [p for p in params if id(p) in operator_params], "lr": operator_lr}]
+    optimizer = torch.optim.Adam([g for g in groups if g["params"]])
+    project = getattr(net.operator, "project_", None)
     cosine = lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, steps) / steps))  # noqa: E731
     # The scheduler is stepped here once per step (accelerate's wrapper would step it per process).
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine if schedule == "cosine" else lambda s: 1.0)
@@ -187,6 +201,8 @@ def train(
             scaler.update()
         else:
             optimizer.step()
+        if project is not None:
+            project()
         scheduler.step()
         result.step += 1
         result.losses.append(reported.item())
@@ -199,12 +215,17 @@ def train(
             model.train()
         bar.set_postfix(postfix, refresh=False)
         bar.update(1)
-        if path is not None and due(result.step, steps, checkpoint_every):
+        out_of_time = time_limit is not None and time.perf_counter() - start >= time_limit
+        if world > 1 and time_limit is not None:  # every process stops at the same step
+            out_of_time = bool(accelerator.reduce(torch.tensor(float(out_of_time), device=device), reduction="sum") > 0)
+        if path is not None and (due(result.step, steps, checkpoint_every) or out_of_time):
             if main:
                 save_checkpoint(path, net, optimizer, scheduler, generator, result, accelerator, (batch_size, world), scaler)
             if accelerator is not None:
                 accelerator.wait_for_everyone()
             result.checkpoint = path
+        if out_of_time:
+            break
     bar.close()
     result.seconds = time.perf_counter() - start
     if owned and accelerator is not None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -35,6 +36,7 @@ from torch import nn
 from ..checks import check_int
 from ..errors import InvalidArgumentError
 from .base import LinearOperator, register_operator
+from .sampling import export_patterns, pca_basis, sampling_fingerprint
 
 __all__ = ["BlockCS"]
 
@@ -65,6 +67,16 @@ class BlockCS(LinearOperator):
             B). So for sizes that are not multiples of B set ``op.image_size = (H, W)`` (a settable
             attribute): ``A`` never sets it for you, and with it set ``A`` refuses other sizes.
         seed: seed of the gaussian/orthogonal initialisation (config + seed reproduces Phi).
+        orthonormal: keep Phi's rows orthonormal while it trains: :meth:`project_` (called by
+            ``lorun_peft.train`` after every optimizer step) maps it back to the nearest matrix
+            with orthonormal rows. Start it from orthonormal rows (``init="orthogonal"`` or
+            :meth:`fit_sampling`).
+
+    A sampling matrix fitted to data: :meth:`fit_sampling` replaces Phi by the first m rows of the
+    images' block PCA basis (:func:`~lorun_peft.operators.sampling.pca_basis`; nested, so one basis
+    serves every ratio) and, with ``linear_estimate``, sets Q = Phi^T (for that matrix the linear
+    MMSE estimate). ``sampling_fingerprint`` names the matrix; :meth:`export_sampling` writes its
+    rows as m x B x B patterns for a single-pixel camera.
 
     ``prox_l2`` is exact and closed form (Woodbury, one m x m solve per kind of block), also at
     sizes that are not multiples of B: the zero padding is not a variable, so edge blocks use only
@@ -96,6 +108,7 @@ class BlockCS(LinearOperator):
         image_size: Sequence[int] | None = None,
         seed: int = 0,
         linear_estimate: bool = False,
+        orthonormal: bool = False,
     ) -> None:
         super().__init__()
         if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not 0 < ratio <= 1:
@@ -106,8 +119,11 @@ class BlockCS(LinearOperator):
             raise InvalidArgumentError(f"learnable must be True or False, got {learnable!r}")
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
             raise InvalidArgumentError(f"seed must be an integer, got {seed!r}")
+        if not isinstance(orthonormal, bool):
+            raise InvalidArgumentError(f"orthonormal must be True or False, got {orthonormal!r}")
         self.ratio = float(ratio)
         self.learnable = learnable
+        self.orthonormal = orthonormal
         self.seed = int(seed)
         self.image_size = image_size  # validated by the property setter
 
@@ -166,7 +182,13 @@ class BlockCS(LinearOperator):
             "seed": self.seed,
             "measurements": self.measurements,
             "linear_estimate": self.q is not None,
+            "orthonormal": self.orthonormal,
         }
+
+    @property
+    def sampling_fingerprint(self) -> str:
+        """"sha256:..." of Phi (its float16 values and shape): which sampling a measurement needs."""
+        return sampling_fingerprint(self.phi)
 
     @classmethod
     def from_config(cls, kwargs: dict[str, Any]) -> "BlockCS":
@@ -260,6 +282,34 @@ class BlockCS(LinearOperator):
         q = torch.linalg.solve(gram, measured @ truth.T).T  # (X Y^T)(Y Y^T + r)^-1, gram symmetric
         self.q.copy_(q.to(self.q.dtype))
         return self
+
+    @torch.no_grad()
+    def fit_sampling(self, images: torch.Tensor | Sequence[torch.Tensor], stride: int | None = None) -> "BlockCS":
+        """Phi := the first m rows of the block PCA basis of ``images`` (see
+        :func:`~lorun_peft.operators.sampling.pca_basis`), and Q := Phi^T with ``linear_estimate``.
+        Returns self; ``config()`` then records init="matrix" (the values live in the state_dict).
+
+        >>> op = BlockCS(0.25, block=8, linear_estimate=True).fit_sampling(torch.rand(4, 1, 32, 32))
+        >>> bool(torch.allclose(op.phi @ op.phi.T, torch.eye(16), atol=1e-5))
+        True
+        """
+        self.phi.copy_(pca_basis(images, self.block, stride)[: self.measurements])
+        self.init = "matrix"
+        if self.q is not None:
+            self.q.copy_(self.phi.T)
+        return self
+
+    @torch.no_grad()
+    def project_(self) -> None:
+        """With ``orthonormal=True``: Phi := U V^T from its SVD (the nearest matrix with orthonormal
+        rows, in Frobenius norm). ``lorun_peft.train`` calls it after every optimizer step."""
+        if self.orthonormal and self.phi.requires_grad:
+            u, _, vh = torch.linalg.svd(self.phi.to(torch.float64), full_matrices=False)
+            self.phi.copy_((u @ vh).to(self.phi.dtype))
+
+    def export_sampling(self, path: str | Path) -> Path:
+        """Write Phi's rows as an m x B x B array (.npy, or .mat with ``patterns`` and ``fingerprint``)."""
+        return export_patterns(self.phi, self.block, path)
 
     def prox_l2(self, z: torch.Tensor, y: torch.Tensor, gamma: float | torch.Tensor) -> torch.Tensor:
         """argmin_x gamma/2 ||A x - y||^2 + 1/2 ||x - z||^2 in closed form.
