@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("restore", help="degrade INPUT with the model's operator and restore it, or restore a measurement")
     _model_options(r)
-    r.add_argument("input", type=Path, help="an image (.png/.tif/.bmp/.jpg), a cube (.npy/.mat), or with --measurement a measurement")
+    r.add_argument("input", type=Path, help="an image (.png/.tif/.bmp/.jpg), a cube (.npy/.mat), or with --measurement a measurement "
+                   "(an image, .npy, .mat, or .npz from lorun measure)")
     r.add_argument("output", type=Path, help="OUTPUT.png (or .npy for the raw array)")
     r.add_argument("--mask", type=Path, help="cassi: the full coded aperture of the measurement's system (.mat key 'mask' or .npy), any size")
     r.add_argument("--real-scale", action="store_true", help="cassi: scale a real snapshot as TSA-Net's real-data code does "
@@ -134,8 +135,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--noise-sigma", type=float, default=0.0)
     _common(r)
 
+    m = sub.add_parser("measure", help="simulate a measurement of IMAGE with the model's operator (.npz records the sampling)")
+    _model_options(m)
+    m.add_argument("input", type=Path, help="an image (.png/.tif/.bmp/.jpg)")
+    m.add_argument("output", type=Path, help="OUTPUT.npz (y and the sampling matrix's fingerprint; lorun restore --measurement "
+                   "refuses it for a model of another sampling) or OUTPUT.npy (y only)")
+    m.add_argument("--noise-sigma", type=float, default=0.0)
+    _common(m)
+
     i = sub.add_parser("inspect", help="rank table and parameter report of a model or a configuration")
     _model_options(i, required=False, sources=False)  # --base, --subfolder, --revision: added with BUNDLE below
+    i.add_argument("--export-sampling", type=Path, metavar="FILE", help="block CS: write the model's sampling patterns "
+                   "(m x B x B) to FILE.npy or FILE.mat (with its fingerprint), e.g. for a single-pixel camera")
     _network_options(i)
     _common(i)
 

@@ -39,6 +39,7 @@ from .tasks import (
     make_operator,
     metric_options,
     read_measurement,
+    write_measurement,
     say,
     task_channels,
     training_data,
@@ -260,7 +261,7 @@ def cmd_restore(args: argparse.Namespace) -> None:
     reference = next(net.parameters())
     operator = net.operator
     if args.measurement:
-        y = read_measurement(args.input, config).to(reference)
+        y = read_measurement(args.input, config, operator).to(reference)
         if getattr(args, "real_scale", False):
             from .spectral import scale_real_measurement
 
@@ -291,11 +292,39 @@ def cmd_restore(args: argparse.Namespace) -> None:
           f"(initial estimate {row['x0_psnr']:.2f} dB)")
 
 
+@torch.no_grad()
+def cmd_measure(args: argparse.Namespace) -> None:
+    net, config = _load_args_model(args, _device(args.device))
+    if config["task"] == "cassi":
+        raise InvalidArgumentError("lorun measure simulates block CS and SR measurements; a cassi model restores real snapshots")
+    operator = net.operator
+    x = fit_images(config, operator, [load_image(args.input, config["channels"])])[0].to(next(net.parameters()))[None]
+    with fit_operator(operator, x.shape[-2:]):
+        y = operator.A(x)
+    if args.noise_sigma:
+        y = y + args.noise_sigma * torch.randn(y.shape, generator=torch.Generator().manual_seed(args.seed)).to(y)
+    write_measurement(args.output, y, operator)
+    sampling = getattr(operator, "sampling_fingerprint", None)
+    print(f"measured {args.input} ({tuple(x.shape[1:])}) -> {args.output} ({tuple(y.shape[1:])})"
+          + (f", sampling {sampling}" if sampling else ""))
+
+
 def cmd_inspect(args: argparse.Namespace) -> None:
     if args.model is not None:
         net, config = _load_args_model(args)
         print(f"model {args.model}: task {config['task']}, operator {config['operator']['type']}, "
               f"denoiser {config['denoiser']['name']}, {json.dumps(config['unfold'])}")
+        sampling = getattr(net.operator, "sampling_fingerprint", None)
+        if sampling is not None:
+            op = net.operator
+            print(f"sampling: {sampling} ({op.measurements} patterns of {op.block} x {op.block} pixels)")
+        if getattr(args, "export_sampling", None) is not None:
+            if sampling is None:
+                raise InvalidArgumentError(f"--export-sampling needs a block CS model; {args.model} measures with {config['operator']['type']}")
+            print(f"wrote {net.operator.export_sampling(args.export_sampling)} ({net.operator.measurements} x "
+                  f"{net.operator.block} x {net.operator.block})")
+    elif getattr(args, "export_sampling", None) is not None:
+        raise InvalidArgumentError("--export-sampling needs --model (a model whose sampling to export)")
     else:
         operator = make_operator(args)
         config = network_config(args, operator, "lora")
@@ -365,7 +394,7 @@ def run_bundle_command(args: argparse.Namespace) -> int:
 
 
 # ==================================================================================== run
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "restore": cmd_restore, "inspect": cmd_inspect, "plot": cmd_plot,
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "restore": cmd_restore, "measure": cmd_measure, "inspect": cmd_inspect, "plot": cmd_plot,
             "convert": cmd_convert}
 
 

@@ -49,6 +49,7 @@ __all__ = [
     "make_operator",
     "metric_options",
     "read_measurement",
+    "write_measurement",
     "say",
     "task_channels",
     "training_data",
@@ -227,19 +228,33 @@ def metric_options(config: dict[str, Any], operator: Any, args: argparse.Namespa
 
 
 # ================================================================================ files
-def read_measurement(path: Path, config: dict[str, Any]) -> torch.Tensor:
-    """A measurement y for ``lorun restore --measurement``: an image, or an array in .npy/.mat."""
-    if path.suffix.lower() in IMAGE_SUFFIXES:
+MEASUREMENT_SUFFIXES = (".npy", ".npz", ".mat")  # besides images
+
+def read_measurement(path: Path, config: dict[str, Any], operator: Any = None) -> torch.Tensor:
+    """A measurement y for ``lorun restore --measurement``: an image, or an array in .npy/.mat, or
+    an .npz written by ``lorun measure`` (``y`` and the ``sampling`` fingerprint of the matrix it was
+    taken with, refused when it is not ``operator``'s: restored with another matrix, the result
+    would be garbage with no error)."""
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
         return load_image(path, config["channels"] if config["task"] == "sr" else 1)[None]
-    if path.suffix.lower() not in (".npy", ".mat"):
-        raise InvalidArgumentError(f"measurement {path} must be an image, .npy or .mat file")
+    if suffix not in MEASUREMENT_SUFFIXES:
+        raise InvalidArgumentError(f"measurement {path} must be an image, .npy, .npz or .mat file")
     if not path.is_file():
         raise FileNotFoundError(f"measurement file not found: {path}")
-    if path.suffix.lower() == ".npy":
+    if suffix in (".npy", ".npz"):
         try:
-            array = np.load(path, allow_pickle=False)
+            contents = np.load(path, allow_pickle=False)
+            if suffix == ".npz":
+                contents = {k: contents[k] for k in contents.files}
         except (ValueError, OSError, EOFError) as err:
-            raise CorruptFileError(f"measurement {path} is not a readable .npy file: {err}") from err
+            raise CorruptFileError(f"measurement {path} is not a readable {suffix} file: {err}") from err
+        if suffix == ".npz":
+            if "y" not in contents:
+                raise CorruptFileError(f"measurement {path} has no array 'y' (it has {sorted(contents)})")
+            _check_sampling(path, str(contents["sampling"]) if "sampling" in contents else None, operator)
+            contents = contents["y"]
+        array = np.asarray(contents)
     else:
         from scipy.io import loadmat
 
@@ -257,6 +272,29 @@ def read_measurement(path: Path, config: dict[str, Any]) -> torch.Tensor:
     while y.dim() < 4:
         y = y[None]
     return y
+
+
+def _check_sampling(path: Path, recorded: str | None, operator: Any) -> None:
+    expected = getattr(operator, "sampling_fingerprint", None)
+    if recorded is not None and expected is not None and recorded != expected:
+        raise InvalidArgumentError(
+            f"measurement {path} was taken with sampling {recorded}, but this model expects sampling {expected} "
+            "(`lorun inspect --model ...` names a model's sampling); restore it with the model it was measured for")
+
+
+def write_measurement(path: Path, y: torch.Tensor, operator: Any) -> None:
+    """Write a measurement atomically: .npz with ``y`` and, for block CS, ``sampling`` (the matrix's
+    fingerprint, checked by :func:`read_measurement`), or a bare .npy."""
+    suffix = path.suffix.lower()
+    if suffix not in (".npz", ".npy"):
+        raise InvalidArgumentError(f"a measurement is written as .npz (with its sampling) or .npy, got {path}")
+    array = y.detach().cpu().float().numpy()
+    with atomic_write(path) as f:
+        if suffix == ".npy":
+            np.save(f, array)
+        else:
+            sampling = getattr(operator, "sampling_fingerprint", None)
+            np.savez(f, y=array, **({} if sampling is None else {"sampling": np.array(sampling)}))
 
 
 def write_output(path: Path, x: torch.Tensor) -> None:

@@ -27,7 +27,6 @@ import torch
 
 from ..checks import check_int
 from ..errors import InvalidArgumentError
-from ..io import atomic_write
 
 __all__ = ["pca_basis", "sampling_fingerprint", "export_patterns", "SAMPLING_SUFFIXES"]
 
