@@ -73,6 +73,8 @@ def export_patterns(phi: torch.Tensor, block: int, path: str | Path) -> Path:
     """Write the m rows of ``phi`` as m x block x block patterns (row-major, the pixel (i, j) of
     pattern k is phi[k, i * block + j]) to ``path``: .npy (float32) or .mat (variable ``patterns``,
     with ``fingerprint``), ready for a single-pixel camera's modulator. Written atomically."""
+    from ..io import atomic_write  # file writing loads when patterns are exported, not with every network
+
     path = Path(path)
     if path.suffix.lower() not in SAMPLING_SUFFIXES:
         raise InvalidArgumentError(f"sampling patterns are written as .npy or .mat, got {path}")
