@@ -29,11 +29,12 @@ from safetensors.torch import load_file, save_file
 
 import lorun_peft
 import lorun_peft.zoo
-from lorun_peft.data import IMAGE_SUFFIXES, ImageFolder, list_files, modcrop
+from lorun_peft.data import IMAGE_SUFFIXES, ImageFolder, list_files, modcrop, photographs
 from lorun_peft.denoisers import UNet
 from lorun_peft.kernels import kernel_bank
 from lorun_peft.metrics import rgb_to_y, shave
 from lorun_peft.operators import BlockCS, BlurDownsample
+from lorun_peft.operators.sampling import pca_basis, sampling_fingerprint
 from lorun_peft.pretrain import SIGMA_FIRST, SIGMA_LAST, choose_noise_schedule, denoise_psnr, train_denoiser
 from lorun_peft.steps import geometric
 from lorun_peft.train import fit_operator
@@ -105,6 +106,12 @@ def load_base(work: Path) -> UNet:
     base = UNet(**BASE)
     base.load_state_dict({k: v.half().float() for k, v in load_file(str(path)).items()})
     return base.eval()
+
+
+def pca_basis_fingerprint(data: Path) -> str:
+    """The fingerprint of the whole nested basis the CS bundles take their rows from."""
+    whole = ImageFolder(train400(data)[0])
+    return sampling_fingerprint(pca_basis([whole.full(i) for i in range(len(whole))], CS_RECIPE["block"]))
 
 
 def cs_operator(ratio: float, images: ImageFolder, learn_matrix: bool = False) -> BlockCS:
@@ -216,12 +223,25 @@ def train_sr(name: str, data: Path, work: Path, steps: int | None = None, **budg
     return train_task(name, net, recipe, data, work, steps_grid=recipe["mu"], **budget)
 
 
-TEST_SETS = {"cs": ("set11", "bsd68"), "sr": ("set5", "set14")}
+TEST_SETS = {"cs": ("set11", "bsd68", "photos"), "sr": ("set5", "set14")}
+HELD_OUT = ("camera", "astronaut", "coffee", "chelsea", "rocket", "moon", "coins")  # scikit-image's photographs
+
+
+def random_linear(ratio: float, data: Path) -> BlockCS:
+    """The earlier zoo's operator, the baseline a data-fitted matrix must beat: random orthonormal
+    rows (seeded by the ratio) with the linear MMSE estimate Q fitted to the training images."""
+    operator = BlockCS(ratio, block=CS_RECIPE["block"], init="orthogonal", learnable=False, linear_estimate=True,
+                       seed=round(ratio * 1000))
+    whole = ImageFolder(train400(data)[0])
+    return operator.fit_initial_estimate([whole.full(i) for i in range(len(whole))])
 ZOO = Path(lorun_peft.__file__).parent / "pretrained"
 
 
 def test_images(data: Path, name: str, scale: int | None) -> tuple[list[torch.Tensor], list[str]]:
-    """A test set at full size: gray for CS; for SR the luma channel, cropped to the scale."""
+    """A test set at full size: gray for CS; for SR the luma channel, cropped to the scale.
+    "photos": scikit-image's photographs HELD_OUT (never used to fit or choose anything)."""
+    if name == "photos":
+        return photographs(HELD_OUT), list(HELD_OUT)
     folder = ImageFolder(data / name, channels=3 if scale else 1, augment=False)
     images = [folder.full(i) for i in range(len(folder))]
     if scale:
@@ -232,9 +252,11 @@ def test_images(data: Path, name: str, scale: int | None) -> tuple[list[torch.Te
 @torch.no_grad()
 def test_figures(net, data: Path, sets: tuple[str, ...]) -> dict:
     """Mean PSNR/SSIM on each test set of A^T y, the initial estimate (CS: linear MMSE; SR: cubic,
-    on the luma channel with ``scale`` border pixels shaved) and the network."""
+    on the luma channel with ``scale`` border pixels shaved) and the network; for CS also the
+    linear MMSE estimate of a random orthonormal matrix (``random_linear_psnr``)."""
     figures = {}
     scale = getattr(net.operator, "scale", None)
+    baseline = random_linear(net.operator.ratio, data) if isinstance(net.operator, BlockCS) else None
     for name in sets:
         images, names = test_images(data, name, scale)
         result = lorun_peft.evaluate(net, images, names=names, border=scale or 0)
@@ -248,6 +270,12 @@ def test_figures(net, data: Path, sets: tuple[str, ...]) -> dict:
             "images": len(images), "adjoint_psnr": sum(adjoint) / len(adjoint), "linear_psnr": mean["x0_psnr"],
             "linear_ssim": mean["x0_ssim"], "psnr": mean["psnr"], "ssim": mean["ssim"],
         }
+        if baseline is not None:
+            scores = []
+            for x in images:
+                with fit_operator(baseline, x.shape[-2:]):
+                    scores.append(float(lorun_peft.metrics.psnr(baseline.initial_estimate(baseline.A(x[None])).clamp(0, 1), x[None])))
+            figures[name]["random_linear_psnr"] = sum(scores) / len(scores)
     return figures
 
 
@@ -257,9 +285,9 @@ def write_zoo_card(root: Path) -> None:
     for name in lorun_peft.zoo.list(root):
         m = json.loads((root / name / "lorun_config.json").read_text())["metrics"]
         if name.startswith("cs-"):
-            rows.append(f"| {name} | {m.get('set11_adjoint_psnr', '')} | {m.get('set11_linear_mmse_psnr', '')} | "
-                        f"**{m.get('set11_psnr', '')}** / {m.get('set11_ssim', '')} | {m.get('bsd68_linear_mmse_psnr', '')} | "
-                        f"**{m.get('bsd68_psnr', '')}** / {m.get('bsd68_ssim', '')} | {m.get('train_steps', '')} | {m.get('train_cpu_minutes', '')} |")
+            rows.append("| " + " | ".join([name] + [
+                f"{m.get(f'{s}_random_linear_psnr', '')} | {m.get(f'{s}_linear_mmse_psnr', '')} | **{m.get(f'{s}_psnr', '')}** / {m.get(f'{s}_ssim', '')}"
+                for s in ("set11", "bsd68", "photos")] + [str(m.get("train_steps", "")), str(m.get("train_cpu_minutes", ""))]) + " |")
         else:
             sr_rows.append(f"| {name} | {m.get('set5_cubic_psnr', '')} | **{m.get('set5_psnr', '')}** / {m.get('set5_ssim', '')} | "
                            f"{m.get('set14_cubic_psnr', '')} | **{m.get('set14_psnr', '')}** / {m.get('set14_ssim', '')} | "
@@ -298,11 +326,16 @@ net.load_adapters(lorun_peft.zoo.bundle_path("cs-0.10"))      # swap the task in
 ```
 or `lorun restore --model zoo:cs-0.25 photo.png restored.png`.
 
-Test figures (PSNR dB / SSIM, images at full size, block CS with 32 x 32 blocks, noiseless;
-A^T y and the linear MMSE estimate computed in the same run on the same images):
+Every CS bundle measures with rows of one sampling basis: the PCA basis of Train400's 32 x 32
+blocks (nested: the first m rows serve ratio m / 1024; each bundle's card gives its fingerprints,
+`lorun inspect --model zoo:cs-R --export-sampling FILE.npy` writes the patterns). Test figures
+(PSNR dB / SSIM, images at full size, noiseless), each beside two linear estimates computed in the
+same run on the same images: a random orthonormal matrix with its fitted linear MMSE estimate
+(random), and the PCA matrix with its linear MMSE estimate Phi^T y (PCA, where LoRun-9 starts);
+photos: scikit-image's """ + ", ".join(HELD_OUT) + """ (held out from everything):
 
-| bundle | Set11 A^T y | Set11 linear MMSE | Set11 LoRun-9 | BSD68 linear MMSE | BSD68 LoRun-9 | steps | CPU minutes |
-|---|---|---|---|---|---|---|---|
+| bundle | Set11 random | Set11 PCA | Set11 LoRun-9 | BSD68 random | BSD68 PCA | BSD68 LoRun-9 | photos random | photos PCA | photos LoRun-9 | steps | CPU minutes |
+|---|---|---|---|---|---|---|---|---|---|---|---|
 """ + "\n".join(rows) + sr_table + """
 
 Trained by `python -m benchmarks.zoo train base|cs-R|sr-xS-kN --data DATA` (Train400 images 1-390;
@@ -329,9 +362,15 @@ def export(task: str, data: Path, work: Path, root: Path = ZOO) -> dict:
     first = TEST_SETS[kind][0]
     baseline = "linear_mmse" if kind == "cs" else "cubic"
     metrics = {"dataset": "Set11 / BSD68 (full size)" if kind == "cs" else "Set5 / Set14 (luma, border = scale shaved)"}
+    if kind == "cs":
+        metrics["dataset"] = "Set11 / BSD68 (full size) / photos: scikit-image's " + ", ".join(HELD_OUT)
+        metrics["sampling"] = (f"PCA of Train400's {net.operator.block} x {net.operator.block} blocks: rows 1-{net.operator.measurements} "
+                               f"of basis {pca_basis_fingerprint(data)}; this matrix {net.operator.sampling_fingerprint}")
     for name, f in figures.items():
         metrics.update({f"{name}_psnr": round(f["psnr"], 2), f"{name}_ssim": round(f["ssim"], 4),
                         f"{name}_{baseline}_psnr": round(f["linear_psnr"], 2), f"{name}_adjoint_psnr": round(f["adjoint_psnr"], 2)})
+        if "random_linear_psnr" in f:
+            metrics[f"{name}_random_linear_psnr"] = round(f["random_linear_psnr"], 2)
     metrics["train_steps"] = summary["steps"]
     metrics["train_cpu_minutes"] = round(summary.get("cpu_seconds", summary["seconds_this_run"]) / 60, 1)
     half = net.save_adapters(root / task, metrics=metrics, storage_dtype="float16")
