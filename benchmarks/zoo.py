@@ -5,6 +5,7 @@
     python -m benchmarks.zoo export cs-0.25 --data ../shared/data        # test figures + the shipped folder
     python -m benchmarks.zoo figure --data ../shared/data                # benchmarks/results/zoo_cs.png, zoo_sr.png
     python -m benchmarks.zoo ablate fixed matrix-1e-4 --data ../shared/data      # the matrix fixed or trained, side by side
+    python -m benchmarks.zoo all --device cuda --minutes 8 --data ../shared/data   # base + CS bundles on one GPU
     python -m benchmarks.zoo list
 
 ``export`` measures a trained bundle on the test sets (Set11 and BSD68 at full size, beside A^T y and
@@ -65,7 +66,8 @@ SR_SHORT_STEPS = {"sr-x2-k4": 250, "sr-x4-k0": 250}  # likewise
 
 def train400(data: Path) -> tuple[list[Path], list[Path]]:
     files = list_files(data / "train400", IMAGE_SUFFIXES)
-    return files[:-VALIDATION], files[-VALIDATION:]
+    held = min(VALIDATION, len(files) // 4)  # 10 of Train400's 400; fewer of a smaller stand-in folder
+    return files[:-held], files[-held:]
 
 
 def train_base(data: Path, work: Path, steps: int | None = None, device: str = "cpu", time_limit: float | None = None) -> dict:
@@ -132,7 +134,7 @@ def ablate(data: Path, work: Path, variants: list[str], steps: int = 150, ratio:
     Each variant is resumable (``work``/ablate-R/variant)."""
     training, validation = train400(data)
     whole = ImageFolder(training)
-    val = [ImageFolder(validation).full(i) for i in range(VALIDATION)]
+    val = [ImageFolder(validation).full(i) for i in range(len(validation))]
     folder = work / f"ablate-{ratio:.2f}"
     folder.mkdir(parents=True, exist_ok=True)
     out_file = folder / "ablation.json"
@@ -142,8 +144,8 @@ def ablate(data: Path, work: Path, variants: list[str], steps: int = 150, ratio:
         operator = cs_operator(ratio, whole, matrix_lr is not None)
         pca = operator.phi.detach().clone()
         net = lorun_peft.unfold(load_base(work), operator, K, gamma=CS_RECIPE["gamma"], noise_level=True)
-        init = choose_schedule(net, val, folder / "step_init.json", firsts=CS_SIGMA_FIRST, lasts=CS_SIGMA_LAST)
         net.to(budget.get("device", "cpu"))
+        init = choose_schedule(net, val, folder / "step_init.json", firsts=CS_SIGMA_FIRST, lasts=CS_SIGMA_LAST)
         result = lorun_peft.train(net, ImageFolder(training, patch_size=CS_RECIPE["patch_size"]), steps=steps,
                                   batch_size=CS_RECIPE["batch_size"], lr=CS_RECIPE["lr"], operator_lr=matrix_lr,
                                   checkpoint_dir=folder / variant, checkpoint_every=25, val_data=val, val_every=25,
@@ -181,12 +183,12 @@ def train_task(name: str, net, recipe: dict, data: Path, work: Path, steps_grid:
     folder = work / name
     folder.mkdir(parents=True, exist_ok=True)
     training, validation = train400(data)
-    val = [ImageFolder(validation).full(i) for i in range(VALIDATION)]
+    val = [ImageFolder(validation).full(i) for i in range(len(validation))]
     start = time.perf_counter()
+    net.to(device)
     init = choose_schedule(net, val, folder / "step_init.json", steps_grid, firsts, lasts)
     print(f"{name}: step init {init['step']}, sigma {init['sigma_first']} -> {init['sigma_last']} "
           f"(validation {init['val_psnr_untrained']:.2f} dB untrained)", flush=True)
-    net.to(device)
     result = lorun_peft.train(
         net, ImageFolder(training, patch_size=recipe["patch_size"]), steps=recipe["steps"],
         batch_size=recipe["batch_size"], lr=recipe["lr"], operator_lr=recipe.get("matrix_lr"),
@@ -452,6 +454,67 @@ TASKS = {
 }
 
 
+def seconds_per_step(module: torch.nn.Module, inputs: tuple, target: torch.Tensor, repeats: int = 3) -> float:
+    """Seconds of one Adam step of ``module`` on ``inputs`` (after two warm-up steps), on its device."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=1e-12)
+    sync = torch.cuda.synchronize if target.is_cuda else (lambda: None)
+    for i in range(2 + repeats):
+        if i == 2:
+            sync()
+            start = time.perf_counter()
+        loss = torch.nn.functional.mse_loss(module(*inputs), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    sync()
+    return (time.perf_counter() - start) / repeats
+
+
+def train_all(data: Path, work: Path, root: Path, minutes: float, device: str = "cuda", max_steps: int | None = None,
+              ratios: tuple[float, ...] = CS_RATIOS) -> dict:
+    """The base and the five CS bundles in about ``minutes`` on ``device``, written to the zoo folder
+    ``root`` (no test figures: score them with ``export``). The steps of each phase are set from
+    its measured seconds per step: half the time for the base, 40 % shared by the bundles, the rest for
+    choosing noise schedules, validation and saving; each phase also stops at twice its share. A
+    phase that ran before in ``work`` resumes (run it again with more minutes to go on)."""
+    device = torch.device(device)
+    base_share, cs_share = 0.5 * minutes * 60, 0.4 / len(ratios) * minutes * 60
+    base = UNet(**BASE).to(device)
+    b = BASE_RECIPE
+    x = torch.rand(b["batch_size"], 1, b["patch_size"], b["patch_size"], device=device)
+    base_rate = seconds_per_step(base, (x, torch.full((b["batch_size"],), 0.1, device=device)), x)
+    operator = BlockCS(0.5, block=CS_RECIPE["block"], learnable=False, linear_estimate=True)  # the slowest ratio
+    net = lorun_peft.unfold(UNet(**BASE), operator, K, gamma=CS_RECIPE["gamma"], noise_level=True).to(device)
+    x = torch.rand(CS_RECIPE["batch_size"], 1, CS_RECIPE["patch_size"], CS_RECIPE["patch_size"], device=device)
+    cs_rate = seconds_per_step(net, (operator.A(x),), x)
+    cap = max_steps or 10**6
+    base_steps = max(1, min(cap, int(base_share / (1.3 * base_rate))))
+    cs_steps = max(1, min(cap, int(cs_share / (1.3 * cs_rate))))
+    print(f"{device}: {base_rate * 1e3:.1f} ms per base step, {cs_rate * 1e3:.1f} ms per bundle step; "
+          f"the base gets {base_steps} steps, each CS bundle {cs_steps}", flush=True)
+    start = time.perf_counter()
+    summaries = {"base": train_base(data, work, base_steps, device=str(device), time_limit=2 * base_share)}
+    if not (work / "base" / "denoiser.safetensors").exists():
+        raise SystemExit(f"the base stopped at step {summaries['base']['steps']} of {base_steps}: run again to continue")
+    for ratio in ratios:
+        summaries[f"cs-{ratio:.2f}"] = train_cs(ratio, data, work, cs_steps, device=str(device), time_limit=2 * cs_share)
+    trained = load_base(work)
+    for ratio in ratios:
+        task = f"cs-{ratio:.2f}"
+        if (work / task / "bundle").exists():
+            net = lorun_peft.load(trained, work / task / "bundle")
+            net.save_base(root / "base", storage_dtype="float16")
+            net.save_adapters(root / task, storage_dtype="float16", metrics={
+                "train_steps": summaries[task]["steps"], "train_device": str(device),
+                "sampling": f"PCA of Train400's blocks, rows 1-{net.operator.measurements}; this matrix {net.operator.sampling_fingerprint}"})
+    lorun_peft.zoo.write_checksums(root)
+    summary = {"device": str(device), "minutes": minutes, "seconds": time.perf_counter() - start,
+               "base_steps": base_steps, "cs_steps": cs_steps, "tasks": summaries}
+    (work / "train_all.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -481,12 +544,26 @@ def main(argv: list[str] | None = None) -> None:
     fig.add_argument("--data", type=Path, required=True)
     fig.add_argument("--root", type=Path, default=ZOO)
     fig.add_argument("--threads", type=int, default=1)
+    every = sub.add_parser("all", help="the base and the five CS bundles within --minutes on --device, into one zoo folder")
+    every.add_argument("--data", type=Path, required=True)
+    every.add_argument("--work", type=Path, default=Path("runs/zoo-all"))
+    every.add_argument("--root", type=Path, default=None, help="the zoo folder to write (default WORK/zoo)")
+    every.add_argument("--device", default="cuda")
+    every.add_argument("--minutes", type=float, default=8.0)
+    every.add_argument("--max-steps", type=int, default=None, help="cap every phase's steps (a smoke test on CPU)")
+    every.add_argument("--ratios", type=float, nargs="+", default=list(CS_RATIOS), help="the CS ratios (default all five)")
+    every.add_argument("--threads", type=int, default=1)
     sub.add_parser("list", help="list the tasks")
     args = parser.parse_args(argv)
     if args.command == "list":
         print("\n".join(sorted(TASKS)))
         return
     torch.set_num_threads(args.threads)
+    if args.command == "all":
+        summary = train_all(args.data, args.work, args.root or args.work / "zoo", args.minutes, args.device, args.max_steps,
+                            tuple(args.ratios))
+        print(json.dumps({k: v for k, v in summary.items() if k != "tasks"}, indent=1))
+        return
     if args.command == "figure":
         print(figure(args.data, args.root))
         print(sr_figure(args.data, args.root))

@@ -1,0 +1,59 @@
+"""The zoo's training script on a smoke setting: `python -m benchmarks.zoo all` (the base and the CS
+bundles under a time budget, into one zoo folder) and a task stopped by --minutes that resumes.
+On generated images (tests never need the shared data); the real runs are in benchmarks/RESULTS.md."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+zoo_script = pytest.importorskip("benchmarks.zoo")
+
+import lorun_peft  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """A stand-in for the shared data folder: train400/ with 13 smooth 96 x 96 images (3 validate)."""
+    root = tmp_path_factory.mktemp("data")
+    (root / "train400").mkdir()
+    g = np.random.default_rng(0)
+    for i in range(13):
+        a = np.cumsum(np.cumsum(g.normal(0, 1, (96, 96)), 0), 1)
+        Image.fromarray(((a - a.min()) / np.ptp(a) * 255).astype(np.uint8)).save(root / "train400" / f"test_{i:03d}.png")
+    return root
+
+
+def test_all_trains_base_and_bundles_into_one_zoo_folder(tmp_path, data, capsys):
+    work = tmp_path / "work"
+    zoo_script.main(["all", "--data", str(data), "--work", str(work), "--device", "cpu", "--minutes", "0.2",
+                     "--max-steps", "1", "--ratios", "0.25"])
+    out = capsys.readouterr().out
+    assert "ms per base step" in out and "each CS bundle 1" in out
+    root = work / "zoo"
+    assert lorun_peft.zoo.list(root) == ["cs-0.25"]
+    lorun_peft.zoo.verify(None, root)  # every file's checksum
+    net = lorun_peft.zoo.load("cs-0.25", root)
+    phi = net.operator.phi.detach()
+    torch.testing.assert_close(phi @ phi.T, torch.eye(256), atol=2e-2, rtol=0)  # PCA rows, stored in float16
+    config = json.loads((root / "cs-0.25" / "lorun_config.json").read_text())
+    assert config["metrics"]["sampling"].startswith("PCA of Train400's blocks, rows 1-256")
+    summary = json.loads((work / "train_all.json").read_text())
+    assert summary["base_steps"] == 1 and summary["tasks"]["cs-0.25"]["steps"] == 1
+
+
+def test_a_task_stopped_by_its_time_limit_resumes(tmp_path, data, capsys):
+    work = tmp_path / "work"
+    first = zoo_script.train_cs(0.25, data, work, steps=10**6, time_limit=1.0)
+    assert 0 < first["steps"] < 10**6 and not (work / "cs-0.25" / "bundle").exists()
+    assert "run again to continue" in capsys.readouterr().out
+    done = zoo_script.train_cs(0.25, data, work, steps=first["steps"] + 1)
+    assert done["steps"] == first["steps"] + 1 and (work / "cs-0.25" / "bundle").is_dir()
+    assert done["cpu_seconds"] > first["cpu_seconds"]
