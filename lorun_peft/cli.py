@@ -163,14 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("out", type=Path, help="the folder to write")
     _common(c)
 
-    d = sub.add_parser("demo", help="the pretrained zoo on a photograph (no training), then two-phase training (Block-1, then LoRun) on built-in images")
+    d = sub.add_parser("demo", help="the pretrained zoo on a photograph (no training), then a new task over its base: plug-and-play, Block-1 and LoRun at equal steps")
     d.add_argument("--out", type=Path, default=Path("lorun_demo"), help="output folder (default lorun_demo)")
-    d.add_argument("--ratio", type=float, default=0.25, help="CS sampling ratio (default 0.25)")
+    d.add_argument("--ratio", type=float, default=0.30, help="part 2: the new task's CS ratio (default 0.30, one the zoo lacks; up to 0.50)")
     d.add_argument("--K", type=int, default=9, help="number of stages (default 9)")
     d.add_argument("--gamma", type=float, default=10.0, help="LoRA rank rule percentage (default 10)")
-    d.add_argument("--steps", type=int, default=200, help="training steps per phase (default 200)")
-    d.add_argument("--quick", action="store_true", help="60 steps per phase (under a minute)")
-    d.add_argument("--data", type=Path, help="train on your own image folder (the last fifth is held out for the test)")
+    d.add_argument("--steps", type=int, default=60, help="part 2: training steps of each method (default 60)")
+    d.add_argument("--quick", action="store_true", help="part 2 with 20 steps per method")
+    d.add_argument("--data", type=Path, help="part 2 on your own image folder (the last fifth is held out for the test)")
     d.add_argument("--image", type=Path, help="a gray photograph for the zoo part (default: scikit-image's camera if installed)")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     _common(d)
@@ -247,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "demo":
             from .demo import demo
 
-            demo(args.out, ratio=args.ratio, K=args.K, gamma=args.gamma, steps=60 if args.quick else args.steps,
+            demo(args.out, ratio=args.ratio, K=args.K, gamma=args.gamma, steps=20 if args.quick else args.steps,
                  seed=args.seed, data=args.data, progress=not args.no_progress, image=args.image)
         else:
             from . import commands

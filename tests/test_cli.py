@@ -259,17 +259,31 @@ def test_model_and_input_errors(cs_model, tmp_path, capsys):
     assert exit_info.value.code == 2
 
 
-def test_demo_quick(tmp_path, capsys, images):
+def test_demo_quick(tmp_path, capsys, images):  # images: 24 x 32, too small for part 2
     code, out, _ = run(capsys, "demo", "--steps", "2", "--K", "2", "--out", tmp_path / "demo", "--no-progress")
     assert code == 0
-    assert "A^T y" in out and "Block-1" in out and "LoRun-2" in out and "Block-2 equivalent" in out
-    assert "Block-1 and LoRun-2 at equal steps: 4 each" in out and "Block-1, phase 1 only" in out
     assert "pretrained zoo" in out and all(f"cs-{r}" in out for r in ("0.01", "0.04", "0.10", "0.25", "0.50"))
-    for name in ("zoo.png", "demo.png", "stages.png", "lora_updates.png", f"model/{NETWORK_CONFIG}"):
+    assert "a new task over the zoo's base: block CS at ratio 0.3 (307 rows of the zoo's sampling basis)" in out
+    for method in ("linear estimate x0 = Q y", "plug-and-play", "Block-1", "LoRun-2", "Block-2 equivalent"):
+        assert method in out
+    assert "test PSNR after 0, 1, 2 steps: plug-and-play" in out
+    for name in ("zoo.png", "demo.png", "training.png", "stages.png", "lora_updates.png", f"model/{NETWORK_CONFIG}"):
         assert (tmp_path / "demo" / name).is_file()
+    assert not (tmp_path / "demo" / "checkpoints").exists()
     assert run(capsys, "eval", "--model", tmp_path / "demo")[0] == 0
-    code, out, _ = run(capsys, "demo", "--steps", "2", "--K", "2", "--data", images, "--out", tmp_path / "d2", "--no-progress")
-    assert code == 0 and "2 images of" in out
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(5):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (40, 48), dtype=np.uint8)).save(photos / f"p{i}.png")
+    code, out, _ = run(capsys, "demo", "--steps", "2", "--K", "2", "--data", photos, "--out", tmp_path / "d2", "--no-progress")
+    assert code == 0 and "4 images of" in out and "(1 held out)" in out
+    code, _, err = run(capsys, "demo", "--steps", "1", "--K", "2", "--data", images, "--out", tmp_path / "d3", "--no-progress")
+    assert code == 2 and "part 2 needs images of at least 32 x 32 pixels" in err
+
+
+def test_demo_part_2_refuses_a_ratio_beyond_the_zoo_basis(tmp_path, capsys):
+    code, _, err = run(capsys, "demo", "--steps", "1", "--K", "2", "--ratio", "0.75", "--out", tmp_path / "demo", "--no-progress")
+    assert code == 2 and "--ratio 0.75 needs 768 rows; the zoo's basis is stored up to 512 (cs-0.50)" in err
 
 
 def test_console_script_reports_errors_without_traceback(tmp_path):
