@@ -54,14 +54,16 @@ CS_RECIPE = {"steps": 300, "batch_size": 4, "patch_size": 96, "lr": 1e-3, "block
              "sampling": "pca", "matrix_lr": None}
 # Noise schedules plug-and-play chooses from on the validation images (sigma_0 x sigma_{K-1}):
 # wider than choose_noise_schedule's default, whose edge (0.15) the PCA operator's choice sat on.
-CS_SIGMA_FIRST = (0.4, 0.25, 0.15, 0.08, 0.04)
-CS_SIGMA_LAST = (0.01, 0.005, 0.0025)  # (the default's smallest, 0.005, was chosen there too)
+WIDE_SIGMA_FIRST = (0.4, 0.25, 0.15, 0.08, 0.04)
+WIDE_SIGMA_LAST = (0.01, 0.005, 0.0025)  # (the default's smallest, 0.005, was chosen there too)
 CS_RATIOS = (0.01, 0.04, 0.10, 0.25, 0.50)
 # SR on the luma channel with the same gray base: HQS (closed-form FFT prox), kernels of
 # lorun_peft.kernels.kernel_bank(): 0 isotropic (sigma 0.7 px), 4 anisotropic.
 SR_SETTINGS = {"sr-x2-k0": (2, 0), "sr-x2-k4": (2, 4), "sr-x4-k0": (4, 0), "sr-x4-k4": (4, 4)}
-SR_RECIPE = {"steps": 600, "batch_size": 4, "patch_size": 96, "lr": 1e-3, "gamma": 10.0, "mu": (0.05, 0.2, 1.0)}
-SR_SHORT_STEPS = {"sr-x2-k4": 250, "sr-x4-k0": 250}  # likewise
+# The step grid (mu_k, and sigma_0 from WIDE_SIGMA_FIRST) is wider than the one the shipped x2 and x4-k4
+# bundles chose from (mu 0.05 / 0.2 / 1.0, sigma_0 up to 0.15): sr-x4-k0's choice sat on both edges.
+SR_RECIPE = {"steps": 600, "batch_size": 4, "patch_size": 96, "lr": 1e-3, "gamma": 10.0, "mu": (0.01, 0.02, 0.05, 0.2, 1.0)}
+SR_SHORT_STEPS = {"sr-x2-k4": 250}  # what an earlier session's CPU time allowed; see RESULTS.md
 
 
 def train400(data: Path) -> tuple[list[Path], list[Path]]:
@@ -145,7 +147,7 @@ def ablate(data: Path, work: Path, variants: list[str], steps: int = 150, ratio:
         pca = operator.phi.detach().clone()
         net = lorun_peft.unfold(load_base(work), operator, K, gamma=CS_RECIPE["gamma"], noise_level=True)
         net.to(budget.get("device", "cpu"))
-        init = choose_schedule(net, val, folder / "step_init.json", firsts=CS_SIGMA_FIRST, lasts=CS_SIGMA_LAST)
+        init = choose_schedule(net, val, folder / "step_init.json", firsts=WIDE_SIGMA_FIRST, lasts=WIDE_SIGMA_LAST)
         result = lorun_peft.train(net, ImageFolder(training, patch_size=CS_RECIPE["patch_size"]), steps=steps,
                                   batch_size=CS_RECIPE["batch_size"], lr=CS_RECIPE["lr"], operator_lr=matrix_lr,
                                   checkpoint_dir=folder / variant, checkpoint_every=25, val_data=val, val_every=25,
@@ -214,7 +216,7 @@ def train_cs(ratio: float, data: Path, work: Path, steps: int | None = None, **b
     recipe = {**CS_RECIPE, "steps": steps or CS_RECIPE["steps"]}
     operator = cs_operator(ratio, ImageFolder(train400(data)[0]), recipe["matrix_lr"] is not None)
     net = lorun_peft.unfold(load_base(work), operator, K, gamma=recipe["gamma"], noise_level=True)
-    return train_task(f"cs-{ratio:.2f}", net, recipe, data, work, firsts=CS_SIGMA_FIRST, lasts=CS_SIGMA_LAST, **budget)
+    return train_task(f"cs-{ratio:.2f}", net, recipe, data, work, firsts=WIDE_SIGMA_FIRST, lasts=WIDE_SIGMA_LAST, **budget)
 
 
 def train_sr(name: str, data: Path, work: Path, steps: int | None = None, **budget) -> dict:
@@ -222,7 +224,7 @@ def train_sr(name: str, data: Path, work: Path, steps: int | None = None, **budg
     scale, kernel = SR_SETTINGS[name]
     operator = BlurDownsample(kernel_bank()[kernel], scale=scale, channels=1)
     net = lorun_peft.unfold(load_base(work), operator, K, algorithm="hqs", gamma=recipe["gamma"], noise_level=True)
-    return train_task(name, net, recipe, data, work, steps_grid=recipe["mu"], **budget)
+    return train_task(name, net, recipe, data, work, steps_grid=recipe["mu"], firsts=WIDE_SIGMA_FIRST, **budget)
 
 
 TEST_SETS = {"cs": ("set11", "bsd68", "photos"), "sr": ("set5", "set14")}

@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--noise-sigma", type=float, default=0.0)
     e.add_argument("--y-channel", action=argparse.BooleanOptionalAction, help="measure RGB on the luma channel (default: on for sr)")
     e.add_argument("--border", type=int, help="pixels shaved before measuring (default: the scale for sr, else 0)")
+    e.add_argument("--luma", action="store_true", help="gray model, colour images: degrade and restore each image's luma "
+                   "(Y of YCbCr, as SR papers and the README's SR figures do) instead of its gray conversion")
     e.add_argument("--mask", type=Path, help="cassi: evaluate with this coded aperture (.mat key 'mask' or .npy, any size) instead of the training crop")
     e.add_argument("--csv", type=Path, help="also write the table as CSV")
     e.add_argument("--json", type=Path, help="also write the table as JSON")

@@ -232,7 +232,7 @@ def _record_settings(folder: Path, settings: dict[str, Any], fresh: bool) -> Non
 
 
 def _evaluate_model(net: UnfoldedNetwork, config: dict[str, Any], args: argparse.Namespace, **extra: Any) -> Evaluation:
-    images, names = evaluation_images(config, net.operator, args.data)
+    images, names = evaluation_images(config, net.operator, args.data, getattr(args, "luma", False))
     return evaluate(net, images, names=names, noise_sigma=args.noise_sigma, seed=args.seed,
                     **metric_options(config, net.operator, args), **extra)
 
@@ -242,7 +242,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     use_mask(net.operator, getattr(args, "mask", None))
     result = _evaluate_model(net, config, args)
     options = metric_options(config, net.operator, args)
-    where = "Y channel, " if options["y_channel"] and config["channels"] == 3 else ""
+    where = "Y channel, " if options["y_channel"] and config["channels"] == 3 else "the luma (Y of YCbCr) restored directly, " if args.luma else ""
     print(f"{config['task']} model {args.model}; {where}border {options['border']}; x0 = the operator's initial estimate")
     print(result.table)
     for path, text in ((args.csv, result.table.to_csv()), (args.json, result.table.to_json())):

@@ -34,6 +34,7 @@ from .data import (
 )
 from .errors import CorruptFileError, InvalidArgumentError
 from .io import atomic_write
+from .metrics import rgb_to_y
 from .operators import CASSI, BlockCS, BlurDownsample
 from .operators.cassi import load_mask
 from .plots import save_png, to_display
@@ -162,11 +163,18 @@ def _cube_files(folder: Path | list[Path]) -> bool:
     return not folder.is_dir() or any(f.suffix.lower() in CUBE_SUFFIXES for f in folder.iterdir())
 
 
-def folder_images(config: dict[str, Any], folder: Path | list[Path]) -> tuple[list[torch.Tensor], list[str]]:
+def folder_images(config: dict[str, Any], folder: Path | list[Path], luma: bool = False) -> tuple[list[torch.Tensor], list[str]]:
     """The images (or cubes) of a folder, or of a list of files, whole. CASSI: a folder of gray
-    images gives the cubes :class:`lorun_peft.spectral.GeneratedCubes` makes of them."""
+    images gives the cubes :class:`lorun_peft.spectral.GeneratedCubes` makes of them. ``luma``
+    (a gray model): each image's luma, the Y of YCbCr in [16, 235] / 255 that SR papers restore and
+    score, instead of its gray conversion (full-range luma)."""
+    if luma:
+        if config["channels"] != 1:
+            raise InvalidArgumentError(f"--luma restores the luma channel with a gray model; this model has {config['channels']} channels")
+        data: Any = ImageFolder(folder, channels=3, augment=False)
+        return [rgb_to_y(data.full(i)[None])[0] for i in range(len(data))], data.names
     if config["task"] == "cassi" and not _cube_files(folder):
-        data: Any = generated_cubes(folder, config["channels"], augment=False, seed=10_000)
+        data = generated_cubes(folder, config["channels"], augment=False, seed=10_000)
     elif config["task"] == "cassi":
         data = SpectralCubes(folder, augment=False)
     else:
@@ -174,9 +182,11 @@ def folder_images(config: dict[str, Any], folder: Path | list[Path]) -> tuple[li
     return [data.full(i) for i in range(len(data))], data.names
 
 
-def evaluation_images(config: dict[str, Any], operator: Any, folder: Path | list[Path] | None) -> tuple[list[torch.Tensor], list[str]]:
-    """(images, names) to evaluate on, fitted to the operator: a folder's or the built-in ones."""
-    images, names = folder_images(config, folder) if folder else builtin_eval_images(config, operator)
+def evaluation_images(config: dict[str, Any], operator: Any, folder: Path | list[Path] | None,
+                      luma: bool = False) -> tuple[list[torch.Tensor], list[str]]:
+    """(images, names) to evaluate on, fitted to the operator: a folder's (``luma``: see
+    :func:`folder_images`) or the built-in ones."""
+    images, names = folder_images(config, folder, luma) if folder else builtin_eval_images(config, operator)
     fitted = []
     for x, name in zip(images, names):
         try:
