@@ -6,6 +6,7 @@
     python -m benchmarks.zoo figure --data ../shared/data                # benchmarks/results/zoo_cs.png, zoo_sr.png
     python -m benchmarks.zoo ablate fixed matrix-1e-4 --data ../shared/data      # the matrix fixed or trained, side by side
     python -m benchmarks.zoo all --device cuda --minutes 8 --data ../shared/data   # base + CS bundles on one GPU
+    python -m benchmarks.zoo goals                                      # the CS bundles against issue #20's goals
     python -m benchmarks.zoo list
 
 ``export`` measures a trained bundle on the test sets (Set11 and BSD68 at full size, beside A^T y and
@@ -350,6 +351,31 @@ ones: one base serves every task (`lorun_peft.zoo.load("sr-x4-k4")`). Licence of
     (root / "README.md").write_text(text)
 
 
+# The LoRun paper's U-Net LoRun-9 on Set11 (Table II), PSNR dB at CS ratios 1 / 4 / 10 / 25 %.
+PAPER_SET11 = {0.01: 21.13, 0.04: 25.45, 0.10: 29.29, 0.25: 34.75}
+GOAL_OVER_PCA = {0.01: 0.5, 0.04: 0.5, 0.10: 1.0, 0.25: 1.0, 0.50: 1.0}  # issue #20: dB above the PCA linear estimate
+
+
+def goals(root: Path = ZOO) -> str:
+    """Markdown tables of the shipped CS bundles against issue #20's goals: LoRun-9 at least
+    GOAL_OVER_PCA above the PCA linear estimate on every test set, and Set11 beside the paper's
+    U-Net LoRun-9 (goal at 0.10 and 0.25: within 0.5 dB). Read from the bundles' metrics."""
+    lines = ["| bundle | test set | random linear | PCA linear | LoRun-9 | over PCA | goal | met |", "|---|---|---|---|---|---|---|---|"]
+    paper = ["| ratio | paper U-Net LoRun-9 | ours | difference |", "|---|---|---|---|"]
+    for name in [n for n in lorun_peft.zoo.list(root) if n.startswith("cs-")]:
+        m = json.loads((root / name / "lorun_config.json").read_text())["metrics"]
+        ratio = float(name.removeprefix("cs-"))
+        for test in TEST_SETS["cs"]:
+            if f"{test}_psnr" not in m:
+                continue
+            gain, goal = m[f"{test}_psnr"] - m[f"{test}_linear_mmse_psnr"], GOAL_OVER_PCA[ratio]
+            lines.append(f"| {name} | {test} | {m.get(f'{test}_random_linear_psnr', '')} | {m[f'{test}_linear_mmse_psnr']} | "
+                         f"**{m[f'{test}_psnr']}** | {gain:+.2f} | +{goal} | {'yes' if gain >= goal else f'no, {goal - gain:.2f} dB short'} |")
+        if ratio in PAPER_SET11 and "set11_psnr" in m:
+            paper.append(f"| {ratio:.2f} | {PAPER_SET11[ratio]} | **{m['set11_psnr']}** | {m['set11_psnr'] - PAPER_SET11[ratio]:+.2f} |")
+    return "\n".join(lines) + "\n\n" + "\n".join(paper)
+
+
 def export(task: str, data: Path, work: Path, root: Path = ZOO) -> dict:
     """Score a trained bundle, then write base and bundle (float16) into the zoo folder."""
     trained = work / task / "bundle"
@@ -555,10 +581,15 @@ def main(argv: list[str] | None = None) -> None:
     every.add_argument("--max-steps", type=int, default=None, help="cap every phase's steps (a smoke test on CPU)")
     every.add_argument("--ratios", type=float, nargs="+", default=list(CS_RATIOS), help="the CS ratios (default all five)")
     every.add_argument("--threads", type=int, default=1)
+    g = sub.add_parser("goals", help="the shipped CS bundles against issue #20's goals and the paper's Set11 figures (markdown)")
+    g.add_argument("--root", type=Path, default=ZOO)
     sub.add_parser("list", help="list the tasks")
     args = parser.parse_args(argv)
     if args.command == "list":
         print("\n".join(sorted(TASKS)))
+        return
+    if args.command == "goals":
+        print(goals(args.root))
         return
     torch.set_num_threads(args.threads)
     if args.command == "all":

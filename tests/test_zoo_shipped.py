@@ -111,3 +111,34 @@ def test_sr_bundles_share_the_base_and_beat_cubic_interpolation(name, camera) ->
         y = net.operator.A(x)
         cubic, restored = net.operator.initial_estimate(y).clamp(0, 1), net(y).clamp(0, 1)
     assert float(psnr(restored, x)) > float(psnr(cubic, x)) + 0.3
+
+
+def test_every_cs_bundle_measures_with_rows_of_one_data_fitted_basis() -> None:
+    """Nested PCA sampling: each bundle's matrix is the first m rows of the largest one's, with
+    orthonormal rows, and its card names the basis (one fingerprint for all) and its own matrix."""
+    operators = {name: zoo.load(name).operator for name in CS_NAMES}
+    largest = operators[CS_NAMES[-1]].phi.detach()
+    bases = set()
+    for name, op in operators.items():
+        phi = op.phi.detach()
+        torch.testing.assert_close(phi, largest[: op.measurements])
+        torch.testing.assert_close(phi @ phi.T, torch.eye(op.measurements), atol=5e-3, rtol=0)  # float16 storage
+        sampling = (zoo.bundle_path(name) / "README.md").read_text().split("| sampling | ")[1].split(" |")[0]
+        assert f"rows 1-{op.measurements} of basis sha256:" in sampling and op.sampling_fingerprint in sampling
+        bases.add(sampling.split("of basis ")[1].split(";")[0])
+    assert len(bases) == 1
+
+
+def test_pca_sampling_beats_the_random_matrix_the_zoo_used_before(camera) -> None:
+    """The shipped linear estimate (PCA rows, x0 = Phi^T y) against random orthonormal rows with a
+    least-squares Q fitted on other photographs, on the camera: the data-fitted matrix wins."""
+    from lorun_peft.operators import BlockCS
+
+    net = zoo.load("cs-0.10")
+    fitted = BlockCS(0.1, init="orthogonal", learnable=False, linear_estimate=True, seed=100)
+    fitted.fit_initial_estimate(photographs(["astronaut", "coffee", "chelsea", "rocket"]), blocks=4000)
+    scores = []
+    for op in (net.operator, fitted):
+        with torch.no_grad(), fit_operator(op, camera.shape[-2:]):
+            scores.append(float(psnr(op.initial_estimate(op.A(camera)).clamp(0, 1), camera)))
+    assert scores[0] > scores[1] + 1.0, scores

@@ -57,3 +57,14 @@ def test_a_task_stopped_by_its_time_limit_resumes(tmp_path, data, capsys):
     done = zoo_script.train_cs(0.25, data, work, steps=first["steps"] + 1)
     assert done["steps"] == first["steps"] + 1 and (work / "cs-0.25" / "bundle").is_dir()
     assert done["cpu_seconds"] > first["cpu_seconds"]
+
+
+def test_goals_table_reads_the_bundles_metrics(tmp_path):
+    for name, metrics in {"cs-0.10": {"set11_psnr": 28.7, "set11_linear_mmse_psnr": 26.97, "set11_random_linear_psnr": 23.5},
+                          "cs-0.25": {"set11_psnr": 31.9, "set11_linear_mmse_psnr": 31.27}}.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "lorun_config.json").write_text(json.dumps({"metrics": metrics}))
+    table = zoo_script.goals(tmp_path)
+    assert "| cs-0.10 | set11 | 23.5 | 26.97 | **28.7** | +1.73 | +1.0 | yes |" in table
+    assert "| cs-0.25 | set11 |  | 31.27 | **31.9** | +0.63 | +1.0 | no, 0.37 dB short |" in table
+    assert "| 0.10 | 29.29 | **28.7** | -0.59 |" in table and "| 0.25 | 34.75 | **31.9** | -2.85 |" in table
