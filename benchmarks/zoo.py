@@ -31,12 +31,12 @@ import lorun_peft
 import lorun_peft.zoo
 from lorun_peft.data import IMAGE_SUFFIXES, ImageFolder, list_files, modcrop
 from lorun_peft.denoisers import UNet
-from lorun_peft.kernels import kernel_bank
+from lorun_peft.operators.kernels import kernel_bank
 from lorun_peft.metrics import rgb_to_y, shave
 from lorun_peft.operators import BlockCS, BlurDownsample
-from lorun_peft.pretrain import SIGMA_FIRST, SIGMA_LAST, choose_noise_schedule, denoise_psnr, train_denoiser
+from lorun_peft.training.pretrain import SIGMA_FIRST, SIGMA_LAST, choose_noise_schedule, denoise_psnr, train_denoiser
 from lorun_peft.steps import geometric
-from lorun_peft.train import fit_operator
+from lorun_peft.training.loop import fit_operator
 
 # The shared base: a noise-level-conditioned U-Net (536k parameters, about the paper's CS U-Net).
 BASE = {"in_channels": 1, "width": 16, "depth": 3}

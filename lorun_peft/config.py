@@ -21,9 +21,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .adapters import ADAPTER_KINDS, check_gamma
+from .adapters.stages import ADAPTER_KINDS, check_gamma
 from .errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError
-from .sharing import SHARE_MODES
+from .adapters.sharing import SHARE_MODES
 from .steps import STEPS
 
 __all__ = ["UnfoldConfig", "CONFIG_FORMAT_VERSION"]

@@ -3,9 +3,21 @@
 >>> from lorun_peft.errors import InvalidArgumentError, LorunError
 >>> issubclass(InvalidArgumentError, (LorunError, ValueError))
 True
+
+The argument checks shared by the operators and kernels live here too (they raise these errors):
+
+>>> check_int(3, "block")
+3
+>>> check_int(0, "block")
+Traceback (most recent call last):
+...
+lorun_peft.errors.InvalidArgumentError: block must be an int >= 1, got 0
 """
 
 from __future__ import annotations
+
+import numbers
+from typing import Any
 
 __all__ = [
     "LorunError",
@@ -14,6 +26,7 @@ __all__ = [
     "CorruptFileError",
     "HubError",
     "TrainingError",
+    "check_int",
 ]
 
 
@@ -39,3 +52,10 @@ class HubError(LorunError):
 
 class TrainingError(LorunError):
     """Training cannot go on (for example the loss became NaN)."""
+
+
+def check_int(value: Any, name: str, minimum: int = 1) -> int:
+    """``value`` as an int if it is an integer (Python or numpy, not bool) >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise InvalidArgumentError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)

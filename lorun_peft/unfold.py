@@ -22,12 +22,12 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
-from .adapters import RankTable, StageAdapters, plan_ranks
+from .adapters.stages import RankTable, StageAdapters, plan_ranks
 from .config import UnfoldConfig
 from .errors import InvalidArgumentError
-from .methods import BundleMethods
+from .persistence.methods import BundleMethods
 from .report import ParameterReport, count
-from .sharing import IndependentDenoisers, SharedDenoiser
+from .adapters.sharing import IndependentDenoisers, SharedDenoiser
 from .steps import STEPS
 
 __all__ = ["unfold", "load", "UnfoldedNetwork"]

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lorun_peft.cli import build_parser
+from lorun_peft.cli.parser import build_parser
 
 try:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
@@ -168,7 +168,7 @@ def test_space_example_builds_the_page():
 
 
 def test_without_gradio_the_command_says_how_to_install_it(monkeypatch, capsys):
-    from lorun_peft.cli import main
+    from lorun_peft.cli.parser import main
 
     monkeypatch.setitem(sys.modules, "gradio", None)  # as if the app extra were not installed
     assert main(["app", "--port", "1"]) == 2

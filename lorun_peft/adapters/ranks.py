@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from .errors import InvalidArgumentError
+from ..errors import InvalidArgumentError
 
 __all__ = ["gamma_rank", "check_gamma", "layer_dims", "LayerRank", "RankTable"]
 

@@ -30,7 +30,7 @@ from peft import LoHaConfig, LoKrConfig, LoraConfig, PeftConfig, get_peft_model,
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
-from .errors import IncompatibleBundleError, InvalidArgumentError
+from ..errors import IncompatibleBundleError, InvalidArgumentError
 from .ranks import LayerRank, RankTable, check_gamma, gamma_rank, layer_dims
 from .sharing import call_stage
 

@@ -4,7 +4,7 @@ Pick a task (a zoo bundle, a Hub repo, or with ``--allow-local`` a folder), give
 or built-in), degrade it with the task's operator or treat it as the measurement, and see truth |
 initial estimate | restored with PSNR/SSIM, every stage's output and the parameter report.
 Switching task swaps the bundle into the live network and says how long it took. The work is done
-by :class:`~lorun_peft.playground.Playground`; this module only lays out the page.
+by :class:`~lorun_peft.app.playground.Playground`; this module only lays out the page.
 
 Needs the optional extra: ``pip install "lorun_peft[app]"``.
 
@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import LorunError
-from .plots import save_png
+from ..errors import LorunError
+from ..plots import save_png
 from .playground import BUILT_IN, DEGRADE, MEASUREMENT, Limits, Playground, Restoration
 
 __all__ = ["build", "serve"]

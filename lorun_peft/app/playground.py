@@ -26,15 +26,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import hub, zoo
-from .data import load_image, modcrop, photographs, synthetic_images
-from .errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError, LorunError
-from .metrics import psnr, ssim
-from .models import load_network
-from .reading import read_bundle
-from .schema import CONFIG_NAME, Bundle
-from .train import fit_operator
-from .unfold import UnfoldedNetwork
+from ..persistence import _hub as hub
+from .. import zoo
+from ..data.images import load_image, modcrop, photographs, synthetic_images
+from ..errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError, LorunError
+from ..metrics import psnr, ssim
+from ..resolve import load_network
+from ..persistence.reading import read_bundle
+from ..persistence.schema import CONFIG_NAME, Bundle
+from ..training.loop import fit_operator
+from ..unfold import UnfoldedNetwork
 
 __all__ = ["Limits", "Restoration", "Playground", "BUILT_IN"]
 

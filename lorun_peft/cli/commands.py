@@ -1,10 +1,10 @@
-"""What the ``lorun`` commands do, once :mod:`lorun_peft.cli` has parsed the arguments: build,
-train and load networks (``load_model``: every saved form, see :mod:`lorun_peft.models`), evaluate,
+"""What the ``lorun`` commands do, once :mod:`lorun_peft.cli.parser` has parsed the arguments: build,
+train and load networks (``load_model``: every saved form, see :mod:`lorun_peft.resolve`), evaluate,
 restore, inspect, plot, convert,
 and the Hub commands (``push``, ``pull``, ``inspect BUNDLE``). The operators, images and files
-they work on come from :mod:`lorun_peft.tasks`.
+they work on come from :mod:`lorun_peft.cli.inputs`.
 
->>> from lorun_peft.cli import build_parser
+>>> from lorun_peft.cli.parser import build_parser
 >>> args = build_parser().parse_args(["inspect", "--task", "cs", "--K", "2", "--width", "4", "--depth", "1"])
 >>> run(args)  # doctest: +ELLIPSIS
 configuration: task cs, ...
@@ -21,17 +21,18 @@ from typing import Any
 
 import torch
 
-from . import bundle, zoo
-from .data import load_cube, load_image
-from .denoisers import DENOISERS, build_denoiser
-from .errors import CorruptFileError, InvalidArgumentError
-from .evaluation import Evaluation, evaluate
-from .io import atomic_write
-from .operators import BlockCS, operator_from_config
-from .plots import lora_norm_figure, lora_update_figure, stage_chart
-from .pretrain import choose_noise_schedule
-from .recipe import PAPER, RECIPE, train_two_phase
-from .tasks import (
+from ..persistence import bundle
+from .. import zoo
+from ..data.images import load_cube, load_image
+from ..denoisers import DENOISERS, build_denoiser
+from ..errors import CorruptFileError, InvalidArgumentError
+from ..training.evaluation import Evaluation, evaluate
+from ..persistence.atomic import atomic_write
+from ..operators import BlockCS, operator_from_config
+from ..plots import lora_norm_figure, lora_update_figure, stage_chart
+from ..training.pretrain import choose_noise_schedule
+from ..training.recipe import PAPER, RECIPE, train_two_phase
+from .inputs import (
     as_input,
     evaluation_images,
     fit_images,
@@ -46,18 +47,18 @@ from .tasks import (
     whole_images,
     write_output,
 )
-from .train import fit_operator
-from .config import UnfoldConfig
-from .models import describe, load_network, run_model_folder
-from .networks import NETWORK_CONFIG
-from .unfold import UnfoldedNetwork, unfold
+from ..training.loop import fit_operator
+from ..config import UnfoldConfig
+from ..resolve import describe, load_network, run_model_folder
+from ..persistence.networks import NETWORK_CONFIG
+from ..unfold import UnfoldedNetwork, unfold
 
 __all__ = ["run", "load_model", "network_config", "build_network", "run_bundle_command", "is_bundle_command"]
 
 
 # ========================================================================== building networks
 def network_config(args: argparse.Namespace, operator: Any, share: str, denoiser: torch.nn.Module | None = None) -> dict[str, Any]:
-    """The command line's configuration of a new network (the shape :func:`lorun_peft.models.describe`
+    """The command line's configuration of a new network (the shape :func:`lorun_peft.resolve.describe`
     gives a loaded one): task, channels, operator config, denoiser (from ``args``, or a given
     built-in ``denoiser``'s) and the unfolding settings."""
     channels = task_channels(args)
@@ -97,9 +98,9 @@ def _pretrained_base(spec: str) -> torch.nn.Module:
 
 def load_model(spec: str | Path, device: str | torch.device = "cpu", *, base: str | None = None,
                subfolder: str | None = None, revision: str | None = None) -> tuple[UnfoldedNetwork, dict[str, Any]]:
-    """The network ``spec`` names (see :func:`lorun_peft.models.load_network`: a run or
+    """The network ``spec`` names (see :func:`lorun_peft.resolve.load_network`: a run or
     save_pretrained folder, a bundle with its base, a Hub repo, zoo:NAME, an old model file),
-    in eval mode on ``device``, and its command-line configuration (:func:`lorun_peft.models.describe`)."""
+    in eval mode on ``device``, and its command-line configuration (:func:`lorun_peft.resolve.describe`)."""
     net, note = load_network(spec, base=base, subfolder=subfolder, revision=revision)
     if note:
         print(f"note: {note}", file=sys.stderr)
@@ -262,7 +263,7 @@ def cmd_restore(args: argparse.Namespace) -> None:
     if args.measurement:
         y = read_measurement(args.input, config).to(reference)
         if getattr(args, "real_scale", False):
-            from .spectral import scale_real_measurement
+            from ..data.spectral import scale_real_measurement
 
             y = scale_real_measurement(y, bands=config["channels"]).to(reference)
         size = getattr(operator, "image_size", None)

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from . import zoo
-from .data import (
+from .. import zoo
+from ..data.images import (
     IMAGE_SUFFIXES,
     ImageFolder,
     center_crop,
@@ -22,16 +22,16 @@ from .data import (
     photographs,
     synthetic_images,
 )
-from .denoisers import build_denoiser
-from .errors import InvalidArgumentError
-from .evaluation import evaluate
-from .metrics import psnr
-from .models import run_model_folder
-from .operators import BlockCS
-from .plots import image_grid, lora_update_figure, stage_chart
-from .recipe import train_two_phase
-from .train import fit_operator, train
-from .unfold import unfold
+from ..denoisers import build_denoiser
+from ..errors import InvalidArgumentError
+from ..training.evaluation import evaluate
+from ..metrics import psnr
+from ..resolve import run_model_folder
+from ..operators import BlockCS
+from ..plots import image_grid, lora_update_figure, stage_chart
+from ..training.recipe import train_two_phase
+from ..training.loop import fit_operator, train
+from ..unfold import unfold
 
 __all__ = ["demo", "zoo_tour"]
 

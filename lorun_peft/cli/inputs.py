@@ -1,10 +1,10 @@
 """The data side of the ``lorun`` commands: the task's operator from the command-line options,
 the training, validation and evaluation images fitted to it (CASSI: cubes, or cubes generated
-from images by :mod:`lorun_peft.spectral`), and the files ``restore`` reads and
+from images by :mod:`lorun_peft.data.spectral`), and the files ``restore`` reads and
 writes.
 
 >>> import torch
->>> from lorun_peft.cli import build_parser
+>>> from lorun_peft.cli.parser import build_parser
 >>> operator = make_operator(build_parser().parse_args(["inspect", "--task", "sr", "--scale", "2"]))
 >>> fit_images({"task": "sr"}, operator, [torch.rand(3, 33, 34)])[0].shape
 torch.Size([3, 32, 34])
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import (
+from ..data.images import (
     CUBE_SUFFIXES,
     IMAGE_SUFFIXES,
     ImageFolder,
@@ -32,11 +32,11 @@ from .data import (
     modcrop,
     synthetic_images,
 )
-from .errors import CorruptFileError, InvalidArgumentError
-from .io import atomic_write
-from .operators import CASSI, BlockCS, BlurDownsample
-from .operators.cassi import load_mask
-from .plots import save_png, to_display
+from ..errors import CorruptFileError, InvalidArgumentError
+from ..persistence.atomic import atomic_write
+from ..operators import CASSI, BlockCS, BlurDownsample
+from ..operators.cassi import load_mask
+from ..plots import save_png, to_display
 
 __all__ = [
     "as_input",
@@ -91,7 +91,7 @@ def make_operator(args: argparse.Namespace) -> torch.nn.Module:
         return BlockCS(args.ratio, block=args.block, channels=channels, seed=args.seed, learnable=args.learn_matrix,
                        init="gaussian" if args.learn_matrix else "orthogonal", linear_estimate=args.linear_estimate)
     if args.task == "sr":
-        from .kernels import kernel_bank, load_kernels
+        from ..operators.kernels import kernel_bank, load_kernels
 
         bank = load_kernels(args.kernel_file) if args.kernel_file else kernel_bank()
         if not 0 <= args.kernel < len(bank):
@@ -145,9 +145,9 @@ def builtin_eval_images(config: dict[str, Any], operator: Any, seed: int = 1000)
 
 
 def generated_cubes(images: Any, bands: int, **options: Any) -> Any:
-    """:class:`lorun_peft.spectral.GeneratedCubes` of ``images`` with ``bands`` bands (the 28
+    """:class:`lorun_peft.data.spectral.GeneratedCubes` of ``images`` with ``bands`` bands (the 28
     TSA-Net band centres, or ``bands`` equally spaced over 453.5-648.5 nm)."""
-    from .spectral import BAND_CENTRES, GeneratedCubes
+    from ..data.spectral import BAND_CENTRES, GeneratedCubes
 
     wavelengths = BAND_CENTRES if bands == len(BAND_CENTRES) else torch.linspace(453.5, 648.5, bands).tolist()
     return GeneratedCubes(images, wavelengths=wavelengths, **options)
@@ -163,7 +163,7 @@ def _cube_files(folder: Path | list[Path]) -> bool:
 
 def folder_images(config: dict[str, Any], folder: Path | list[Path]) -> tuple[list[torch.Tensor], list[str]]:
     """The images (or cubes) of a folder, or of a list of files, whole. CASSI: a folder of gray
-    images gives the cubes :class:`lorun_peft.spectral.GeneratedCubes` makes of them."""
+    images gives the cubes :class:`lorun_peft.data.spectral.GeneratedCubes` makes of them."""
     if config["task"] == "cassi" and not _cube_files(folder):
         data: Any = generated_cubes(folder, config["channels"], augment=False, seed=10_000)
     elif config["task"] == "cassi":
@@ -198,7 +198,7 @@ def training_data(args: argparse.Namespace, config: dict[str, Any], operator: An
         training = files[: len(files) - held]
         if generated:
             data: Any = generated_cubes(training, config["channels"], patch_size=size, seed=args.seed)
-            say(f"cassi: training on spectral cubes generated from the images of {args.data} (lorun_peft.spectral)")
+            say(f"cassi: training on spectral cubes generated from the images of {args.data} (lorun_peft.data.spectral)")
         elif cassi:
             data = SpectralCubes(training, patch_size=size)
             if data.bands != config["channels"]:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .errors import CorruptFileError, InvalidArgumentError
+from ..errors import CorruptFileError, InvalidArgumentError
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -404,7 +404,7 @@ def synthetic_images(n: int, size: int = 64, seed: int = 0, channels: int = 1) -
 def synthetic_cubes(n: int, size: int = 64, bands: int = 28, seed: int = 0, materials: int = 3) -> torch.Tensor:
     """``n`` spectral cubes (n x bands x size x size, in [0, 1]): a few materials, each a smooth
     spectrum (a Gaussian bump over the bands) times a synthetic abundance image. Cubes with the
-    structure of photographs: :class:`lorun_peft.spectral.GeneratedCubes` (what ``lorun train`` uses)."""
+    structure of photographs: :class:`lorun_peft.data.spectral.GeneratedCubes` (what ``lorun train`` uses)."""
     g = torch.Generator().manual_seed(seed)
     abundance = synthetic_images(n * materials, size, seed=seed).view(n, materials, size, size)
     abundance = abundance / abundance.sum(1, keepdim=True).clamp_min(1e-6)

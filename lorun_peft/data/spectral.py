@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .data import ImageFolder, augment, random_crop
-from .errors import InvalidArgumentError
+from .images import ImageFolder, augment, random_crop
+from ..errors import InvalidArgumentError
 
 __all__ = [
     "BAND_CENTRES",

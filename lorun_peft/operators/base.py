@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import InvalidArgumentError
-from ..linalg import conjugate_gradient
+from .linalg import conjugate_gradient
 
 __all__ = ["LinearOperator", "register_operator", "operator_from_config", "OPERATORS"]
 

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checks import check_int
-from .errors import CorruptFileError, InvalidArgumentError
+from ..errors import check_int
+from ..errors import CorruptFileError, InvalidArgumentError
 
 __all__ = ["gaussian_kernel", "motion_kernel", "kernel_bank", "load_kernels", "ISOTROPIC_SIGMAS"]
 

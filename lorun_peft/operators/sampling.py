@@ -25,9 +25,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..checks import check_int
+from ..errors import check_int
 from ..errors import InvalidArgumentError
-from ..io import atomic_write
+from ..persistence.atomic import atomic_write
 
 __all__ = ["pca_basis", "sampling_fingerprint", "export_patterns", "SAMPLING_SUFFIXES"]
 

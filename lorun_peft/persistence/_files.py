@@ -26,9 +26,9 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from . import hub
-from .errors import CorruptFileError, HubError, InvalidArgumentError
-from .io import settled_folder
+from . import _hub as hub
+from ..errors import CorruptFileError, HubError, InvalidArgumentError
+from .atomic import settled_folder
 
 __all__ = [
     "Place", "locate", "download", "local_fence", "read_bytes", "parse_json", "parse_safetensors",
@@ -89,7 +89,7 @@ def locate(
 
 
 def download(repo_id: str, patterns: list[str], revision: str | None, options: Mapping[str, Any]) -> tuple[Path, Path]:
-    """:func:`lorun_peft.hub.download`, saying in its errors that no local folder of that name exists."""
+    """:func:`lorun_peft.persistence._hub.download`, saying in its errors that no local folder of that name exists."""
     try:
         return hub.download(repo_id, patterns, revision=revision, **options)
     except HubError as err:
@@ -158,7 +158,7 @@ def to_json(value: Any, what: str) -> str:
 
 
 def write(path: Path, data: bytes | str) -> None:
-    """Write a file inside a folder being filled by :func:`lorun_peft.io.atomic_folder`."""
+    """Write a file inside a folder being filled by :func:`lorun_peft.persistence.atomic.atomic_folder`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data.encode() if isinstance(data, str) else data)
 

@@ -1,6 +1,6 @@
 """The Hugging Face Hub side of task bundles: download one bundle's files, upload a folder, turn
 every Hub failure into a :class:`~lorun_peft.errors.HubError` that names the repo, revision and
-files (the ``lorun push`` / ``pull`` / ``inspect BUNDLE`` commands are in :mod:`lorun_peft.commands`).
+files (the ``lorun push`` / ``pull`` / ``inspect BUNDLE`` commands are in :mod:`lorun_peft.cli.commands`).
 
 Downloads go through ``huggingface_hub.snapshot_download`` with ``allow_patterns``, so only the
 wanted bundle is fetched, the local cache is used, and ``HF_HUB_OFFLINE=1`` (read at call time
@@ -48,7 +48,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from .errors import CorruptFileError, HubError, InvalidArgumentError
+from ..errors import CorruptFileError, HubError, InvalidArgumentError
 
 __all__ = [
     "check_subfolder",

@@ -26,7 +26,7 @@ import uuid
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
-from .errors import InvalidArgumentError
+from ..errors import InvalidArgumentError
 
 __all__ = ["atomic_write", "atomic_folder", "settled_folder", "fsync_dir", "umask", "permit", "permit_tree"]
 

@@ -15,10 +15,10 @@ from typing import Any
 
 from torch import nn
 
-from . import hub
+from . import _hub as hub
 from .cards import task_summary
-from .errors import InvalidArgumentError
-from .files import (
+from ..errors import InvalidArgumentError
+from ._files import (
     MAX_JSON_BYTES,
     Place,
     download,
@@ -30,7 +30,7 @@ from .files import (
     write,
 )
 from .fingerprint import fingerprint
-from .io import atomic_folder
+from .atomic import atomic_folder
 from .reading import read_bundle, read_place
 from .schema import BASE_CONFIG_NAME, BASE_PATTERNS, BASE_WEIGHTS_NAME, BUNDLE_PATTERNS, CARD_NAME, CONFIG_NAME
 

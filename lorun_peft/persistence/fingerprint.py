@@ -20,15 +20,15 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from .adapters import plain_state, saved_adapter_slots, unwrap
-from .errors import InvalidArgumentError
+from ..adapters.stages import plain_state, saved_adapter_slots, unwrap
+from ..errors import InvalidArgumentError
 
 __all__ = ["Network", "base_module", "base_state", "fingerprint", "live_fingerprint", "require_lora"]
 
 
 class Network:
     """What the bundle modules read off a network: a base class of
-    :class:`~lorun_peft.methods.BundleMethods` (so of every ``UnfoldedNetwork``) that lets them
+    :class:`~lorun_peft.persistence.methods.BundleMethods` (so of every ``UnfoldedNetwork``) that lets them
     recognise and annotate networks without importing ``unfold.py``."""
 
     K: int

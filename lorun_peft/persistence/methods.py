@@ -22,8 +22,8 @@ from torch import nn
 
 from typing import TYPE_CHECKING
 
-from .config import UnfoldConfig
-from .errors import IncompatibleBundleError, InvalidArgumentError
+from ..config import UnfoldConfig
+from ..errors import IncompatibleBundleError, InvalidArgumentError
 from .fingerprint import Network, fingerprint, live_fingerprint
 
 if TYPE_CHECKING:
@@ -36,26 +36,26 @@ class BundleMethods(Network):
     """Bundle methods for :class:`~lorun_peft.unfold.UnfoldedNetwork` (a mixin base class).
 
     ``hub_kwargs`` are huggingface_hub's keyword options (``token``, ``endpoint``, ``cache_dir``
-    for reads; ``token``, ``private``, ``endpoint`` for pushes; see :mod:`lorun_peft.hub`).
+    for reads; ``token``, ``private``, ``endpoint`` for pushes; see :mod:`lorun_peft.persistence._hub`).
     """
 
     def save_adapters(
         self, path: str | os.PathLike, *, metrics: Mapping[str, Any] | None = None, base_model: str | None = None,
         storage_dtype: str | None = None,
     ) -> Path:
-        """Save this task (adapters, steps, operator) as a bundle folder; see :func:`lorun_peft.saving.save_adapters`."""
+        """Save this task (adapters, steps, operator) as a bundle folder; see :func:`lorun_peft.persistence.saving.save_adapters`."""
         from . import saving
         return saving.save_adapters(self, path, metrics=metrics, base_model=base_model, storage_dtype=storage_dtype)
 
     def load_adapters(
         self, bundle: Bundle | str | os.PathLike, *, subfolder: str | None = None, revision: str | None = None, **hub_kwargs: Any,
     ) -> BundleMethods:
-        """Swap a task bundle into this live network, atomically; see :func:`lorun_peft.swap.load_adapters`."""
+        """Swap a task bundle into this live network, atomically; see :func:`lorun_peft.persistence.swap.load_adapters`."""
         from . import swap
         return swap.load_adapters(self, bundle, subfolder=subfolder, revision=revision, **hub_kwargs)
 
     def save_base(self, path: str | os.PathLike, *, storage_dtype: str | None = None) -> Path:
-        """Save the plain shared base denoiser; see :func:`lorun_peft.saving.save_base`."""
+        """Save the plain shared base denoiser; see :func:`lorun_peft.persistence.saving.save_base`."""
         from . import saving
         return saving.save_base(self, path, storage_dtype=storage_dtype)
 
@@ -64,7 +64,7 @@ class BundleMethods(Network):
         commit_message: str | None = None, metrics: Mapping[str, Any] | None = None, base_model: str | None = None,
         **hub_kwargs: Any,
     ) -> Any:
-        """Upload this task's bundle to the Hub; see :func:`lorun_peft.publish.push_adapters`."""
+        """Upload this task's bundle to the Hub; see :func:`lorun_peft.persistence.publish.push_adapters`."""
         from . import publish
         return publish.push_adapters(
             self, repo_id, path_in_repo=path_in_repo, revision=revision, tag=tag, commit_message=commit_message,
@@ -75,7 +75,7 @@ class BundleMethods(Network):
         self, repo_id: str, *, path_in_repo: str | None = None, revision: str | None = None, tag: str | None = None,
         commit_message: str | None = None, **hub_kwargs: Any,
     ) -> Any:
-        """Upload the plain base to the Hub; see :func:`lorun_peft.publish.push_base`."""
+        """Upload the plain base to the Hub; see :func:`lorun_peft.persistence.publish.push_base`."""
         from . import publish
         return publish.push_base(
             self, repo_id, path_in_repo=path_in_repo, revision=revision, tag=tag, commit_message=commit_message, **hub_kwargs,
@@ -83,7 +83,7 @@ class BundleMethods(Network):
 
     def save_pretrained(self, path: str | os.PathLike, *, storage_dtype: str | None = None,
                         metrics: Mapping[str, Any] | None = None) -> Path:
-        """Save the whole network (any share mode) into a folder; see :mod:`lorun_peft.networks`."""
+        """Save the whole network (any share mode) into a folder; see :mod:`lorun_peft.persistence.networks`."""
         from . import networks
         return networks.save_pretrained(self, path, storage_dtype=storage_dtype, metrics=metrics)
 
@@ -91,14 +91,14 @@ class BundleMethods(Network):
     def from_pretrained(cls, source: str | os.PathLike, *, subfolder: str | None = None, revision: str | None = None,
                         denoiser: nn.Module | type | None = None, **hub_kwargs: Any) -> BundleMethods:
         """A network saved by ``save_pretrained`` (folder or Hub repo), in eval mode; ``denoiser``: an
-        instance or class of your own denoiser (built-in ones rebuild by themselves). See :mod:`lorun_peft.networks`."""
+        instance or class of your own denoiser (built-in ones rebuild by themselves). See :mod:`lorun_peft.persistence.networks`."""
         from . import networks
         return networks.read_pretrained(cls, source, subfolder=subfolder, revision=revision, denoiser=denoiser, **hub_kwargs)
 
     def push_to_hub(self, repo_id: str, *, path_in_repo: str | None = None, revision: str | None = None,
                     tag: str | None = None, commit_message: str | None = None, storage_dtype: str | None = None,
                     **hub_kwargs: Any) -> Any:
-        """Upload the whole network as ``save_pretrained`` writes it; see :func:`lorun_peft.networks.push_to_hub`."""
+        """Upload the whole network as ``save_pretrained`` writes it; see :func:`lorun_peft.persistence.networks.push_to_hub`."""
         from . import networks
         return networks.push_to_hub(self, repo_id, path_in_repo=path_in_repo, revision=revision, tag=tag,
                                     commit_message=commit_message, storage_dtype=storage_dtype, **hub_kwargs)
@@ -128,12 +128,12 @@ class BundleMethods(Network):
         """Build a ready LoRun network (in eval mode) from a base and a bundle (``lorun_peft.load``).
 
         ``base``: the plain denoiser module with the base weights, or a saved base (folder or Hub repo
-        + ``base_subfolder``/``base_revision``; see :func:`lorun_peft.reading.load_base` for ``module``).
-        ``bundle``: a folder, Hub repo (+ ``subfolder``, ``revision``) or :class:`~lorun_peft.schema.Bundle`.
+        + ``base_subfolder``/``base_revision``; see :func:`lorun_peft.persistence.reading.load_base` for ``module``).
+        ``bundle``: a folder, Hub repo (+ ``subfolder``, ``revision``) or :class:`~lorun_peft.persistence.schema.Bundle`.
         The base must have the fingerprint the bundle was trained on.
         """
-        from . import hub, swap
-        from .operators import operator_from_config
+        from . import _hub as hub, swap
+        from ..operators import operator_from_config
         from .reading import load_base, read_bundle
         from .schema import Bundle
         options = hub.check_options(hub_kwargs, "download")

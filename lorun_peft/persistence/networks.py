@@ -37,14 +37,14 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from . import hub
+from . import _hub as hub
 from .cards import network_card
-from .config import UnfoldConfig
-from .errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError
-from .files import MAX_JSON_BYTES, Place, locate, parse_json, parse_safetensors, read_bytes, tensor_bytes, to_json, write
+from ..config import UnfoldConfig
+from ..errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError
+from ._files import MAX_JSON_BYTES, Place, locate, parse_json, parse_safetensors, read_bytes, tensor_bytes, to_json, write
 from .fingerprint import Network, base_module
-from .io import atomic_folder
-from .operators import operator_from_config
+from .atomic import atomic_folder
+from ..operators import operator_from_config
 from .reading import build_library_denoiser
 from .saving import denoiser_info, operator_config, save_adapters, save_base
 from .schema import BASE_CONFIG_NAME, CARD_NAME, CONFIG_NAME, cast, check_tensors, library_version, to_storage_dtype

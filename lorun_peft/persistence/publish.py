@@ -1,6 +1,6 @@
 """Bundles and bases on the Hugging Face Hub: push a network's task (:func:`push_adapters`), its base
 (:func:`push_base`) or a folder saved earlier (:func:`push_folder`), and :func:`pull` one bundle
-into the Hub cache. The transfers and their errors are :mod:`lorun_peft.hub`'s; huggingface_hub's
+into the Hub cache. The transfers and their errors are :mod:`lorun_peft.persistence._hub`'s; huggingface_hub's
 keyword options pass through as ``**hub_kwargs`` (``token``, ``endpoint``, ``private``, ...),
 their names checked against its signatures.
 
@@ -19,10 +19,10 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from . import hub
+from . import _hub as hub
 from .cards import task_summary
-from .errors import InvalidArgumentError
-from .files import Place, local_fence, locate
+from ..errors import InvalidArgumentError
+from ._files import Place, local_fence, locate
 from .fingerprint import Network
 from .networks import NETWORK_CONFIG, check_network_folder
 from .networks import PATTERNS as NETWORK_PATTERNS
@@ -50,7 +50,7 @@ def push_adapters(
     Creates the repo (and branch ``revision``) if missing; ``tag`` tags the new commit. Stage
     files left from an older bundle with more stages are deleted in the same commit.
     ``hub_kwargs``: ``token``, ``private``, ``endpoint`` and the other options of ``HfApi``,
-    ``create_repo`` and ``upload_folder`` (:func:`lorun_peft.hub.upload_options`).
+    ``create_repo`` and ``upload_folder`` (:func:`lorun_peft.persistence._hub.upload_options`).
     Returns huggingface_hub's CommitInfo.
     """
     options = hub.check_options(hub_kwargs, "upload")

@@ -1,10 +1,10 @@
 """Reading saved bundles and bases from a local folder or a Hub repo (+ subfolder, revision), every
-file checked: the config against :mod:`lorun_peft.schema`, each file against its sha256, a base's
+file checked: the config against :mod:`lorun_peft.persistence.schema`, each file against its sha256, a base's
 weights against its fingerprint. Only JSON and safetensors are read; nothing is unpickled.
 
 >>> import tempfile
 >>> from lorun_peft.denoisers import UNet
->>> from lorun_peft.saving import save_base
+>>> from lorun_peft.persistence.saving import save_base
 >>> folder = save_base(UNet(1, width=4, depth=1), tempfile.mkdtemp() + "/base")
 >>> type(load_base(folder)).__name__        # lorun_peft's own denoisers are rebuilt from the config
 'UNet'
@@ -18,10 +18,10 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from . import hub
-from .denoisers import DENOISERS, build_denoiser
-from .errors import CorruptFileError, InvalidArgumentError
-from .files import MAX_JSON_BYTES, Place, locate, parse_json, parse_safetensors, read_bytes, sha256
+from . import _hub as hub
+from ..denoisers import DENOISERS, build_denoiser
+from ..errors import CorruptFileError, InvalidArgumentError
+from ._files import MAX_JSON_BYTES, Place, locate, parse_json, parse_safetensors, read_bytes, sha256
 from .fingerprint import fingerprint
 from .schema import (
     ADAPTER_CONFIG_NAME,
@@ -87,7 +87,7 @@ def read_bundle(source: str | os.PathLike, *, subfolder: str | None = None, revi
     """Read and verify a bundle from a local folder or a Hub repo (+ subfolder, revision) into memory.
 
     ``hub_kwargs``: huggingface_hub download options (``token``, ``endpoint``, ``cache_dir``, ...;
-    see :func:`lorun_peft.hub.download_options`). Raises CorruptFileError for damaged, incomplete
+    see :func:`lorun_peft.persistence._hub.download_options`). Raises CorruptFileError for damaged, incomplete
     or edited files, HubError for Hub failures.
     """
     options = hub.check_options(hub_kwargs, "download")
@@ -111,7 +111,7 @@ def load_base(
     revision: str | None = None,
     **hub_kwargs: Any,
 ) -> nn.Module:
-    """Load a base saved by :func:`~lorun_peft.saving.save_base` from a folder or Hub repo.
+    """Load a base saved by :func:`~lorun_peft.persistence.saving.save_base` from a folder or Hub repo.
 
     The library's own denoisers (``lorun_peft.denoisers.DENOISERS``) are rebuilt from the saved
     config; for any other class pass an instance as ``module`` to receive the weights (class paths

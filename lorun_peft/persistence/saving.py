@@ -1,8 +1,8 @@
 """Saving a network's task as a bundle folder (:func:`save_adapters`) and its shared base once
-(:func:`save_base`), in the format of :mod:`lorun_peft.schema`, with a model card each.
+(:func:`save_base`), in the format of :mod:`lorun_peft.persistence.schema`, with a model card each.
 
 Each save fills a temporary folder beside the target and renames it in
-(:func:`lorun_peft.io.atomic_folder`): files 0644, folders 0755, never a half-written bundle.
+(:func:`lorun_peft.persistence.atomic.atomic_folder`): files 0644, folders 0755, never a half-written bundle.
 
 >>> import tempfile
 >>> from torch import nn
@@ -22,15 +22,15 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from . import hub
-from .adapters import save_stages
+from . import _hub as hub
+from ..adapters.stages import save_stages
 from .cards import base_card, bundle_card
-from .denoisers import DENOISERS
-from .errors import InvalidArgumentError
-from .files import parse_safetensors, sha256, tensor_bytes, to_json, write
+from ..denoisers import DENOISERS
+from ..errors import InvalidArgumentError
+from ._files import parse_safetensors, sha256, tensor_bytes, to_json, write
 from .fingerprint import Network, base_module, base_state, fingerprint, live_fingerprint, require_lora
-from .io import atomic_folder
-from .operators.base import OPERATORS
+from .atomic import atomic_folder
+from ..operators.base import OPERATORS
 from .schema import (
     ADAPTER_CONFIG_NAME,
     ADAPTER_WEIGHTS_NAME,

@@ -27,8 +27,8 @@ from typing import Any, Mapping
 
 import torch
 
-from .errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError
-from .config import UnfoldConfig
+from ..errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError
+from ..config import UnfoldConfig
 
 __all__ = [
     "Bundle", "FORMAT_VERSION", "CONFIG_NAME", "UNFOLDING_NAME", "CARD_NAME", "BASE_CONFIG_NAME", "BASE_WEIGHTS_NAME",

@@ -28,11 +28,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import hub
-from .adapters import adapter_config_mismatch, adapter_structure, canonical, stage_configs
-from .errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError
+from . import _hub as hub
+from ..adapters.stages import adapter_config_mismatch, adapter_structure, canonical, stage_configs
+from ..errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError
 from .fingerprint import Network, live_fingerprint, net_cache, require_lora
-from .operators import operator_from_config
+from ..operators import operator_from_config
 from .reading import read_bundle
 from .schema import Bundle, check_tensors
 
@@ -126,8 +126,8 @@ def load_adapters(
     """Swap a whole task into a live network: all K adapters, step parameters and the operator.
 
     ``bundle``: a folder, a Hub repo id (+ ``subfolder``, ``revision``, huggingface_hub download
-    options such as ``token`` as ``hub_kwargs``) or a :class:`~lorun_peft.schema.Bundle` from
-    :func:`~lorun_peft.reading.read_bundle`. Adapter and step weights are copied into the existing
+    options such as ``token`` as ``hub_kwargs``) or a :class:`~lorun_peft.persistence.schema.Bundle` from
+    :func:`~lorun_peft.persistence.reading.read_bundle`. Adapter and step weights are copied into the existing
     parameters (no re-wrapping with PEFT); the operator is updated in place, or rebuilt from the
     bundle's config when its settings or shapes change (e.g. another CS ratio). Everything is
     checked first: on any error the network is left exactly as it was. Returns ``net``.

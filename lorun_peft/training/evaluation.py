@@ -18,9 +18,9 @@ from typing import Sequence
 
 import torch
 
-from .errors import InvalidArgumentError
-from .metrics import MetricTable, band_psnr, psnr, rgb_to_y, shave, ssim
-from .train import Images, image_list, restore
+from ..errors import InvalidArgumentError
+from ..metrics import MetricTable, band_psnr, psnr, rgb_to_y, shave, ssim
+from .loop import Images, image_list, restore
 
 __all__ = ["evaluate", "Evaluation"]
 

@@ -6,7 +6,7 @@
 learning rate, validation PSNR every ``val_every`` steps. Checkpoints are written atomically;
 ``resume=True`` continues exactly where a run stopped: the sampling order, the random patches of a
 dataset and the noise all come from one seeded generator saved in the checkpoint. Measuring a
-trained network is :mod:`lorun_peft.evaluation`'s job.
+trained network is :mod:`lorun_peft.training.evaluation`'s job.
 
 Multi-device: under ``accelerate launch`` (or torchrun) ``train`` creates an
 ``accelerate.Accelerator`` by itself and runs DDP on every process, with mixed precision if the
@@ -40,9 +40,9 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError, TrainingError
-from .io import atomic_write
-from .metrics import psnr
+from ..errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError, TrainingError
+from ..persistence.atomic import atomic_write
+from ..metrics import psnr
 
 __all__ = ["train", "fit_operator", "restore", "image_list", "due", "Source", "save_checkpoint", "load_checkpoint", "TrainResult",
            "CHECKPOINT_NAME", "PRECISIONS"]

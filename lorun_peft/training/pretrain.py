@@ -32,11 +32,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .errors import InvalidArgumentError, TrainingError
+from ..errors import InvalidArgumentError, TrainingError
 from .evaluation import evaluate
-from .metrics import psnr
-from .steps import geometric
-from .train import CHECKPOINT_NAME, Images, Source, TrainResult, due, image_list, load_checkpoint, save_checkpoint
+from ..metrics import psnr
+from ..steps import geometric
+from .loop import CHECKPOINT_NAME, Images, Source, TrainResult, due, image_list, load_checkpoint, save_checkpoint
 
 __all__ = ["train_denoiser", "denoise_psnr", "choose_noise_schedule", "SIGMA_FIRST", "SIGMA_LAST"]
 

@@ -4,10 +4,10 @@ A network built with ``share="base"`` (one shared denoiser) goes through two pha
 resumable on its own (checkpoints in ``checkpoint_dir/<phase>``):
 
 - ``RECIPE = ("denoiser", "adapters")``, the default: phase "denoiser" pretrains the shared
-  denoiser as a noise-level-conditioned Gaussian denoiser (:func:`lorun_peft.pretrain.train_denoiser`,
+  denoiser as a noise-level-conditioned Gaussian denoiser (:func:`lorun_peft.training.pretrain.train_denoiser`,
   one denoiser call per sample instead of K, so about K times more samples per CPU-second), then
   picks the steps' initialisation for it on the validation images
-  (:func:`lorun_peft.pretrain.choose_noise_schedule`); phase "adapters" freezes it (``to_lora``)
+  (:func:`lorun_peft.training.pretrain.choose_noise_schedule`); phase "adapters" freezes it (``to_lora``)
   and trains the K adapters, the steps and any learnable operator state. This is how the
   pretrained zoo was trained (benchmarks/RESULTS.md measures it against the paper's way).
 - ``PAPER = ("backbone", "adapters")``: Algorithm 1 of the LoRun paper: phase "backbone" trains
@@ -31,10 +31,10 @@ from typing import Any, Sequence
 
 import torch
 
-from .errors import InvalidArgumentError
+from ..errors import InvalidArgumentError
 from .evaluation import Evaluation, evaluate
 from .pretrain import choose_noise_schedule, train_denoiser
-from .train import Images, TrainResult, train
+from .loop import Images, TrainResult, train
 
 __all__ = ["train_two_phase", "TwoPhaseResult", "RECIPE", "PAPER", "PHASES"]
 

@@ -29,13 +29,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import hub, zoo
+from . import zoo
 from .config import UnfoldConfig
 from .denoisers import build_denoiser
 from .errors import CorruptFileError, HubError, IncompatibleBundleError, InvalidArgumentError
-from .networks import NETWORK_CONFIG
 from .operators import operator_from_config
-from .schema import BASE_CONFIG_NAME, CONFIG_NAME, check_tensors
+from .persistence import _hub as hub
+from .persistence.networks import NETWORK_CONFIG
+from .persistence.schema import BASE_CONFIG_NAME, CONFIG_NAME, check_tensors
 from .unfold import UnfoldedNetwork, load
 
 __all__ = ["load_network", "describe", "load_legacy", "run_model_folder", "RUN_MODEL", "LEGACY_FILE", "TASK_OF_OPERATOR"]

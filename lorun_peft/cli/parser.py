@@ -1,12 +1,12 @@
 """The ``lorun`` command line: train, eval, restore, inspect, plot, convert, demo, push and pull.
 
 This module only parses arguments (``lorun --help`` and argument errors answer without importing
-torch); the commands run in :mod:`lorun_peft.commands`. ``lorun demo`` swaps the pretrained zoo's
+torch); the commands run in :mod:`lorun_peft.cli.commands`. ``lorun demo`` swaps the pretrained zoo's
 CS bundles on one image, then runs the paper's two-phase training on built-in images, in about two
-minutes on a CPU. ``lorun train`` trains with the recipe of :mod:`lorun_peft.recipe` (or
+minutes on a CPU. ``lorun train`` trains with the recipe of :mod:`lorun_peft.training.recipe` (or
 ``--phase paper``) and writes ``DIR/model/`` (the network as ``save_pretrained`` writes it),
 ``DIR/train_log.json`` and resumable checkpoints under ``DIR/checkpoints``; ``eval``, ``restore``,
-``inspect``, ``plot`` and ``convert`` take ``--model`` as any saved form :mod:`lorun_peft.models`
+``inspect``, ``plot`` and ``convert`` take ``--model`` as any saved form :mod:`lorun_peft.resolve`
 reads (a run or saved-network folder, a bundle with ``--base``, a Hub id with ``--subfolder`` and
 ``--revision``, or ``zoo:cs-0.25``, which needs no training and no network). Errors (bad
 arguments, missing or unreadable files) print one line on stderr and exit with status 2.
@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import LorunError
+from ..errors import LorunError
 
 __all__ = ["main", "build_parser", "add_bundle_commands", "TASKS", "DENOISER_NAMES"]
 
@@ -228,8 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "threads", None):
             torch.set_num_threads(args.threads)
         if args.command == "app":
-            from .app import serve
-            from .playground import Limits
+            from ..app.page import serve
+            from ..app.playground import Limits
 
             serve(args.host, args.port, allow_local=args.allow_local, open_browser=args.open,
                   limits=Limits(max_upload_mb=args.max_upload_mb, max_side=args.max_side))
