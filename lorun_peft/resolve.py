@@ -7,8 +7,9 @@
 - a task bundle folder (``lorun_config.json``) with its base: ``base=`` (a base folder, a Hub repo
   or ``"zoo"``), else the ``base/`` folder beside the bundle when there is one (the zoo's and the
   Hub layout's);
-- a Hub repo id (+ ``subfolder``, ``revision``) holding either of the above; ``HF_ENDPOINT``, the
-  Hub cache and ``HF_HUB_OFFLINE`` apply as in huggingface_hub;
+- a Hub repo id (+ ``subfolder``, ``revision``) holding any of the above, a run folder uploaded as
+  it is included (``subfolder/model/``); ``HF_ENDPOINT``, the Hub cache and ``HF_HUB_OFFLINE``
+  apply as in huggingface_hub;
 - ``zoo:NAME``, a bundle of the shipped zoo;
 - a model of the old single-file format (``model.safetensors`` with the configuration in its
   metadata, lorun_peft 0.1): it loads through :func:`load_legacy`, and ``lorun convert OLD NEW``
@@ -106,11 +107,13 @@ def load_network(spec: str | os.PathLike, *, base: str | None = None, subfolder:
         if not path.exists():
             raise FileNotFoundError(f"model not found: {spec} (train one with `lorun train --out DIR`, or name a Hub repo user/name)")
         raise InvalidArgumentError(f"{folder} holds no saved network ({NETWORK_CONFIG}), task bundle ({CONFIG_NAME}) or model ({LEGACY_FILE})")
-    try:
-        return UnfoldedNetwork.from_pretrained(text, subfolder=subfolder, revision=revision, **hub_kwargs), None
-    except HubError as err:
-        if NETWORK_CONFIG not in str(err):
-            raise
+    # a saved network there, or a run folder uploaded as it is (its network in model/), as locally
+    for where in (subfolder, f"{subfolder}/{RUN_MODEL}" if subfolder else RUN_MODEL):
+        try:
+            return UnfoldedNetwork.from_pretrained(text, subfolder=where, revision=revision, **hub_kwargs), None
+        except HubError as err:
+            if NETWORK_CONFIG not in str(err):
+                raise
     # not a saved network there: a task bundle, with --base or the repo's own base/ folder
     if base == "zoo":
         base_model: Any = zoo.load_base()

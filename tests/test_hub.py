@@ -107,6 +107,7 @@ def server(tmp_path_factory):
     _git(net_repo, "init", "-q", "-b", "main")
     for name, net in networks.items():
         net.save_pretrained(net_repo / name)
+    networks["block1"].save_pretrained(net_repo / "run1" / "model")  # a `lorun train --out run1` folder, uploaded as it is
     _git(net_repo, "add", "-A")
     _git(net_repo, "commit", "-q", "-m", "networks")
 
@@ -254,6 +255,9 @@ def test_the_command_line_takes_hub_ids(server, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
     assert main(["eval", "--model", NETWORK_REPO, "--subfolder", "block1"]) == 0
+    assert "synthetic_0" in capsys.readouterr().out
+    # a run folder uploaded as it is (run1/model/...) loads as `--model run1` does locally
+    assert main(["eval", "--model", NETWORK_REPO, "--subfolder", "run1"]) == 0
     assert "synthetic_0" in capsys.readouterr().out
     # a bundle in a repo, with the repo's own base/ found, at a tag
     assert main(["eval", "--model", REPO, "--subfolder", "cs-0.10", "--revision", "v1"]) == 0
