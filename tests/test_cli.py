@@ -365,3 +365,15 @@ def test_bundle_is_no_alias_of_model(capsys):
         main(["eval", "--bundle", "run/bundle"])
     err = capsys.readouterr().err
     assert "required: --model" in err or "unrecognized arguments: --bundle" in err
+
+
+def test_phase_both_is_the_earlier_name_of_paper(capsys):
+    parser = cli.build_parser()
+    assert parser.parse_args(["train", "--phase", "both", "--out", "r"]).phase == "paper"
+    assert parser.parse_args(["train", "--phase", "paper", "--out", "r"]).phase == "paper"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--phase", "all", "--out", "r"])
+    assert "invalid choice: 'all'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--help"])
+    assert "'both'" in capsys.readouterr().out

@@ -81,6 +81,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default auto: cuda when available)")
 
 
+def _phase(value: str) -> str:
+    """``--phase``: 'both', the earlier release's name of the paper's two phases, is 'paper'."""
+    return "paper" if value == "both" else value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lorun", description="Deep LoRA-unfolding networks on PEFT.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -91,9 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data", type=Path, help="folder of training images (.npy/.mat cubes for cassi); default built-in images")
     g.add_argument("--val", type=Path, help="folder of validation images (whole images); default built-in images when --data is not given")
     g.add_argument("--phase", choices=("recipe", "paper", "denoiser", "backbone", "adapters"), default="recipe",
+                   type=_phase,
                    help="recipe (default): pretrain the denoiser as a Gaussian denoiser, set the steps for it on the "
                         "validation images, then train the adapters; paper: Algorithm 1, Block-1 unfolded, then the "
-                        "adapters; or one phase alone")
+                        "adapters (also spelled 'both', the earlier release's name); or one phase alone")
     g.add_argument("--init", type=Path, help="with --phase adapters: a model to continue (the --out folder of an earlier run, or zoo:NAME)")
     g.add_argument("--base", help="with --phase adapters: start from a pretrained base denoiser: 'zoo' (the zoo's gray "
                                   "U-Net; the bundle then swaps into the zoo's networks) or a folder written by save_base")
