@@ -72,9 +72,9 @@ def build(play: Playground) -> Any:
                 task = gr.Radio(tasks, value=tasks[0] if tasks else None, label="Task (pretrained zoo)", elem_id="task")
                 with gr.Accordion("... or a Hub repo" + (" / local folder" if play.allow_local else ""), open=False):
                     source = gr.Textbox(label="Hub repo id" + (" or local folder" if play.allow_local else ""),
-                                        placeholder="user/lorun-cs", elem_id="source")
-                    subfolder = gr.Textbox(label="subfolder", elem_id="subfolder")
-                    revision = gr.Textbox(label="revision (branch, tag or commit)", elem_id="revision")
+                                        placeholder="user/lorun-cs", value="", elem_id="source")
+                    subfolder = gr.Textbox(label="subfolder", value="", elem_id="subfolder")
+                    revision = gr.Textbox(label="revision (branch, tag or commit)", value="", elem_id="revision")
                     load = gr.Button("Load this task", elem_id="load")
             with gr.Column():
                 upload = gr.File(label=f"Upload an image (up to {play.limits.max_upload_mb:g} MB, "
@@ -94,11 +94,27 @@ def build(play: Playground) -> Any:
             report = gr.Textbox(label="parameter report", lines=8, interactive=False, elem_id="report")
             download = gr.File(label="download the restored image", interactive=False, elem_id="download")
 
+        # Named endpoints with named parameters, as gradio_client shows them (/restore, /load_task, /switch_task).
+        def restore_image(task: str, source: str, subfolder: str, revision: str, upload: str | None, builtin: str,
+                          mode: str, sigma: float) -> tuple:
+            """Restore the image with the task (a zoo name, or the Hub repo / folder in ``source``)."""
+            return run(task, source, subfolder, revision, upload, builtin, mode, sigma, False)
+
+        def load_task(task: str, source: str, subfolder: str, revision: str, upload: str | None, builtin: str,
+                      mode: str, sigma: float) -> tuple:
+            """Load the task again (a new revision of a Hub repo, say), then restore the image."""
+            return run(task, source, subfolder, revision, upload, builtin, mode, sigma, True)
+
+        def switch_task(task: str, subfolder: str, revision: str, upload: str | None, builtin: str, mode: str,
+                        sigma: float) -> tuple:
+            """Swap in the zoo task chosen on the page, then restore the image."""
+            return run(task, "", subfolder, revision, upload, builtin, mode, sigma, True)
+
         outputs = [status, truth, initial, restored, metrics, stages, report, download]
         common = [task, source, subfolder, revision, upload, builtin, mode, sigma]
-        restore.click(lambda *a: run(*a, False), common, outputs)
-        load.click(lambda *a: run(*a, True), common, outputs)
-        task.change(lambda t, *a: run(t, "", *a, True), [task, subfolder, revision, upload, builtin, mode, sigma], outputs)
+        restore.click(restore_image, common, outputs, api_name="restore")
+        load.click(load_task, common, outputs, api_name="load_task")
+        task.change(switch_task, [task, subfolder, revision, upload, builtin, mode, sigma], outputs, api_name="switch_task")
     return page
 
 
