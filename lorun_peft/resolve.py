@@ -58,7 +58,7 @@ def describe(net: UnfoldedNetwork) -> dict[str, Any]:
         "channels": operator.get("bands") if task == "cassi" else operator.get("channels", 1),
         "operator": operator,
         "denoiser": {"name": denoiser.get("registry_name") or denoiser.get("qualname"), "config": denoiser.get("config")},
-        "unfold": {k: v for k, v in config.to_dict().items() if k not in ("operator", "denoiser", "format_version")},
+        "unfold": config.settings(),
     }
 
 

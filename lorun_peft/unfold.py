@@ -15,7 +15,6 @@ torch.Size([1, 1, 16, 16])
 from __future__ import annotations
 
 import copy
-import dataclasses
 from typing import Any
 
 import torch
@@ -48,7 +47,7 @@ def unfold(denoiser: nn.Module, operator: Any, K: int = 9, *, config: UnfoldConf
     if config is not None and (options or K != 9):
         raise InvalidArgumentError("pass either config= or the settings as keyword arguments, not both")
     if config is None:
-        fields = {f.name for f in dataclasses.fields(UnfoldConfig)} - {"operator", "denoiser", "format_version", "K"}
+        fields = set(UnfoldConfig.SETTINGS) - {"K"}
         unknown = sorted(set(options) - fields)
         if unknown:
             raise InvalidArgumentError(f"unfold() got unknown settings {unknown}; the settings are {sorted(fields)}")

@@ -28,6 +28,7 @@ import torch
 
 from ..persistence import _hub as hub
 from .. import zoo
+from ..config import UnfoldConfig
 from ..data.images import load_image, modcrop, photographs, synthetic_images
 from ..errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError, LorunError
 from ..metrics import psnr, ssim
@@ -71,7 +72,7 @@ class Restoration:
 
 def _unfolding(config: dict) -> tuple[str, ...]:
     """What a bundle must share with a live network to swap into it (besides the base)."""
-    return tuple(str(config[k]) for k in ("K", "algorithm", "gamma", "adapter", "noise_level"))
+    return tuple(str(config[k]) for k in UnfoldConfig.SWAP_KEYS)
 
 
 def _gray_if_equal(x: torch.Tensor) -> torch.Tensor:

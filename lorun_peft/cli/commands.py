@@ -72,7 +72,7 @@ def network_config(args: argparse.Namespace, operator: Any, share: str, denoiser
         "channels": channels,
         "operator": operator.config(),
         "denoiser": {"name": args.denoiser, "config": denoiser_config},
-        "unfold": {k: v for k, v in settings.to_dict().items() if k not in ("operator", "denoiser", "format_version")},
+        "unfold": settings.settings(),
     }
 
 

@@ -32,6 +32,7 @@ from . import _hub as hub
 from ..adapters.stages import adapter_config_mismatch, adapter_structure, canonical, stage_configs
 from ..errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError
 from .fingerprint import Network, live_fingerprint, net_cache, require_lora
+from ..config import UnfoldConfig
 from ..operators import operator_from_config
 from .reading import read_bundle
 from .schema import Bundle, check_tensors
@@ -59,7 +60,7 @@ def plan_swap(net: Network, bundle: Bundle) -> Swap:
     config, label = bundle.config, bundle.label
     mismatched = [
         f"{key}: bundle {config[key]!r}, network {getattr(net, key)!r}"
-        for key in ("K", "algorithm", "gamma", "adapter", "noise_level")
+        for key in UnfoldConfig.SWAP_KEYS
         if config[key] != getattr(net, key)
     ]
     if mismatched:
