@@ -7,12 +7,12 @@ argmin_x gamma/2 ||A x - y||^2 + 1/2 ||x - z||^2 and ``initial_estimate(y)``.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 
-from ..errors import InvalidArgumentError
+from ..errors import IncompatibleBundleError, InvalidArgumentError
 from .linalg import conjugate_gradient
 
 __all__ = ["LinearOperator", "register_operator", "operator_from_config", "OPERATORS"]
@@ -46,6 +46,23 @@ def operator_from_config(config: dict[str, Any]) -> "LinearOperator":
         return OPERATORS[kind].from_config(kwargs)
     except TypeError as err:
         raise InvalidArgumentError(f"operator config for {kind} has bad keys: {err}") from err
+
+
+def rebuild_operator(config: Mapping[str, Any] | None, where: str) -> "LinearOperator":
+    """:func:`operator_from_config` for a saved configuration: any failure to rebuild it (an unknown
+    type, bad keys or values, an error of the operator's own) is an IncompatibleBundleError naming
+    ``where``, the saved folder or bundle.
+
+    >>> rebuild_operator({"type": "Teleporter"}, "bundle cs-x")
+    Traceback (most recent call last):
+    ...
+    lorun_peft.errors.IncompatibleBundleError: bundle cs-x: its operator 'Teleporter' cannot be rebuilt here: operator config names unknown type 'Teleporter'; known: ['BlockCS', 'BlurDownsample', 'CASSI']
+    """
+    config = dict(config or {})
+    try:
+        return operator_from_config(config)
+    except Exception as err:  # noqa: BLE001 - any failure to rebuild is the saved configuration's problem
+        raise IncompatibleBundleError(f"{where}: its operator {config.get('type')!r} cannot be rebuilt here: {err}") from None
 
 
 class LinearOperator(nn.Module):

@@ -133,7 +133,7 @@ class BundleMethods(Network):
         The base must have the fingerprint the bundle was trained on.
         """
         from . import _hub as hub, swap
-        from ..operators import operator_from_config
+        from ..operators import rebuild_operator
         from .reading import load_base, read_bundle
         from .schema import Bundle
         options = hub.check_options(hub_kwargs, "download")
@@ -151,10 +151,7 @@ class BundleMethods(Network):
             raise IncompatibleBundleError(
                 f"bundle {bundle.label} was trained on another base (fingerprint {config['base_fingerprint'][:19]}..., given base {found[:19]}...)"
             )
-        try:
-            operator = operator_from_config(dict(config["operator"]))
-        except Exception as err:  # noqa: BLE001
-            raise IncompatibleBundleError(f"bundle {bundle.label}: its operator cannot be rebuilt here: {err}") from None
+        operator = rebuild_operator(config["operator"], f"bundle {bundle.label}")
         settings = UnfoldConfig(
             K=config["K"], algorithm=config["algorithm"], gamma=config["gamma"], adapter=config["adapter"],
             target_modules=config.get("target_modules"), noise_level=config["noise_level"],

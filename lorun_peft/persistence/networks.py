@@ -40,11 +40,11 @@ from torch import nn
 from . import _hub as hub
 from .cards import network_card
 from ..config import UnfoldConfig
-from ..errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError
+from ..errors import CorruptFileError, InvalidArgumentError
 from ._files import MAX_JSON_BYTES, Place, locate, parse_json, parse_safetensors, read_bytes, tensor_bytes, to_json, write
 from .fingerprint import Network, base_module
 from .atomic import atomic_folder
-from ..operators import operator_from_config
+from ..operators import rebuild_operator
 from .reading import build_library_denoiser
 from .saving import denoiser_info, operator_config, save_adapters, save_base
 from .schema import BASE_CONFIG_NAME, CARD_NAME, CONFIG_NAME, cast, check_tensors, library_version, to_storage_dtype
@@ -144,10 +144,7 @@ def read_pretrained(cls: type, source: str | os.PathLike, *, subfolder: str | No
         net = cls.from_bundle(place.folder / BASE_DIR, place.folder / BUNDLE_DIR, module=module)
         net.config = net.config.replace(checkpoint=config.checkpoint)  # the one setting a bundle does not hold
         return net
-    try:
-        operator = operator_from_config(dict(config.operator or {}))
-    except Exception as err:  # noqa: BLE001 - any failure to rebuild is reported the same way
-        raise IncompatibleBundleError(f"{place.label}: its operator cannot be rebuilt here: {err}") from None
+    operator = rebuild_operator(config.operator, place.label)
     net = cls(_denoiser(denoiser, config.denoiser, place.label), operator, config)
     dtype = getattr(torch, str(header["dtype"]), None)
     if isinstance(dtype, torch.dtype):

@@ -33,7 +33,7 @@ from ..adapters.stages import adapter_config_mismatch, adapter_structure, canoni
 from ..errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError
 from .fingerprint import Network, live_fingerprint, net_cache, require_lora
 from ..config import UnfoldConfig
-from ..operators import operator_from_config
+from ..operators import rebuild_operator
 from .reading import read_bundle
 from .schema import Bundle, check_tensors
 
@@ -103,10 +103,7 @@ def _plan_operator(net: Network, bundle: Bundle, copies: list[tuple[torch.Tensor
         with contextlib.suppress(IncompatibleBundleError):
             check_tensors(bundle.operator_state, live_state, "operator")
             return Swap(copies + [(live_state[k], t) for k, t in bundle.operator_state.items()], None)
-    try:
-        operator = operator_from_config(dict(config["operator"]))
-    except Exception as err:  # noqa: BLE001 - any failure to rebuild is the bundle's problem
-        raise IncompatibleBundleError(f"bundle {label}: its operator {config['operator'].get('type')!r} cannot be rebuilt here: {err}") from None
+    operator = rebuild_operator(config["operator"], f"bundle {label}")
     if not isinstance(operator, nn.Module):
         raise IncompatibleBundleError(f"bundle {label}: the operator is not a torch module")
     operator.to(device)
