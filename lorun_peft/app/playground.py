@@ -17,7 +17,6 @@ loaded cs-0.25 ...
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -35,8 +34,7 @@ from ..metrics import psnr, ssim
 from ..resolve import load_network
 from ..persistence.reading import read_bundle
 from ..persistence.schema import CONFIG_NAME, Bundle
-from ..training.loop import fit_operator
-from ..unfold import UnfoldedNetwork
+from ..unfold import UnfoldedNetwork, measure_and_restore
 
 __all__ = ["Limits", "Restoration", "Playground", "BUILT_IN"]
 
@@ -220,15 +218,11 @@ class Playground:
         colour = image.shape[0] == 3 and getattr(operator, "channels", None) == 1
         batch = image[:, None] if colour else image[None]  # the colour channels as a batch of gray images
         truth = modcrop(batch, int(getattr(operator, "scale", 1))) if mode == DEGRADE else None
-        with fit_operator(operator, truth.shape[-2:]) if truth is not None else contextlib.nullcontext():
-            try:
-                y = operator.A(truth) if truth is not None else batch
-                if noise_sigma:
-                    y = y + noise_sigma * torch.randn(y.shape, generator=torch.Generator().manual_seed(seed))
-                initial = getattr(operator, "initial_estimate", operator.A_adjoint)(y)
-                restored, stages = net(y, return_stages=True)
-            except (InvalidArgumentError, RuntimeError) as err:
-                raise InvalidArgumentError(f"this image does not fit the task's operator: {err}") from None
+        try:
+            _, initial, restored, stages = measure_and_restore(net, truth, noise_sigma, torch.Generator().manual_seed(seed),
+                                                               y=batch if truth is None else None)
+        except (InvalidArgumentError, RuntimeError) as err:
+            raise InvalidArgumentError(f"this image does not fit the task's operator: {err}") from None
         def whole(x: torch.Tensor) -> torch.Tensor:  # back to one 1 x C x H x W image, in [0, 1]
             return x.clamp(0, 1).reshape(1, -1, *x.shape[-2:])
 

@@ -28,7 +28,7 @@ from ..denoisers import DENOISERS, build_denoiser
 from ..errors import CorruptFileError, InvalidArgumentError
 from ..training.evaluation import Evaluation, evaluate
 from ..persistence.atomic import atomic_write
-from ..operators import BlockCS, operator_from_config
+from ..operators import BlockCS, fit_operator, operator_from_config
 from ..plots import lora_norm_figure, lora_update_figure, stage_chart
 from ..training.pretrain import choose_noise_schedule
 from ..training.recipe import PAPER, RECIPE, train_two_phase
@@ -47,7 +47,6 @@ from .inputs import (
     whole_images,
     write_output,
 )
-from ..training.loop import fit_operator
 from ..config import UnfoldConfig
 from ..resolve import describe, load_network, run_model_folder
 from ..persistence.networks import NETWORK_CONFIG

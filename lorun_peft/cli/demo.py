@@ -27,11 +27,11 @@ from ..errors import InvalidArgumentError
 from ..training.evaluation import evaluate
 from ..metrics import psnr
 from ..resolve import run_model_folder
-from ..operators import BlockCS
+from ..operators import BlockCS, fit_operator
 from ..plots import image_grid, lora_update_figure, stage_chart
 from ..training.recipe import train_two_phase
-from ..training.loop import fit_operator, train
-from ..unfold import unfold
+from ..training.loop import train
+from ..unfold import measure_and_restore, unfold
 
 __all__ = ["demo", "zoo_tour"]
 
@@ -71,9 +71,9 @@ def zoo_tour(x: torch.Tensor, out: Path | None = None) -> dict[str, dict[str, fl
         net.load_adapters(zoo.bundle_path(name))
         swap = time.perf_counter() - tick
         tick = time.perf_counter()
+        y, x0, x_hat, _ = measure_and_restore(net, x[None])
         with fit_operator(net.operator, x.shape[-2:]):
-            y = net.operator.A(x[None])
-            outputs = [net.operator.A_adjoint(y), net.operator.initial_estimate(y), net(y)]
+            outputs = [net.operator.A_adjoint(y), x0, x_hat]
         outputs = [o.clamp(0, 1)[0] for o in outputs]
         scores[name] = dict(zip(("adjoint", "linear", "lorun"), (float(psnr(o[None], x[None])) for o in outputs)))
         print(f"  {name:<8} {scores[name]['adjoint']:9.2f} {scores[name]['linear']:10.2f} {scores[name]['lorun']:9.2f} "

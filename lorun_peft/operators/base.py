@@ -7,7 +7,8 @@ argmin_x gamma/2 ||A x - y||^2 + 1/2 ||x - z||^2 and ``initial_estimate(y)``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+import contextlib
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -46,6 +47,26 @@ def operator_from_config(config: dict[str, Any]) -> "LinearOperator":
         return OPERATORS[kind].from_config(kwargs)
     except TypeError as err:
         raise InvalidArgumentError(f"operator config for {kind} has bad keys: {err}") from err
+
+
+def initial_estimate(operator: Any, y: torch.Tensor) -> torch.Tensor:
+    """x_0 for the measurement ``y``: the operator's own ``initial_estimate`` or, without one, A^T y."""
+    return getattr(operator, "initial_estimate", operator.A_adjoint)(y)
+
+
+@contextlib.contextmanager
+def fit_operator(operator: Any, size: Sequence[int]) -> Iterator[Any]:
+    """Temporarily set ``operator.image_size`` to ``size`` for operators that have one (BlockCS
+    needs it for images whose sides are not multiples of its block); others are left alone."""
+    if not hasattr(operator, "image_size") or operator.image_size == tuple(size):
+        yield operator
+        return
+    before = operator.image_size
+    operator.image_size = tuple(int(s) for s in size)
+    try:
+        yield operator
+    finally:
+        operator.image_size = before
 
 
 def rebuild_operator(config: Mapping[str, Any] | None, where: str) -> "LinearOperator":

@@ -25,7 +25,6 @@ so N processes with batch b train like one process with batch N * b.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import os
@@ -33,7 +32,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +42,8 @@ from tqdm.auto import tqdm
 from ..errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError, TrainingError
 from ..persistence.atomic import atomic_write
 from ..metrics import psnr
+from ..operators.base import fit_operator
+from ..unfold import measure_and_restore
 
 __all__ = ["train", "fit_operator", "restore", "image_list", "due", "Source", "save_checkpoint", "load_checkpoint", "TrainResult",
            "CHECKPOINT_NAME", "PRECISIONS"]
@@ -243,21 +244,6 @@ def _check_positive_int(value: Any, name: str) -> None:
         raise InvalidArgumentError(f"{name} must be an int >= 1, got {value!r}")
 
 
-@contextlib.contextmanager
-def fit_operator(operator: Any, size: Sequence[int]) -> Iterator[Any]:
-    """Temporarily set ``operator.image_size`` to ``size`` for operators that have one (BlockCS
-    needs it for images whose sides are not multiples of its block); others are left alone."""
-    if not hasattr(operator, "image_size") or operator.image_size == tuple(size):
-        yield operator
-        return
-    before = operator.image_size
-    operator.image_size = tuple(int(s) for s in size)
-    try:
-        yield operator
-    finally:
-        operator.image_size = before
-
-
 class Source:
     """Draws training batches from a tensor or a dataset; all randomness from one generator."""
 
@@ -343,14 +329,9 @@ def image_list(images: Images, what: str) -> list[torch.Tensor]:
 def restore(
     net: torch.nn.Module, x: torch.Tensor, noise_sigma: float, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-    """Simulate y for one image batch x, then (x0, x_hat, per-stage outputs), all clamped to [0, 1]."""
-    with fit_operator(net.operator, x.shape[-2:]):
-        y = net.operator.A(x)
-        if noise_sigma:
-            y = y + noise_sigma * torch.randn(y.shape, generator=generator, dtype=y.dtype).to(y.device)
-        initial = getattr(net.operator, "initial_estimate", net.operator.A_adjoint)
-        x0 = initial(y)
-        x_hat, stages = net(y, return_stages=True)
+    """Simulate y for one image batch x, then (x0, x_hat, per-stage outputs), all clamped to [0, 1]
+    (:func:`lorun_peft.unfold.measure_and_restore`, clamped)."""
+    _, x0, x_hat, stages = measure_and_restore(net, x, noise_sigma, generator)
     return x0.clamp(0, 1), x_hat.clamp(0, 1), [s.clamp(0, 1) for s in stages]
 
 
