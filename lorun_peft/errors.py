@@ -4,7 +4,8 @@
 >>> issubclass(InvalidArgumentError, (LorunError, ValueError))
 True
 
-The argument checks shared by the operators and kernels live here too (they raise these errors):
+The argument checks live here too, with one signature, ``check_x(value, name, ...)``, each
+returning the checked value (they raise these errors):
 
 >>> check_int(3, "block")
 3
@@ -12,10 +13,17 @@ The argument checks shared by the operators and kernels live here too (they rais
 Traceback (most recent call last):
 ...
 lorun_peft.errors.InvalidArgumentError: block must be an int >= 1, got 0
+>>> check_number(0.5, "sigma"), check_number(0, "length", positive=False)
+(0.5, 0.0)
+>>> check_number(float("nan"), "sigma")
+Traceback (most recent call last):
+...
+lorun_peft.errors.InvalidArgumentError: sigma must be a positive number, got nan
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
@@ -27,6 +35,7 @@ __all__ = [
     "HubError",
     "TrainingError",
     "check_int",
+    "check_number",
 ]
 
 
@@ -59,3 +68,14 @@ def check_int(value: Any, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise InvalidArgumentError(f"{name} must be an int >= {minimum}, got {value!r}")
     return int(value)
+
+
+def check_number(value: Any, name: str, *, positive: bool = True) -> float:
+    """``value`` as a float if it is a finite real number (not bool) that is > 0 (``positive``) or >= 0."""
+    try:
+        number = float("nan") if isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not (math.isfinite(number) and (number > 0 if positive else number >= 0)):
+        raise InvalidArgumentError(f"{name} must be a {'positive' if positive else 'non-negative'} number, got {value!r}")
+    return number

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lorun_peft.denoisers.base import Buildable, check_flags
-from lorun_peft.errors import InvalidArgumentError
+from lorun_peft.errors import InvalidArgumentError, check_int
 
 __all__ = ["UNet"]
 
@@ -33,13 +33,6 @@ Sigma = float | torch.Tensor | None
 # --------------------------------------------------------------------------------------------
 # Helpers shared with transformer.py
 # --------------------------------------------------------------------------------------------
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    """Return ``value`` if it is an int >= ``minimum``; otherwise raise InvalidArgumentError."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidArgumentError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
@@ -203,11 +196,11 @@ class UNet(Buildable, nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        _check_int("in_channels", in_channels, 1)
+        in_channels = check_int(in_channels, "in_channels", 1)
         out_channels = in_channels if out_channels is None else out_channels
-        _check_int("out_channels", out_channels, 1)
-        _check_int("width", width, 1)
-        _check_int("depth", depth, 0)
+        out_channels = check_int(out_channels, "out_channels", 1)
+        width = check_int(width, "width", 1)
+        depth = check_int(depth, "depth", 0)
         _check_choice("upsample", upsample, ("bilinear", "nearest"))
         _check_choice("act", act, tuple(_ACTIVATIONS))
         check_flags(in_channels, out_channels, noise_level=noise_level, residual=residual, bias=bias)

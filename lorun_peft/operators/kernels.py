@@ -21,34 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import check_int
+from ..errors import check_int, check_number
 from ..errors import CorruptFileError, InvalidArgumentError
 
 __all__ = ["gaussian_kernel", "motion_kernel", "kernel_bank", "load_kernels", "ISOTROPIC_SIGMAS"]
 
 ISOTROPIC_SIGMAS = (0.7, 1.2, 1.6, 2.0)
 """Standard deviations (px) of the bank's four isotropic Gaussians, as in USRNet and the paper."""
-
-
-def _as_number(value: Any) -> float:
-    try:
-        return float("nan") if isinstance(value, bool) else float(value)
-    except (TypeError, ValueError):
-        return float("nan")
-
-
-def _check_positive(name: str, value: Any) -> float:
-    number = _as_number(value)
-    if not (math.isfinite(number) and number > 0):
-        raise InvalidArgumentError(f"{name} must be a positive number, got {value!r}")
-    return number
-
-
-def _check_non_negative(name: str, value: Any) -> float:
-    number = _as_number(value)
-    if not (math.isfinite(number) and number >= 0):
-        raise InvalidArgumentError(f"{name} must be a non-negative number, got {value!r}")
-    return number
 
 
 def _normalised(kernel: np.ndarray) -> torch.Tensor:
@@ -67,8 +46,8 @@ def gaussian_kernel(
     True
     """
     size = check_int(size, "size")
-    sx = _check_positive("sigma_x", sigma_x)
-    sy = sx if sigma_y is None else _check_positive("sigma_y", sigma_y)
+    sx = check_number(sigma_x, "sigma_x")
+    sy = sx if sigma_y is None else check_number(sigma_y, "sigma_y")
     offsets = np.arange(size, dtype=np.float64) - (size - 1) / 2
     rows, cols = np.meshgrid(offsets, offsets, indexing="ij")
     c, s = math.cos(float(angle)), math.sin(float(angle))
@@ -89,8 +68,8 @@ def motion_kernel(size: int = 25, length: float = 15.0, seed: int = 0, curvature
     (torch.Size([15, 15]), True, 1.0)
     """
     size = check_int(size, "size")
-    length = _check_non_negative("length", length)
-    curvature = _check_non_negative("curvature", curvature)
+    length = check_number(length, "length", positive=False)
+    curvature = check_number(curvature, "curvature", positive=False)
     rng = np.random.default_rng(seed)
     n = max(2, math.ceil(4 * length) + 1)  # a point every quarter pixel
     step = length / (n - 1)

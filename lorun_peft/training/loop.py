@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError, TrainingError
+from ..errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError, TrainingError, check_int
 from ..persistence.atomic import atomic_write
 from ..metrics import psnr
 from ..operators.base import fit_operator
@@ -117,8 +117,8 @@ def train(
     precision applies instead (``accelerate launch --mixed_precision bf16``).
     """
     source = Source(data)
-    _check_positive_int(steps, "steps")
-    _check_positive_int(batch_size, "batch_size")
+    check_int(steps, "steps")
+    check_int(batch_size, "batch_size")
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 0:
         raise InvalidArgumentError(f"checkpoint_every must be an int >= 0, got {checkpoint_every!r}")
     if isinstance(val_every, bool) or not isinstance(val_every, int) or val_every < 0:
@@ -237,11 +237,6 @@ def train(
 def due(step: int, steps: int, every: int) -> bool:
     """Whether something done "every ``every`` steps and at the end" is due after ``step`` of ``steps``."""
     return step == steps or bool(every and step % every == 0)
-
-
-def _check_positive_int(value: Any, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidArgumentError(f"{name} must be an int >= 1, got {value!r}")
 
 
 class Source:
