@@ -119,10 +119,8 @@ def train(
     source = Source(data)
     check_int(steps, "steps")
     check_int(batch_size, "batch_size")
-    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 0:
-        raise InvalidArgumentError(f"checkpoint_every must be an int >= 0, got {checkpoint_every!r}")
-    if isinstance(val_every, bool) or not isinstance(val_every, int) or val_every < 0:
-        raise InvalidArgumentError(f"val_every must be an int >= 0, got {val_every!r}")
+    check_int(checkpoint_every, "checkpoint_every", 0)
+    check_int(val_every, "val_every", 0)
     for name, value in (("lr", lr), ("operator_lr", lr if operator_lr is None else operator_lr)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise InvalidArgumentError(f"{name} must be a number > 0, got {value!r}")

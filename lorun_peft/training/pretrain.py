@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..errors import InvalidArgumentError, TrainingError
+from ..errors import InvalidArgumentError, TrainingError, check_int
 from .evaluation import evaluate
 from ..metrics import psnr
 from ..steps import geometric
@@ -71,10 +71,8 @@ def train_denoiser(
     ``val_every`` steps and at the end (mean PSNR in ``result.val_psnr``). ``time_limit``: stop
     after this many seconds in this call, checkpointed so that the next call resumes.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise InvalidArgumentError(f"steps must be an int >= 1, got {steps!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidArgumentError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    check_int(steps, "steps")
+    check_int(batch_size, "batch_size")
     if not 0 <= sigma_min <= sigma_max:
         raise InvalidArgumentError(f"need 0 <= sigma_min <= sigma_max, got {sigma_min!r} and {sigma_max!r}")
     if not lr > 0:
