@@ -23,14 +23,15 @@ import torch
 from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import nn
 
-from lorun_peft.denoisers.unet import (
+from lorun_peft.denoisers.base import (
+    Buildable,
     DenoiserConfig,
     Sigma,
-    _check_input,
+    check_flags,
+    check_input,
     noise_level_map,
     pad_to_multiple,
 )
-from lorun_peft.denoisers.base import Buildable, check_flags
 from lorun_peft.errors import InvalidArgumentError, check_int
 
 __all__ = ["Transformer"]
@@ -230,7 +231,7 @@ class Transformer(Buildable, nn.Module):
 
     def forward(self, x: torch.Tensor, sigma: Sigma = None) -> torch.Tensor:
         """Denoise ``x`` (N, C, H, W) at noise level ``sigma``; returns (N, out_channels, H, W)."""
-        _check_input(x, self.in_channels)
+        check_input(x, self.in_channels)
         h, w = x.shape[-2:]
         z = pad_to_multiple(x, self.window_size)
         if self.noise_level:
