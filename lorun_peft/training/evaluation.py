@@ -20,9 +20,10 @@ import torch
 
 from ..errors import InvalidArgumentError
 from ..metrics import MetricTable, band_psnr, psnr, rgb_to_y, shave, ssim
-from .loop import Images, image_list, restore
+from ..unfold import measure_and_restore
+from .batches import Images, image_list
 
-__all__ = ["evaluate", "Evaluation"]
+__all__ = ["evaluate", "Evaluation", "restore"]
 
 
 @dataclass
@@ -121,3 +122,12 @@ def _measure(estimate: torch.Tensor, reference: torch.Tensor, y_channel: bool, b
     estimate, reference = _prepare_pair(estimate, reference, y_channel, border)
     s = float(ssim(estimate, reference)[0]) if min(reference.shape[-2:]) >= 11 else math.nan
     return p, s
+
+
+def restore(
+    net: torch.nn.Module, x: torch.Tensor, noise_sigma: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """Simulate y for one image batch x, then (x0, x_hat, per-stage outputs), all clamped to [0, 1]
+    (:func:`lorun_peft.unfold.measure_and_restore`, clamped)."""
+    _, x0, x_hat, stages = measure_and_restore(net, x, noise_sigma, generator)
+    return x0.clamp(0, 1), x_hat.clamp(0, 1), [s.clamp(0, 1) for s in stages]

@@ -5,8 +5,9 @@
 (in LoRun mode: the K adapters, the step parameters and any learnable operator state), cosine
 learning rate, validation PSNR every ``val_every`` steps. Checkpoints are written atomically;
 ``resume=True`` continues exactly where a run stopped: the sampling order, the random patches of a
-dataset and the noise all come from one seeded generator saved in the checkpoint. Measuring a
-trained network is :mod:`lorun_peft.training.evaluation`'s job.
+dataset and the noise all come from one seeded generator saved in the checkpoint. Batches come from
+:mod:`.batches`, checkpoints are :mod:`.checkpoints`' job, and measuring a trained network is
+:mod:`.evaluation`'s (their names are importable from here too, as they were).
 
 Multi-device: under ``accelerate launch`` (or torchrun) ``train`` creates an
 ``accelerate.Accelerator`` by itself and runs DDP on every process, with mixed precision if the
@@ -25,52 +26,28 @@ so N processes with batch b train like one process with batch N * b.
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import time
-import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError, TrainingError, check_int
-from ..persistence.atomic import atomic_write
+from ..errors import InvalidArgumentError, TrainingError, check_int
 from ..metrics import psnr
 from ..operators.base import fit_operator
-from ..unfold import measure_and_restore
+from .batches import Images, Source, due, image_list
+from .checkpoints import CHECKPOINT_NAME, TrainResult, load_checkpoint, save_checkpoint
+from .evaluation import restore
 
 __all__ = ["train", "fit_operator", "restore", "image_list", "due", "Source", "save_checkpoint", "load_checkpoint", "TrainResult",
            "CHECKPOINT_NAME", "PRECISIONS"]
 
-CHECKPOINT_NAME = "checkpoint.pt"
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # the forward pass's autocast dtype
 
-Images = torch.Tensor | Sequence[torch.Tensor] | Dataset
-
-
-@dataclass
-class TrainResult:
-    """What a training run did: the loss of every step, validation PSNR as (step, dB) pairs,
-    where the last checkpoint is and the seconds spent in this call. ``train_seconds`` counts the
-    optimisation time of every step so far, resumed runs included and validation excluded;
-    ``val_seconds`` holds its value at each validation (for PSNR-against-time curves)."""
-
-    losses: list[float] = field(default_factory=list)
-    step: int = 0
-    checkpoint: Path | None = None
-    val_psnr: list[tuple[int, float]] = field(default_factory=list)
-    seconds: float = 0.0
-    train_seconds: float = 0.0
-    val_seconds: list[float] = field(default_factory=list)
-
-
-# ------------------------------------------------------------------------------ one phase
 def train(
     net: torch.nn.Module,
     data: Images,
@@ -232,102 +209,6 @@ def train(
     return result
 
 
-def due(step: int, steps: int, every: int) -> bool:
-    """Whether something done "every ``every`` steps and at the end" is due after ``step`` of ``steps``."""
-    return step == steps or bool(every and step % every == 0)
-
-
-class Source:
-    """Draws training batches from a tensor or a dataset; all randomness from one generator."""
-
-    def __init__(self, data: Images) -> None:
-        self.dataset: Dataset | None = None
-        if isinstance(data, Dataset) and not isinstance(data, torch.Tensor):
-            if len(data) == 0:  # type: ignore[arg-type]
-                raise InvalidArgumentError("data is an empty dataset")
-            self.dataset, self.size = data, len(data)  # type: ignore[arg-type]
-        else:
-            self.images = _as_image_tensor(data)
-            self.size = len(self.images)
-
-    def batch(self, generator: torch.Generator, batch_size: int, rank: int, world: int) -> torch.Tensor:
-        """This process's slice of one global batch of ``batch_size * world`` images."""
-        index = torch.randint(self.size, (batch_size * world,), generator=generator)
-        mine = slice(rank * batch_size, (rank + 1) * batch_size)
-        if self.dataset is None:
-            return self.images[index[mine]]
-        random_item = getattr(self.dataset, "random_item", None)
-        if random_item is not None:
-            seeds = torch.randint(2**62, (batch_size * world,), generator=generator)[mine].tolist()
-            items = [random_item(int(i), torch.Generator().manual_seed(s)) for i, s in zip(index[mine].tolist(), seeds)]
-        else:
-            items = [self.dataset[int(i)] for i in index[mine].tolist()]
-        items = [item[0] if isinstance(item, (tuple, list)) else item for item in items]
-        return _stack_items(items, index[mine].tolist())
-
-
-def _stack_items(items: list[Any], indices: list[int]) -> torch.Tensor:
-    for i, item in zip(indices, items):
-        if not isinstance(item, torch.Tensor) or item.dim() != 3 or not item.is_floating_point():
-            what = f"{tuple(item.shape)} {item.dtype}" if isinstance(item, torch.Tensor) else type(item).__name__
-            raise InvalidArgumentError(f"dataset item {i} must be a floating-point C x H x W tensor, got {what}")
-        if not bool(torch.isfinite(item).all()):
-            raise InvalidArgumentError(f"dataset item {i} holds NaN or Inf")
-    shapes = {tuple(item.shape) for item in items}
-    if len(shapes) > 1:
-        raise InvalidArgumentError(
-            f"dataset items have different shapes {sorted(shapes)}; give the dataset a patch_size (random crops)"
-        )
-    return torch.stack(items)
-
-
-def _as_image_tensor(data: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
-    if isinstance(data, torch.Tensor):
-        images = data
-    else:
-        try:
-            images = torch.stack([torch.as_tensor(item) for item in data])
-        except (RuntimeError, TypeError) as err:
-            raise InvalidArgumentError(f"data must be a N x C x H x W tensor or a sequence of equal-shaped C x H x W tensors: {err}") from err
-    if images.dim() != 4 or len(images) == 0:
-        raise InvalidArgumentError(f"data must be a non-empty N x C x H x W batch of clean images, got shape {tuple(images.shape)}")
-    if not images.is_floating_point():
-        raise InvalidArgumentError(f"data must be floating point (images scaled to [0, 1]), got {images.dtype}")
-    bad = (~torch.isfinite(images)).flatten(1).any(1).nonzero().flatten().tolist()
-    if bad:
-        raise InvalidArgumentError(f"data holds NaN or Inf in image(s) {bad[:10]}")
-    return images
-
-
-def image_list(images: Images, what: str) -> list[torch.Tensor]:
-    """Whole images (C x H x W) from a tensor, a sequence or a dataset (its ``full`` items if any)."""
-    if isinstance(images, torch.Tensor):
-        if images.dim() != 4:
-            raise InvalidArgumentError(f"{what} must be N x C x H x W, got shape {tuple(images.shape)}")
-        out = list(images)
-    elif isinstance(images, Dataset):
-        full = getattr(images, "full", None)
-        out = [full(i) if full else images[i] for i in range(len(images))]  # type: ignore[arg-type]
-        out = [item[0] if isinstance(item, (tuple, list)) else item for item in out]
-    else:
-        out = list(images)
-    if not out:
-        raise InvalidArgumentError(f"{what} holds no image")
-    for i, x in enumerate(out):
-        if not isinstance(x, torch.Tensor) or x.dim() != 3 or not x.is_floating_point():
-            raise InvalidArgumentError(f"{what}: image {i} must be a floating-point C x H x W tensor")
-    return out
-
-
-def restore(
-    net: torch.nn.Module, x: torch.Tensor, noise_sigma: float, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-    """Simulate y for one image batch x, then (x0, x_hat, per-stage outputs), all clamped to [0, 1]
-    (:func:`lorun_peft.unfold.measure_and_restore`, clamped)."""
-    _, x0, x_hat, stages = measure_and_restore(net, x, noise_sigma, generator)
-    return x0.clamp(0, 1), x_hat.clamp(0, 1), [s.clamp(0, 1) for s in stages]
-
-
 @torch.no_grad()
 def _validate(net: torch.nn.Module, images: list[torch.Tensor], noise_sigma: float, seed: int) -> float:
     net.eval()
@@ -339,77 +220,6 @@ def _validate(net: torch.nn.Module, images: list[torch.Tensor], noise_sigma: flo
         _, x_hat, _ = restore(net, x, noise_sigma, generator)
         values.append(float(psnr(x_hat, x)))
     return sum(values) / len(values)
-
-
-def save_checkpoint(path: Path, net, optimizer, scheduler, generator, result: TrainResult, accelerator, layout, scaler=None) -> None:
-    """Write a resumable checkpoint atomically (weights, optimizer, scheduler, generator, history; tensors only)."""
-    state = {
-        "model": net.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "generator": generator.get_state(),
-        "step": result.step,
-        "losses": list(result.losses),
-        "val_psnr": [list(v) for v in result.val_psnr],
-        "train_seconds": result.train_seconds,
-        "val_seconds": list(result.val_seconds),
-        "batch_size": layout[0],
-        "processes": layout[1],
-    }
-    scaler = scaler or getattr(accelerator, "scaler", None)
-    if scaler is not None:
-        state["scaler"] = scaler.state_dict()
-    with atomic_write(path) as f:
-        torch.save(state, f)
-
-
-def load_checkpoint(path: Path, net, optimizer, scheduler, generator, accelerator=None, layout=None, scaler=None) -> TrainResult:
-    """Restore what :func:`save_checkpoint` wrote (``weights_only=True``), all or nothing; returns the history."""
-    try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
-        model_state = state["model"]
-        expected = net.state_dict()
-    except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
-        raise CorruptFileError(f"checkpoint {path} cannot be read: {err}") from err
-    if not isinstance(model_state, dict) or not all(isinstance(v, torch.Tensor) for v in model_state.values()):
-        raise CorruptFileError(f"checkpoint {path} holds no tensor state dict under 'model'")
-    mismatched = sorted(set(model_state) ^ set(expected)) or [
-        k for k in expected if tuple(model_state[k].shape) != tuple(expected[k].shape)
-    ]
-    if mismatched:
-        raise IncompatibleBundleError(f"checkpoint {path} does not fit this network (keys/shapes differ: {mismatched[:5]})")
-    saved_layout = (state.get("batch_size"), state.get("processes"))
-    if layout is not None and saved_layout[0] is not None and tuple(saved_layout) != tuple(layout):
-        warnings.warn(
-            f"checkpoint {path} was written with batch_size {saved_layout[0]} on {saved_layout[1]} process(es), "
-            f"this run uses {layout[0]} on {layout[1]}: it resumes, but not bit-exactly",
-            stacklevel=3,
-        )
-    # Load everything or nothing: a damaged optimizer/scheduler part must not leave a half-resumed run.
-    backup = (
-        {k: v.detach().clone() for k, v in expected.items()},
-        copy.deepcopy(optimizer.state_dict()),
-        copy.deepcopy(scheduler.state_dict()),
-        generator.get_state(),
-    )
-    try:
-        net.load_state_dict(model_state)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        scaler = scaler or getattr(accelerator, "scaler", None)
-        if scaler is not None and "scaler" in state:
-            scaler.load_state_dict(state["scaler"])
-        val = [(int(s), float(v)) for s, v in state.get("val_psnr", [])]
-        return TrainResult(losses=[float(v) for v in state["losses"]], step=int(state["step"]), checkpoint=path, val_psnr=val,
-                           train_seconds=float(state.get("train_seconds", 0.0)),
-                           val_seconds=[float(v) for v in state.get("val_seconds", [])])
-    except Exception as err:  # noqa: BLE001 - restore, then report the file as damaged
-        net.load_state_dict(backup[0])
-        optimizer.load_state_dict(backup[1])
-        scheduler.load_state_dict(backup[2])
-        generator.set_state(backup[3])
-        raise CorruptFileError(f"checkpoint {path} is damaged ({type(err).__name__}: {err})") from err
 
 
 _AUTO_ACCELERATOR: Any = None

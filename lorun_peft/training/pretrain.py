@@ -36,7 +36,8 @@ from ..errors import InvalidArgumentError, TrainingError, check_int
 from .evaluation import evaluate
 from ..metrics import psnr
 from ..steps import geometric
-from .loop import CHECKPOINT_NAME, Images, Source, TrainResult, due, image_list, load_checkpoint, save_checkpoint
+from .batches import Images, Source, due, image_list
+from .checkpoints import CHECKPOINT_NAME, TrainResult, load_checkpoint, save_checkpoint
 
 __all__ = ["train_denoiser", "denoise_psnr", "choose_noise_schedule", "SIGMA_FIRST", "SIGMA_LAST"]
 

@@ -34,7 +34,9 @@ import torch
 from ..errors import InvalidArgumentError
 from .evaluation import Evaluation, evaluate
 from .pretrain import choose_noise_schedule, train_denoiser
-from .loop import Images, TrainResult, train
+from .batches import Images
+from .checkpoints import TrainResult
+from .loop import train
 
 __all__ = ["train_two_phase", "TwoPhaseResult", "RECIPE", "PAPER", "PHASES"]
 
