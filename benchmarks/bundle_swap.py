@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from lorun_peft import bundle, unfold
+from lorun_peft import unfold
+from lorun_peft.persistence import bundle
 from lorun_peft.denoisers import UNet
 from lorun_peft.operators import BlockCS
 

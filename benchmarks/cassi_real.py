@@ -5,11 +5,11 @@
 Each ``Testing_real_data/sceneN.mat`` (``meas_real``, 660 x 714) is scaled as TSA-Net's and MST's
 real-data test code does (clipped to [0, 1], ``meas / meas.max() * 0.8``; times ``bands / 2`` here,
 because their training divides the simulated snapshot by 28 / 2 and this library's CASSI does not:
-:func:`lorun_peft.spectral.scale_real_measurement`), restored with ``real/mask.mat`` (660 x 660)
+:func:`lorun_peft.data.spectral.scale_real_measurement`), restored with ``real/mask.mat`` (660 x 660)
 put into the network's operator (:meth:`lorun_peft.operators.CASSI.use_mask`), and written as a
 28 x 660 x 660 float32 cube (``--cubes``, default ``runs/cassi/real_cubes/``, not committed) and one
 figure in ``benchmarks/results/cassi_real_sceneN.png``: a colour rendering of the 28 bands (CIE 1931
-approximation at the band centres, :func:`lorun_peft.spectral.render_rgb`) beside four single bands,
+approximation at the band centres, :func:`lorun_peft.data.spectral.render_rgb`) beside four single bands,
 each tinted with its wavelength's colour. There is no ground truth, so there are no scores; the
 time per scene (one CPU thread) goes to ``benchmarks/results/cassi_real.json``.
 """
@@ -27,10 +27,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lorun_peft.io import atomic_write
-from lorun_peft.models import load_network
+from lorun_peft.persistence.atomic import atomic_write
+from lorun_peft.resolve import load_network
 from lorun_peft.operators.cassi import load_mask
-from lorun_peft.spectral import BAND_CENTRES, render_rgb, scale_real_measurement, wavelength_rgb
+from lorun_peft.data.spectral import BAND_CENTRES, render_rgb, scale_real_measurement, wavelength_rgb
 
 from .common import RESULTS, machine
 

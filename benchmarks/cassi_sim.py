@@ -1,7 +1,7 @@
 """CASSI on generated cubes: LoRun-9 vs Block-9 vs Block-1 at equal steps, next to the closed-form start.
 
 Training data: spectral cubes generated from Train400's first 380 gray images
-(:mod:`lorun_peft.spectral`), a new cube for every 48 x 48 patch; the coded aperture is a new random
+(:mod:`lorun_peft.data.spectral`), a new cube for every 48 x 48 patch; the coded aperture is a new random
 48 x 48 window of the TSA-Net mask for every batch (``--mask simu``: the simulation mask, or
 ``real``: the real system's 660 x 660 mask, for the real scenes). Held out: the cubes generated from
 the last 20 Train400 images, whole (180 x 180), measured through the centre 180 x 180 of the
@@ -31,9 +31,9 @@ from lorun_peft.denoisers import build_denoiser
 from lorun_peft.metrics import band_psnr
 from lorun_peft.operators import CASSI
 from lorun_peft.operators.cassi import load_mask
-from lorun_peft.recipe import train_two_phase
-from lorun_peft.spectral import BAND_CENTRES, GeneratedCubes, render_rgb, sam
-from lorun_peft.train import train
+from lorun_peft.training.recipe import train_two_phase
+from lorun_peft.data.spectral import BAND_CENTRES, GeneratedCubes, render_rgb, sam
+from lorun_peft.training.loop import train
 from lorun_peft.unfold import UnfoldedNetwork
 
 from .cassi_real import save_small
@@ -208,7 +208,7 @@ def cmd_cubes(args: argparse.Namespace) -> None:
         row[-1].set_title("spectra of 4 pixels", fontsize=8)
         for ax in row[:-1]:
             ax.axis("off")
-    fig.suptitle("Spectral cubes generated from held-out Train400 photographs (lorun_peft.spectral): colour, "
+    fig.suptitle("Spectral cubes generated from held-out Train400 photographs (lorun_peft.data.spectral): colour, "
                  "four bands, the spectra of four pixels (reflectance 0-1 against band centre in nm)", fontsize=9)
     fig.tight_layout()
     save_small(fig, RESULTS / "cassi_generated.png")

@@ -12,7 +12,7 @@ import argparse
 
 import torch
 
-from lorun_peft.kernels import kernel_bank
+from lorun_peft.operators.kernels import kernel_bank
 from lorun_peft.operators import CASSI, BlockCS, BlurDownsample
 
 from .common import median_ms, save

@@ -25,10 +25,9 @@ from PIL import Image
 
 import lorun_peft
 from lorun_peft.denoisers import UNet
-from lorun_peft.kernels import kernel_bank
+from lorun_peft.operators.kernels import kernel_bank
 from lorun_peft.metrics import psnr, ssim
-from lorun_peft.operators import BlockCS, BlurDownsample
-from lorun_peft.train import fit_operator
+from lorun_peft.operators import BlockCS, BlurDownsample, fit_operator
 
 from .common import save
 

@@ -37,7 +37,7 @@ import torch
 import lorun_peft
 from lorun_peft.data import ImageFolder
 from lorun_peft.steps import geometric
-from lorun_peft.recipe import PAPER, train_two_phase
+from lorun_peft.training.recipe import PAPER, train_two_phase
 
 from . import zoo
 from .common import RESULTS

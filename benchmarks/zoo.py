@@ -33,13 +33,13 @@ import lorun_peft
 import lorun_peft.zoo
 from lorun_peft.data import IMAGE_SUFFIXES, ImageFolder, list_files, modcrop, photographs
 from lorun_peft.denoisers import UNet
-from lorun_peft.kernels import kernel_bank
+from lorun_peft.operators.kernels import kernel_bank
 from lorun_peft.metrics import rgb_to_y, shave
 from lorun_peft.operators import BlockCS, BlurDownsample
 from lorun_peft.operators.sampling import pca_basis, sampling_fingerprint
-from lorun_peft.pretrain import SIGMA_FIRST, SIGMA_LAST, choose_noise_schedule, denoise_psnr, train_denoiser
+from lorun_peft.training.pretrain import SIGMA_FIRST, SIGMA_LAST, choose_noise_schedule, denoise_psnr, train_denoiser
 from lorun_peft.steps import geometric
-from lorun_peft.train import fit_operator
+from lorun_peft.training.loop import fit_operator
 
 # The shared base: a noise-level-conditioned U-Net (536k parameters, about the paper's CS U-Net).
 BASE = {"in_channels": 1, "width": 16, "depth": 3}
@@ -59,7 +59,7 @@ WIDE_SIGMA_FIRST = (0.4, 0.25, 0.15, 0.08, 0.04)
 WIDE_SIGMA_LAST = (0.01, 0.005, 0.0025)  # (the default's smallest, 0.005, was chosen there too)
 CS_RATIOS = (0.01, 0.04, 0.10, 0.25, 0.50)
 # SR on the luma channel with the same gray base: HQS (closed-form FFT prox), kernels of
-# lorun_peft.kernels.kernel_bank(): 0 isotropic (sigma 0.7 px), 4 anisotropic.
+# lorun_peft.operators.kernels.kernel_bank(): 0 isotropic (sigma 0.7 px), 4 anisotropic.
 SR_SETTINGS = {"sr-x2-k0": (2, 0), "sr-x2-k4": (2, 4), "sr-x4-k0": (4, 0), "sr-x4-k4": (4, 4)}
 # The step grid (mu_k, and sigma_0 from WIDE_SIGMA_FIRST) is wider than the one the shipped x2 and x4-k4
 # bundles chose from (mu 0.05 / 0.2 / 1.0, sigma_0 up to 0.15): sr-x4-k0's choice sat on both edges.
@@ -320,7 +320,7 @@ One shared base denoiser (`base/`: a noise-level-conditioned U-Net, {BASE}, pret
 Gaussian denoiser on Train400) and one LoRun-9 task bundle per folder (9 PEFT LoRA adapters, gamma
 10, the stage steps and the task's operator state: PGD with the sampling matrix and its linear
 initial estimate for block CS `cs-R`; HQS with the blur kernel for super-resolution `sr-xS-kN`, scale S,
-kernel N of `lorun_peft.kernels.kernel_bank()`, on the luma channel), all stored in float16. Each
+kernel N of `lorun_peft.operators.kernels.kernel_bank()`, on the luma channel), all stored in float16. Each
 bundle's `README.md` has its settings and figures; `SHA256SUMS` lists every file, and
 `lorun_peft.zoo.load` checks them before loading.
 

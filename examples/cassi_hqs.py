@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> list[float]:
 
     start = time.perf_counter()
     result = lorun_peft.train_two_phase(
-        net, train_cubes, steps=args.steps, lr=2e-3, batch_size=4, phases=lorun_peft.recipe.PAPER, test_data=test_cubes, keep_outputs=True, progress=False
+        net, train_cubes, steps=args.steps, lr=2e-3, batch_size=4, phases=lorun_peft.training.recipe.PAPER, test_data=test_cubes, keep_outputs=True, progress=False
     )
     block1, lorun = result.backbone_evaluation.mean(), result.evaluation.mean()
     print(f"CASSI {args.bands} bands, {args.size}x{args.size}, {'mask ' + str(args.mask) if args.mask else 'random mask'}; "

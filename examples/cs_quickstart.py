@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     start = time.perf_counter()
     result = lorun_peft.train_two_phase(  # phase "backbone" (Block-1), to_lora(), phase "adapters"
-        net, train_images, steps=args.steps, lr=2e-3, batch_size=8, phases=lorun_peft.recipe.PAPER, test_data=test_images,
+        net, train_images, steps=args.steps, lr=2e-3, batch_size=8, phases=lorun_peft.training.recipe.PAPER, test_data=test_images,
         progress=False
     )
     seconds = time.perf_counter() - start

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     train_images = synthetic_images(64, size=SIZE, seed=0)
     test_images = synthetic_images(4, size=SIZE, seed=1)
     start = time.perf_counter()
-    result = lorun_peft.train_two_phase(net, train_images, steps=args.steps, lr=2e-3, batch_size=8, phases=lorun_peft.recipe.PAPER,
+    result = lorun_peft.train_two_phase(net, train_images, steps=args.steps, lr=2e-3, batch_size=8, phases=lorun_peft.training.recipe.PAPER,
                                         test_data=test_images, progress=False)
     block1, lorun = result.backbone_evaluation.mean(), result.evaluation.mean()
     print(f"deepinv {type(physics).__name__} + DnCNN, HQS, {args.steps} steps per phase, {time.perf_counter() - start:.0f} s")

@@ -22,7 +22,7 @@ import torch
 import lorun_peft
 from lorun_peft.data import synthetic_images
 from lorun_peft.denoisers import UNet
-from lorun_peft.kernels import kernel_bank
+from lorun_peft.operators.kernels import kernel_bank
 from lorun_peft.operators import BlurDownsample
 
 KERNELS = {"isotropic": 2, "anisotropic": 4, "motion": 8}  # indices into kernel_bank() (see its docstring)

@@ -22,7 +22,7 @@ from lorun_peft import zoo
 from lorun_peft.data import load_image, photographs
 from lorun_peft.metrics import psnr
 from lorun_peft.plots import save_png, to_display
-from lorun_peft.train import fit_operator
+from lorun_peft.operators import fit_operator
 
 
 def main(argv: list[str] | None = None) -> None:

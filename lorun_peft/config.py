@@ -12,6 +12,16 @@ True
 Traceback (most recent call last):
 ...
 lorun_peft.errors.InvalidArgumentError: K (the number of stages) must be an int >= 1, got 0
+
+Its named field groups are the one place those lists are written: :attr:`UnfoldConfig.SETTINGS`
+(the keyword arguments of ``unfold()``: every field but the operator, the denoiser and the format
+version) and :attr:`UnfoldConfig.SWAP_KEYS` (what a task bundle must share with a live network to
+swap into it).
+
+>>> config.settings()["algorithm"], "operator" in config.settings()
+('hqs', False)
+>>> UnfoldConfig.SWAP_KEYS
+('K', 'algorithm', 'gamma', 'adapter', 'noise_level')
 """
 
 from __future__ import annotations
@@ -19,11 +29,11 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
-from .adapters import ADAPTER_KINDS, check_gamma
+from .adapters.stages import ADAPTER_KINDS, check_gamma
 from .errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError
-from .sharing import SHARE_MODES
+from .adapters.sharing import SHARE_MODES
 from .steps import STEPS
 
 __all__ = ["UnfoldConfig", "CONFIG_FORMAT_VERSION"]
@@ -52,6 +62,12 @@ class UnfoldConfig:
     operator: Mapping[str, Any] | None = None
     denoiser: Mapping[str, Any] | None = None
     format_version: int = CONFIG_FORMAT_VERSION
+
+    # the named field groups (class constants, not fields)
+    SETTINGS: ClassVar[tuple[str, ...]] = (
+        "K", "algorithm", "gamma", "share", "adapter", "target_modules", "noise_level", "checkpoint", "adapter_options",
+    )
+    SWAP_KEYS: ClassVar[tuple[str, ...]] = ("K", "algorithm", "gamma", "adapter", "noise_level")
 
     def __post_init__(self) -> None:
         if isinstance(self.K, bool) or not isinstance(self.K, int) or self.K < 1:
@@ -86,7 +102,11 @@ class UnfoldConfig:
 
     def unfold_options(self) -> dict[str, Any]:
         """The keyword arguments of :func:`lorun_peft.unfold` (K and the rest; not the operator or denoiser)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("operator", "denoiser", "format_version")}
+        return {name: getattr(self, name) for name in self.SETTINGS}
+
+    def settings(self) -> dict[str, Any]:
+        """:attr:`SETTINGS` as plain JSON values (as :meth:`to_dict` writes them)."""
+        return {key: value for key, value in self.to_dict().items() if key in self.SETTINGS}
 
     def replace(self, **changes: Any) -> UnfoldConfig:
         """A copy with ``changes`` (validated again)."""

@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from .errors import InvalidArgumentError
-from .io import atomic_write
+from .persistence.atomic import atomic_write
 from .metrics import psnr, ssim
 
 if TYPE_CHECKING:
@@ -234,7 +234,7 @@ def line_chart(path: str | os.PathLike, series: dict[str, Sequence[float]], **op
 def stage_chart(path: str | os.PathLike, series: dict[str, Sequence[float]], *, title: str,
                 ylabel: str = "PSNR (dB)") -> None:
     """A value per stage, the stages named as the adapters are (stage_0 ... stage_{K-1})."""
-    from .adapters import stage_name
+    from .adapters.stages import stage_name
 
     n = max((len(v) for v in series.values()), default=0)
     line_chart(path, series, x=[stage_name(k) for k in range(n)], title=title,

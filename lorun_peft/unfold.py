@@ -14,23 +14,24 @@ torch.Size([1, 1, 16, 16])
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import dataclasses
 from typing import Any
 
 import torch
 import torch.utils.checkpoint
 from torch import nn
 
-from .adapters import RankTable, StageAdapters, plan_ranks
+from .adapters.stages import RankTable, StageAdapters, plan_ranks
 from .config import UnfoldConfig
 from .errors import InvalidArgumentError
-from .methods import BundleMethods
+from .operators.base import fit_operator, initial_estimate
+from .persistence.methods import BundleMethods
 from .report import ParameterReport, count
-from .sharing import IndependentDenoisers, SharedDenoiser
+from .adapters.sharing import IndependentDenoisers, SharedDenoiser
 from .steps import STEPS
 
-__all__ = ["unfold", "load", "UnfoldedNetwork"]
+__all__ = ["unfold", "load", "measure_and_restore", "UnfoldedNetwork"]
 
 
 def unfold(denoiser: nn.Module, operator: Any, K: int = 9, *, config: UnfoldConfig | None = None, **options: Any) -> "UnfoldedNetwork":  # noqa: N803
@@ -48,7 +49,7 @@ def unfold(denoiser: nn.Module, operator: Any, K: int = 9, *, config: UnfoldConf
     if config is not None and (options or K != 9):
         raise InvalidArgumentError("pass either config= or the settings as keyword arguments, not both")
     if config is None:
-        fields = {f.name for f in dataclasses.fields(UnfoldConfig)} - {"operator", "denoiser", "format_version", "K"}
+        fields = set(UnfoldConfig.SETTINGS) - {"K"}
         unknown = sorted(set(options) - fields)
         if unknown:
             raise InvalidArgumentError(f"unfold() got unknown settings {unknown}; the settings are {sorted(fields)}")
@@ -157,12 +158,11 @@ class UnfoldedNetwork(BundleMethods, nn.Module):
                         f"{reference.dtype} on {reference.device}; move the whole network with net.to(...)"
                     )
         if torch.compiler.is_compiling():  # the value checks below would break the compiled graph
-            return getattr(self.operator, "initial_estimate", self.operator.A_adjoint)(y)
+            return initial_estimate(self.operator, y)
         if not bool(torch.isfinite(y).all()):
             raise InvalidArgumentError("y contains NaN or Inf values")
-        initial = getattr(self.operator, "initial_estimate", self.operator.A_adjoint)
         try:
-            x0 = initial(y)
+            x0 = initial_estimate(self.operator, y)
             with torch.no_grad():
                 fits = self.operator.A(x0).shape == y.shape
         except (RuntimeError, ValueError, IndexError) as err:
@@ -256,6 +256,35 @@ def load(base: nn.Module | str, bundle: Any, **options: Any) -> UnfoldedNetwork:
     bundle; see :meth:`UnfoldedNetwork.from_bundle` for the options (subfolder, revision, module=
     for your own denoiser class, base_subfolder, ...)."""
     return UnfoldedNetwork.from_bundle(base, bundle, **options)
+
+
+def measure_and_restore(
+    net: nn.Module, x: torch.Tensor | None, noise_sigma: float = 0.0, generator: torch.Generator | None = None, *,
+    y: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """Measure images ``x`` with the network's own operator (sized to them), add Gaussian noise of
+    ``noise_sigma`` drawn from ``generator``, and restore: ``(y, x_0, x_hat, stages)``, not clamped.
+    With ``x=None`` the measurement ``y=`` is given (noise is still added). Evaluation, the demo and
+    the app all restore through here.
+
+    >>> from lorun_peft.operators import BlockCS
+    >>> net = unfold(nn.Sequential(nn.Conv2d(1, 1, 3, padding=1)), BlockCS(0.25, block=8), K=2).eval()
+    >>> with torch.no_grad():
+    ...     y, x0, x_hat, stages = measure_and_restore(net, torch.rand(1, 1, 16, 16), 0.01, torch.Generator().manual_seed(0))
+    >>> tuple(y.shape), tuple(x0.shape), tuple(x_hat.shape), len(stages)
+    ((1, 16, 2, 2), (1, 1, 16, 16), (1, 1, 16, 16), 2)
+    """
+    operator = net.operator
+    with fit_operator(operator, x.shape[-2:]) if x is not None else contextlib.nullcontext():
+        if x is not None:
+            y = operator.A(x)
+        if y is None:
+            raise InvalidArgumentError("measure_and_restore needs images x or a measurement y=")
+        if noise_sigma:
+            y = y + noise_sigma * torch.randn(y.shape, generator=generator, dtype=y.dtype).to(y.device)
+        x0 = initial_estimate(operator, y)
+        x_hat, stages = net(y, return_stages=True)
+    return y, x0, x_hat, stages
 
 
 def _check_modules(denoiser: Any, operator: Any) -> None:

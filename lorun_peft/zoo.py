@@ -21,7 +21,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from . import bundle, hub
+from .persistence import bundle, _hub as hub
 from .errors import CorruptFileError, InvalidArgumentError
 from .unfold import UnfoldedNetwork
 

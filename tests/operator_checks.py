@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from lorun_peft.linalg import conjugate_gradient
+from lorun_peft.operators.linalg import conjugate_gradient
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:

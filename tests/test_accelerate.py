@@ -15,8 +15,8 @@ import torch
 from conftest import MatrixOperator, TinyDenoiser
 
 import lorun_peft
-from lorun_peft.recipe import PAPER, train_two_phase
-from lorun_peft.train import CHECKPOINT_NAME, launched_by_accelerate
+from lorun_peft.training.recipe import PAPER, train_two_phase
+from lorun_peft.training.loop import CHECKPOINT_NAME, launched_by_accelerate
 
 pytest.importorskip("accelerate")
 

@@ -1,4 +1,4 @@
-"""Pins every piece of PEFT that lorun_peft.adapters relies on, so a PEFT upgrade fails here."""
+"""Pins every piece of PEFT that lorun_peft.adapters.stages relies on, so a PEFT upgrade fails here."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from conftest import TinyDenoiser
 from peft import get_peft_model_state_dict
 from peft.tuners.tuners_utils import BaseTunerLayer
 
-from lorun_peft.adapters import (
+from lorun_peft.adapters.stages import (
     StageAdapters,
     adapter_config_mismatch,
     plain_state,

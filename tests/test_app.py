@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lorun_peft.cli import build_parser
+from lorun_peft.cli.parser import build_parser
 
 try:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
@@ -154,6 +154,35 @@ def test_restore_swap_and_bad_input_in_a_browser(page, tmp_path):
     assert (ARTIFACTS / "app.png").stat().st_size > 10_000
 
 
+def test_the_api_has_named_endpoints_and_mixed_tasks_at_once_are_each_served_by_their_own(server):
+    """gradio_client sees /restore, /load_task and /switch_task with named parameters; six clients
+    asking for three different tasks at once each get the restoration of their own task."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client
+
+    api = Client(server, verbose=False).view_api(return_format="dict", print_info=False)
+    assert {"/restore", "/load_task", "/switch_task"} <= set(api["named_endpoints"])
+    assert not api["unnamed_endpoints"]
+    names = [p["parameter_name"] for p in api["named_endpoints"]["/restore"]["parameters"]]
+    assert names == ["task", "source", "subfolder", "revision", "upload", "builtin", "mode", "sigma"]
+
+    def ask(task: str) -> tuple[str, tuple]:
+        client = Client(server, verbose=False)
+        return task, client.predict(task=task, upload=None, builtin="camera", api_name="/restore")  # as the README shows
+
+    tasks = ["cs-0.10", "cs-0.50", "sr-x2-k0"] * 2
+    with ThreadPoolExecutor(len(tasks)) as pool:
+        answers = list(pool.map(ask, tasks))
+    tables: dict[str, set[str]] = {}
+    for task, (status, _truth, _initial, _restored, metrics, _stages, report, _download) in answers:
+        assert f"restored {task} in" in status, status
+        assert report.startswith(task), report
+        tables.setdefault(task, set()).add(metrics)
+    assert all(len(found) == 1 for found in tables.values()), tables  # the same task, the same restoration
+    assert len({next(iter(found)) for found in tables.values()}) == 3  # each task its own
+
+
 def test_space_example_builds_the_page():
     gradio = pytest.importorskip("gradio", reason='the page needs Gradio: pip install "lorun_peft[app]"')
     import runpy
@@ -168,7 +197,7 @@ def test_space_example_builds_the_page():
 
 
 def test_without_gradio_the_command_says_how_to_install_it(monkeypatch, capsys):
-    from lorun_peft.cli import main
+    from lorun_peft.cli.parser import main
 
     monkeypatch.setitem(sys.modules, "gradio", None)  # as if the app extra were not installed
     assert main(["app", "--port", "1"]) == 2

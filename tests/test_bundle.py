@@ -24,13 +24,17 @@ from peft import PeftModel
 from safetensors.torch import load_file
 
 import lorun_peft
-from lorun_peft import bundle, catalog, reading, saving, schema
-from lorun_peft import io as lorun_io
-from lorun_peft.cli import add_bundle_commands
-from lorun_peft.commands import run_bundle_command
+from lorun_peft.persistence import bundle
+from lorun_peft.persistence import catalog
+from lorun_peft.persistence import reading
+from lorun_peft.persistence import saving
+from lorun_peft.persistence import schema
+from lorun_peft.persistence import atomic as lorun_io
+from lorun_peft.cli.parser import add_bundle_commands
+from lorun_peft.cli.commands import run_bundle_command
 from lorun_peft.denoisers import UNet
 from lorun_peft.errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError
-from lorun_peft.fingerprint import base_state, fingerprint
+from lorun_peft.persistence.fingerprint import base_state, fingerprint
 from lorun_peft.operators import BlockCS
 from lorun_peft.unfold import UnfoldedNetwork, unfold
 
@@ -492,9 +496,11 @@ def test_list_and_inspect_bundles(saved, tmp_path, capsys):
 
 
 def test_the_bundle_module_gathers_each_jobs_public_names():
-    """``lorun_peft.bundle`` re-exports the names commands.py, zoo.py and the benchmarks use."""
-    from lorun_peft import fingerprint as fingerprints
-    from lorun_peft import methods, publish, swap
+    """``lorun_peft.persistence.bundle`` re-exports the names commands.py, zoo.py and the benchmarks use."""
+    from lorun_peft.persistence import fingerprint as fingerprints
+    from lorun_peft.persistence import methods
+    from lorun_peft.persistence import publish
+    from lorun_peft.persistence import swap
 
     homes = {
         "save_adapters": saving, "save_base": saving, "read_bundle": reading, "load_base": reading, "load_adapters": swap,

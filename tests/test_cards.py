@@ -10,7 +10,7 @@ import torch
 from conftest import TinyDenoiser
 from huggingface_hub import ModelCard
 
-from lorun_peft.fingerprint import fingerprint
+from lorun_peft.persistence.fingerprint import fingerprint
 from lorun_peft.operators import BlockCS
 from lorun_peft.unfold import unfold
 
@@ -46,6 +46,6 @@ def test_a_bases_card_parses_with_its_metadata(net, tmp_path):
 
 
 def test_building_cards_does_not_import_huggingface_hub_early():
-    code = "import sys, lorun_peft.cards; print('huggingface_hub' in sys.modules)"
+    code = "import sys, lorun_peft.persistence.cards; print('huggingface_hub' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.strip() == "False"

@@ -11,13 +11,13 @@ import torch
 from PIL import Image
 
 from lorun_peft import unfold
-from lorun_peft.cli import main
+from lorun_peft.cli.parser import main
 from lorun_peft.denoisers import UNet
 from lorun_peft.errors import CorruptFileError, InvalidArgumentError
 from lorun_peft.operators.base import operator_from_config
 from lorun_peft.operators.cassi import CASSI
-from lorun_peft.spectral import GeneratedCubes, render_rgb, sam, scale_real_measurement
-from lorun_peft.train import fit_operator, train
+from lorun_peft.data.spectral import GeneratedCubes, render_rgb, sam, scale_real_measurement
+from lorun_peft.training.loop import fit_operator, train
 from lorun_peft.unfold import UnfoldedNetwork
 
 BANDS = 4

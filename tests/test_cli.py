@@ -13,11 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
-from lorun_peft import cli, commands, zoo
-from lorun_peft.cli import main
-from lorun_peft.commands import load_model
-from lorun_peft.models import LEGACY_FILE
-from lorun_peft.networks import NETWORK_CONFIG
+from lorun_peft import zoo
+from lorun_peft.cli import parser as cli
+from lorun_peft.cli import commands
+from lorun_peft.cli.parser import main
+from lorun_peft.cli.commands import load_model
+from lorun_peft.resolve import LEGACY_FILE
+from lorun_peft.persistence.networks import NETWORK_CONFIG
 from lorun_peft.errors import TrainingError
 from lorun_peft.unfold import UnfoldedNetwork
 from safetensors.torch import save_file
@@ -346,7 +348,7 @@ def test_help_and_argument_errors_need_no_torch():
     """`lorun --help` and argument errors answer before torch (or PEFT, the Hub client) is imported."""
     code = (
         "import sys\n"
-        "from lorun_peft.cli import main\n"
+        "from lorun_peft.cli.parser import main\n"
         "for argv in (['--help'], ['train', '--steps', 'x'], ['eval']):\n"
         "    try:\n"
         "        main(argv)\n"
@@ -377,3 +379,15 @@ def test_bundle_is_no_alias_of_model(capsys):
         main(["eval", "--bundle", "run/bundle"])
     err = capsys.readouterr().err
     assert "required: --model" in err or "unrecognized arguments: --bundle" in err
+
+
+def test_phase_both_is_the_earlier_name_of_paper(capsys):
+    parser = cli.build_parser()
+    assert parser.parse_args(["train", "--phase", "both", "--out", "r"]).phase == "paper"
+    assert parser.parse_args(["train", "--phase", "paper", "--out", "r"]).phase == "paper"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--phase", "all", "--out", "r"])
+    assert "invalid choice: 'all'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--help"])
+    assert "'both'" in capsys.readouterr().out

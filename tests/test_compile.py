@@ -20,9 +20,9 @@ from torch._dynamo.backends.registry import lookup_backend
 from torch._dynamo.utils import counters
 
 import lorun_peft
-from lorun_peft.adapters import StageAdapters
+from lorun_peft.adapters.stages import StageAdapters
 from lorun_peft.operators import CASSI, BlockCS, BlurDownsample
-from lorun_peft.sharing import call_stage
+from lorun_peft.adapters.sharing import call_stage
 
 K = 9
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lorun_peft.data import (
+from lorun_peft.data.images import (
     ImageFolder,
     SpectralCubes,
     augment,

@@ -15,7 +15,7 @@ from lorun_peft.cli import main
 from lorun_peft.data import ImageFolder, modcrop
 from lorun_peft.errors import InvalidArgumentError
 from lorun_peft.metrics import rgb_to_y
-from lorun_peft.tasks import folder_images
+from lorun_peft.cli.inputs import folder_images
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import torch
 from conftest import MatrixOperator, TinyDenoiser
 
 import lorun_peft
-from lorun_peft.train import CHECKPOINT_NAME
+from lorun_peft.training.loop import CHECKPOINT_NAME
 
 TRIES = 30
 fork = pytest.mark.skipif(sys.platform != "linux", reason="needs fork and SIGKILL")
@@ -74,7 +74,7 @@ def test_saved_files_and_folders_follow_the_umask(tmp_path):
     from conftest import TinyDenoiser
 
     from lorun_peft import unfold
-    from lorun_peft.io import atomic_write
+    from lorun_peft.persistence.atomic import atomic_write
     from lorun_peft.operators import BlockCS
 
     old = os.umask(0o022)

@@ -27,9 +27,14 @@ import torch
 from huggingface_hub.errors import HfHubHTTPError
 
 import lorun_peft
-from lorun_peft import catalog, hub, publish, reading, saving, schema
-from lorun_peft.cli import add_bundle_commands
-from lorun_peft.commands import run_bundle_command
+from lorun_peft.persistence import catalog
+from lorun_peft.persistence import _hub as hub
+from lorun_peft.persistence import publish
+from lorun_peft.persistence import reading
+from lorun_peft.persistence import saving
+from lorun_peft.persistence import schema
+from lorun_peft.cli.parser import add_bundle_commands
+from lorun_peft.cli.commands import run_bundle_command
 from lorun_peft.denoisers import UNet
 from lorun_peft.errors import CorruptFileError, HubError, InvalidArgumentError
 from lorun_peft.operators import BlockCS
@@ -102,6 +107,7 @@ def server(tmp_path_factory):
     _git(net_repo, "init", "-q", "-b", "main")
     for name, net in networks.items():
         net.save_pretrained(net_repo / name)
+    networks["block1"].save_pretrained(net_repo / "run1" / "model")  # a `lorun train --out run1` folder, uploaded as it is
     _git(net_repo, "add", "-A")
     _git(net_repo, "commit", "-q", "-m", "networks")
 
@@ -244,11 +250,14 @@ def test_from_pretrained_from_the_hub(server, opts, name):
 
 
 def test_the_command_line_takes_hub_ids(server, tmp_path, capsys, monkeypatch):
-    from lorun_peft.cli import main
+    from lorun_peft.cli.parser import main
 
     monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
     assert main(["eval", "--model", NETWORK_REPO, "--subfolder", "block1"]) == 0
+    assert "synthetic_0" in capsys.readouterr().out
+    # a run folder uploaded as it is (run1/model/...) loads as `--model run1` does locally
+    assert main(["eval", "--model", NETWORK_REPO, "--subfolder", "run1"]) == 0
     assert "synthetic_0" in capsys.readouterr().out
     # a bundle in a repo, with the repo's own base/ found, at a tag
     assert main(["eval", "--model", REPO, "--subfolder", "cs-0.10", "--revision", "v1"]) == 0
@@ -358,7 +367,7 @@ def test_push_folder_takes_a_saved_network(fake_api, small_net, tmp_path):
     shutil.rmtree(folder / "bundle")
     with pytest.raises(CorruptFileError, match="incomplete"):
         publish.push_folder(folder, REPO)
-    from lorun_peft.cli import main
+    from lorun_peft.cli.parser import main
 
     small_net.save_pretrained(tmp_path / "run" / "model")  # what `lorun train --out run` writes
     assert main(["push", str(tmp_path / "run"), REPO, "--path-in-repo", "run"]) == 0
@@ -481,7 +490,7 @@ def test_accepted_options_follow_huggingface_hubs_signatures(fake_api, small_net
 def test_the_app_engine_takes_hub_ids(server, tmp_path, monkeypatch):
     """`lorun app`'s task field: a bundle with its repo's base at a tag, then a bundle of the same
     base swapped in, then a whole network with its own base."""
-    from lorun_peft.playground import Playground
+    from lorun_peft.app.playground import Playground
 
     monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))

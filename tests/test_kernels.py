@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lorun_peft.errors import CorruptFileError, InvalidArgumentError
-from lorun_peft.kernels import ISOTROPIC_SIGMAS, gaussian_kernel, kernel_bank, load_kernels, motion_kernel
+from lorun_peft.operators.kernels import ISOTROPIC_SIGMAS, gaussian_kernel, kernel_bank, load_kernels, motion_kernel
 
 SHARED_KERNELS = Path(__file__).resolve().parents[2] / "shared" / "data" / "kernels" / "kernels_12.mat"
 

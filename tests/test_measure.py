@@ -12,7 +12,7 @@ from lorun_peft import zoo
 from lorun_peft.cli import main
 from lorun_peft.errors import CorruptFileError, InvalidArgumentError
 from lorun_peft.operators.cs import BlockCS
-from lorun_peft.tasks import read_measurement, write_measurement
+from lorun_peft.cli.inputs import read_measurement, write_measurement
 
 CONFIG = {"task": "cs", "channels": 1}
 

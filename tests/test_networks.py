@@ -16,7 +16,7 @@ from lorun_peft import unfold
 from lorun_peft.config import UnfoldConfig
 from lorun_peft.denoisers import UNet
 from lorun_peft.errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError
-from lorun_peft.networks import NETWORK_CONFIG, NETWORK_WEIGHTS
+from lorun_peft.persistence.networks import NETWORK_CONFIG, NETWORK_WEIGHTS
 from lorun_peft.operators import BlockCS, BlurDownsample
 from lorun_peft.unfold import UnfoldedNetwork
 

@@ -9,7 +9,7 @@ import torch
 from operator_checks import check_adjoint, check_half_precision, check_prox, check_vjp, relative_error
 
 from lorun_peft.errors import InvalidArgumentError
-from lorun_peft.kernels import gaussian_kernel, kernel_bank
+from lorun_peft.operators.kernels import gaussian_kernel, kernel_bank
 from lorun_peft.operators.base import operator_from_config
 from lorun_peft.operators.sr import BlurDownsample
 

@@ -12,13 +12,13 @@ from PIL import Image
 from torch.utils.data import TensorDataset
 
 import lorun_peft
-from lorun_peft.data import ImageFolder
+from lorun_peft.data.images import ImageFolder
 from lorun_peft.denoisers import UNet
 from lorun_peft.errors import InvalidArgumentError
-from lorun_peft.evaluation import evaluate
+from lorun_peft.training.evaluation import evaluate
 from lorun_peft.operators import BlockCS
-from lorun_peft.recipe import PAPER, train_two_phase
-from lorun_peft.train import train
+from lorun_peft.training.recipe import PAPER, train_two_phase
+from lorun_peft.training.loop import train
 
 
 def make_net(share="base", operator=None):

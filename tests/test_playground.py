@@ -1,4 +1,4 @@
-"""The engine of `lorun app` (lorun_peft.playground): task swaps over one base, restorations and
+"""The engine of `lorun app` (lorun_peft.app.playground): task swaps over one base, restorations and
 every refusal (bad images, bundles of another base, local folders without --allow-local)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from lorun_peft import unfold
 from lorun_peft.denoisers import UNet
 from lorun_peft.errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError
 from lorun_peft.operators import CASSI, BlockCS
-from lorun_peft.playground import MEASUREMENT, Limits, Playground
+from lorun_peft.app.playground import MEASUREMENT, Limits, Playground
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,13 @@ import torch
 from conftest import SigmaDenoiser, TinyDenoiser
 
 import lorun_peft
-from lorun_peft import bundle, unfold
-from lorun_peft.data import synthetic_images
+from lorun_peft import unfold
+from lorun_peft.persistence import bundle
+from lorun_peft.data.images import synthetic_images
 from lorun_peft.denoisers import UNet
 from lorun_peft.errors import CorruptFileError, InvalidArgumentError
 from lorun_peft.operators import BlockCS, operator_from_config
-from lorun_peft.pretrain import denoise_psnr, train_denoiser
+from lorun_peft.training.pretrain import denoise_psnr, train_denoiser
 from lorun_peft.steps import HQSStep, PGDStep, geometric
 
 

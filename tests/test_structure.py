@@ -77,7 +77,7 @@ def test_the_cycle_finder_finds_a_cycle():
 
 def test_no_import_cycles():
     graph = {name: imports(name) for name in MODULES}
-    assert "lorun_peft.methods" in graph["lorun_peft.unfold"]  # the walk sees real imports
+    assert "lorun_peft.persistence.methods" in graph["lorun_peft.unfold"]  # the walk sees real imports
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
@@ -102,7 +102,7 @@ def test_building_a_network_loads_no_persistence_or_hub_code():
 
     code = "import sys, lorun_peft.unfold; print(sorted(m for m in sys.modules if m.startswith('lorun_peft')))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
-    persistence = ("saving", "reading", "swap", "publish", "networks", "hub", "files", "cards", "catalog", "schema", "io")
-    assert not [m for m in persistence if f"'lorun_peft.{m}'" in loaded], loaded
-    graph = imports("lorun_peft.methods")
-    assert {"lorun_peft.networks", "lorun_peft.swap"} <= graph  # imported inside the methods, and walked for cycles
+    persistence = ("saving", "reading", "swap", "publish", "networks", "_hub", "_files", "cards", "catalog", "schema", "atomic")
+    assert not [m for m in persistence if f"'lorun_peft.persistence.{m}'" in loaded], loaded
+    graph = imports("lorun_peft.persistence.methods")
+    assert {"lorun_peft.persistence.networks", "lorun_peft.persistence.swap"} <= graph  # imported inside the methods

@@ -7,8 +7,8 @@ import torch
 from conftest import TinyDenoiser
 
 import lorun_peft
-from lorun_peft.data import synthetic_images
-from lorun_peft.kernels import gaussian_kernel
+from lorun_peft.data.images import synthetic_images
+from lorun_peft.operators.kernels import gaussian_kernel
 from lorun_peft.operators import CASSI, BlockCS, BlurDownsample
 
 

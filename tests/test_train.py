@@ -8,7 +8,7 @@ from conftest import Interrupt, interrupt_after, MatrixOperator, TinyDenoiser
 
 import lorun_peft
 from lorun_peft.errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError, TrainingError
-from lorun_peft.train import CHECKPOINT_NAME
+from lorun_peft.training.loop import CHECKPOINT_NAME
 
 
 def make_net(share="lora"):

@@ -109,7 +109,8 @@ def test_an_empty_or_missing_zoo_lists_nothing(tmp_path) -> None:
 def test_lorun_push_publishes_the_zoo_folder_unchanged(small_zoo, monkeypatch):
     from test_hub import FakeHfApi
 
-    from lorun_peft import cli, hub
+    from lorun_peft.cli import parser as cli
+    from lorun_peft.persistence import _hub as hub
 
     FakeHfApi.calls, FakeHfApi.fail_upload = [], None
     monkeypatch.setattr(hub, "HfApi", FakeHfApi)

@@ -9,10 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from lorun_peft import cli, zoo
-from lorun_peft.data import photographs
+from lorun_peft import zoo
+from lorun_peft.cli import parser as cli
+from lorun_peft.data.images import photographs
 from lorun_peft.metrics import psnr
-from lorun_peft.train import fit_operator
+from lorun_peft.training.loop import fit_operator
 
 CS_NAMES = ["cs-0.01", "cs-0.04", "cs-0.10", "cs-0.25", "cs-0.50"]
 SR_NAMES = ["sr-x2-k0", "sr-x2-k4", "sr-x4-k0", "sr-x4-k4"]

@@ -2,7 +2,7 @@
 on uploaded photographs. The Space runs `python app.py`; locally, `lorun app` serves the same page."""
 
 from lorun_peft.app import build
-from lorun_peft.playground import Limits, Playground
+from lorun_peft.app.playground import Limits, Playground
 
 demo = build(Playground(Limits(max_upload_mb=5, max_side=768)))  # a shared CPU Space: smaller images
 

@@ -20,7 +20,8 @@ from typing import Any
 from torch import nn
 
 from lorun_peft.denoisers.transformer import Transformer
-from lorun_peft.denoisers.unet import DenoiserConfig, UNet
+from lorun_peft.denoisers.base import DenoiserConfig
+from lorun_peft.denoisers.unet import UNet
 from lorun_peft.errors import InvalidArgumentError
 
 __all__ = ["DENOISERS", "DenoiserConfig", "Transformer", "UNet", "build_denoiser"]

@@ -23,16 +23,16 @@ import torch
 from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import nn
 
-from lorun_peft.denoisers.unet import (
+from lorun_peft.denoisers.base import (
+    Buildable,
     DenoiserConfig,
     Sigma,
-    _check_input,
-    _check_int,
+    check_flags,
+    check_input,
     noise_level_map,
     pad_to_multiple,
 )
-from lorun_peft.denoisers.base import Buildable, check_flags
-from lorun_peft.errors import InvalidArgumentError
+from lorun_peft.errors import InvalidArgumentError, check_int
 
 __all__ = ["Transformer"]
 
@@ -183,13 +183,13 @@ class Transformer(Buildable, nn.Module):
         drop_path: float = 0.0,
     ) -> None:
         super().__init__()
-        _check_int("in_channels", in_channels, 1)
+        in_channels = check_int(in_channels, "in_channels", 1)
         out_channels = in_channels if out_channels is None else out_channels
-        _check_int("out_channels", out_channels, 1)
-        _check_int("dim", dim, 1)
-        _check_int("depth", depth, 0)
-        _check_int("heads", heads, 1)
-        _check_int("window_size", window_size, 1)
+        out_channels = check_int(out_channels, "out_channels", 1)
+        dim = check_int(dim, "dim", 1)
+        depth = check_int(depth, "depth", 0)
+        heads = check_int(heads, "heads", 1)
+        window_size = check_int(window_size, "window_size", 1)
         if dim % heads:
             raise InvalidArgumentError(f"heads must divide dim, got heads={heads} and dim={dim}")
         if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)) or mlp_ratio <= 0:
@@ -231,7 +231,7 @@ class Transformer(Buildable, nn.Module):
 
     def forward(self, x: torch.Tensor, sigma: Sigma = None) -> torch.Tensor:
         """Denoise ``x`` (N, C, H, W) at noise level ``sigma``; returns (N, out_channels, H, W)."""
-        _check_input(x, self.in_channels)
+        check_input(x, self.in_channels)
         h, w = x.shape[-2:]
         z = pad_to_multiple(x, self.window_size)
         if self.noise_level:

@@ -11,8 +11,8 @@ down-sampling is max pooling (no weights) and up-sampling is interpolation follo
 >>> net(torch.rand(2, 1, 17, 23), sigma=0.1).shape
 torch.Size([2, 1, 17, 23])
 
-This module also holds the small helpers shared by the reference denoisers (argument checks,
-the noise-level map, padding to a multiple).
+The helpers it shares with the Transformer (the input check, the noise-level map, padding to a
+multiple, ``DenoiserConfig``) are in :mod:`lorun_peft.denoisers.base`.
 """
 
 from __future__ import annotations
@@ -23,90 +23,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lorun_peft.denoisers.base import Buildable, check_flags
-from lorun_peft.errors import InvalidArgumentError
+from lorun_peft.denoisers.base import (
+    Buildable,
+    DenoiserConfig,
+    Sigma,
+    check_flags,
+    check_input,
+    noise_level_map,
+    pad_to_multiple,
+)
+from lorun_peft.errors import InvalidArgumentError, check_int
 
 __all__ = ["UNet"]
-
-Sigma = float | torch.Tensor | None
-
-# --------------------------------------------------------------------------------------------
-# Helpers shared with transformer.py
-# --------------------------------------------------------------------------------------------
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    """Return ``value`` if it is an int >= ``minimum``; otherwise raise InvalidArgumentError."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidArgumentError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise InvalidArgumentError(f"{name} must be one of {list(choices)}, got {value!r}")
     return value
-
-
-def _check_input(x: Any, in_channels: int) -> None:
-    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != in_channels:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise InvalidArgumentError(
-            f"x must be a tensor of shape (N, {in_channels}, H, W), got {shape}"
-        )
-
-
-def noise_level_map(sigma: Sigma, x: torch.Tensor) -> torch.Tensor:
-    """Expand a noise level into a constant map of shape (N, 1, H, W) like ``x``.
-
-    ``sigma`` may be None (meaning 0), a python number, a 0-dim tensor, or a per-sample tensor
-    with N elements, e.g. of shape (N,) or (N, 1, 1, 1) (deepinv's convention). Tensors keep
-    their autograd graph, so a learnable noise level gets gradients.
-
-    >>> import torch
-    >>> noise_level_map(torch.tensor([0.1, 0.2]), torch.zeros(2, 3, 4, 5)).shape
-    torch.Size([2, 1, 4, 5])
-    """
-    n, _, h, w = x.shape
-    if sigma is None:
-        return x.new_zeros(n, 1, h, w)
-    if isinstance(sigma, (int, float)) and not isinstance(sigma, bool):
-        return x.new_full((n, 1, h, w), float(sigma))
-    if not isinstance(sigma, torch.Tensor):
-        raise InvalidArgumentError(
-            f"sigma must be None, a number or a tensor, got {type(sigma).__name__}"
-        )
-    if sigma.numel() not in (1, n):
-        raise InvalidArgumentError(
-            f"sigma must have 1 or N={n} elements (shape (), (N,) or (N, 1, 1, 1)), "
-            f"got shape {tuple(sigma.shape)}"
-        )
-    return sigma.to(dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1).expand(n, 1, h, w)
-
-
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad the bottom and right of ``x`` (replicating the border) so H and W divide ``multiple``."""
-    h, w = x.shape[-2:]
-    pad_h, pad_w = (-h) % multiple, (-w) % multiple
-    if pad_h == 0 and pad_w == 0:
-        return x
-    return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-
-
-class DenoiserConfig(dict):
-    """The constructor arguments of a denoiser: a JSON-able dict that can also be called.
-
-    ``net.config()`` returns a plain-dict copy, ``net.config["width"]`` reads one value. It is a
-    dict, not a method, because PEFT reads ``model.config`` as a Hugging Face-style config dict
-    (``merge_and_unload`` and ``save_pretrained`` fail on a model whose ``config`` is a method).
-
-    >>> cfg = DenoiserConfig(width=8)
-    >>> cfg(), cfg["width"], cfg.get("tie_word_embeddings")
-    ({'width': 8}, 8, None)
-    """
-
-    def __call__(self) -> dict[str, Any]:
-        return dict(self)
 
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -203,11 +136,11 @@ class UNet(Buildable, nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        _check_int("in_channels", in_channels, 1)
+        in_channels = check_int(in_channels, "in_channels", 1)
         out_channels = in_channels if out_channels is None else out_channels
-        _check_int("out_channels", out_channels, 1)
-        _check_int("width", width, 1)
-        _check_int("depth", depth, 0)
+        out_channels = check_int(out_channels, "out_channels", 1)
+        width = check_int(width, "width", 1)
+        depth = check_int(depth, "depth", 0)
         _check_choice("upsample", upsample, ("bilinear", "nearest"))
         _check_choice("act", act, tuple(_ACTIVATIONS))
         check_flags(in_channels, out_channels, noise_level=noise_level, residual=residual, bias=bias)
@@ -244,7 +177,7 @@ class UNet(Buildable, nn.Module):
 
     def forward(self, x: torch.Tensor, sigma: Sigma = None) -> torch.Tensor:
         """Denoise ``x`` (N, C, H, W) at noise level ``sigma``; returns (N, out_channels, H, W)."""
-        _check_input(x, self.in_channels)
+        check_input(x, self.in_channels)
         h, w = x.shape[-2:]
         z = pad_to_multiple(x, 2**self.depth)
         if self.noise_level:

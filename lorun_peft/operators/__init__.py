@@ -7,7 +7,15 @@
 torch.Size([1, 16, 2, 2])
 """
 
-from .base import OPERATORS, LinearOperator, operator_from_config, register_operator
+from .base import (
+    OPERATORS,
+    LinearOperator,
+    fit_operator,
+    initial_estimate,
+    operator_from_config,
+    rebuild_operator,
+    register_operator,
+)
 from .cassi import CASSI
 from .cs import BlockCS
 from .sr import BlurDownsample
@@ -19,5 +27,8 @@ __all__ = [
     "CASSI",
     "OPERATORS",
     "operator_from_config",
+    "rebuild_operator",
+    "fit_operator",
+    "initial_estimate",
     "register_operator",
 ]

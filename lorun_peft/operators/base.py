@@ -7,13 +7,14 @@ argmin_x gamma/2 ||A x - y||^2 + 1/2 ||x - z||^2 and ``initial_estimate(y)``.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import contextlib
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
 
-from ..errors import InvalidArgumentError
-from ..linalg import conjugate_gradient
+from ..errors import IncompatibleBundleError, InvalidArgumentError
+from .linalg import conjugate_gradient
 
 __all__ = ["LinearOperator", "register_operator", "operator_from_config", "OPERATORS"]
 
@@ -46,6 +47,43 @@ def operator_from_config(config: dict[str, Any]) -> "LinearOperator":
         return OPERATORS[kind].from_config(kwargs)
     except TypeError as err:
         raise InvalidArgumentError(f"operator config for {kind} has bad keys: {err}") from err
+
+
+def initial_estimate(operator: Any, y: torch.Tensor) -> torch.Tensor:
+    """x_0 for the measurement ``y``: the operator's own ``initial_estimate`` or, without one, A^T y."""
+    return getattr(operator, "initial_estimate", operator.A_adjoint)(y)
+
+
+@contextlib.contextmanager
+def fit_operator(operator: Any, size: Sequence[int]) -> Iterator[Any]:
+    """Temporarily set ``operator.image_size`` to ``size`` for operators that have one (BlockCS
+    needs it for images whose sides are not multiples of its block); others are left alone."""
+    if not hasattr(operator, "image_size") or operator.image_size == tuple(size):
+        yield operator
+        return
+    before = operator.image_size
+    operator.image_size = tuple(int(s) for s in size)
+    try:
+        yield operator
+    finally:
+        operator.image_size = before
+
+
+def rebuild_operator(config: Mapping[str, Any] | None, where: str) -> "LinearOperator":
+    """:func:`operator_from_config` for a saved configuration: any failure to rebuild it (an unknown
+    type, bad keys or values, an error of the operator's own) is an IncompatibleBundleError naming
+    ``where``, the saved folder or bundle.
+
+    >>> rebuild_operator({"type": "Teleporter"}, "bundle cs-x")
+    Traceback (most recent call last):
+    ...
+    lorun_peft.errors.IncompatibleBundleError: bundle cs-x: its operator 'Teleporter' cannot be rebuilt here: operator config names unknown type 'Teleporter'; known: ['BlockCS', 'BlurDownsample', 'CASSI']
+    """
+    config = dict(config or {})
+    try:
+        return operator_from_config(config)
+    except Exception as err:  # noqa: BLE001 - any failure to rebuild is the saved configuration's problem
+        raise IncompatibleBundleError(f"{where}: its operator {config.get('type')!r} cannot be rebuilt here: {err}") from None
 
 
 class LinearOperator(nn.Module):

@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checks import check_int
-from ..data import random_mask_crop
+from ..errors import check_int
+from ..data.images import random_mask_crop
 from ..errors import CorruptFileError, InvalidArgumentError
 from .base import LinearOperator, register_operator
 
@@ -131,7 +131,7 @@ class CASSI(LinearOperator):
 
     @property
     def image_size(self) -> None:
-        """Always None, so ``lorun_peft.train.fit_operator`` sets it before every batch."""
+        """Always None, so ``lorun_peft.training.loop.fit_operator`` sets it before every batch."""
         return None
 
     @image_size.setter

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checks import check_int
+from ..errors import check_int
 from ..errors import InvalidArgumentError
 from .base import LinearOperator, register_operator
 from .sampling import export_patterns, pca_basis, sampling_fingerprint

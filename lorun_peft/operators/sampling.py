@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..checks import check_int
+from ..errors import check_int
 from ..errors import InvalidArgumentError
 
 __all__ = ["pca_basis", "sampling_fingerprint", "export_patterns", "SAMPLING_SUFFIXES"]
@@ -73,7 +73,7 @@ def export_patterns(phi: torch.Tensor, block: int, path: str | Path) -> Path:
     """Write the m rows of ``phi`` as m x block x block patterns (row-major, the pixel (i, j) of
     pattern k is phi[k, i * block + j]) to ``path``: .npy (float32) or .mat (variable ``patterns``,
     with ``fingerprint``), ready for a single-pixel camera's modulator. Written atomically."""
-    from ..io import atomic_write  # file writing loads when patterns are exported, not with every network
+    from ..persistence.atomic import atomic_write  # file writing loads when patterns are exported, not with every network
 
     path = Path(path)
     if path.suffix.lower() not in SAMPLING_SUFFIXES:

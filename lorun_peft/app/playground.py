@@ -1,0 +1,242 @@
+"""The engine behind ``lorun app``, without any web code: pick a task, give an image, restore it.
+
+One base denoiser is loaded once; every task of that base is a bundle swapped into a live network
+(:meth:`~lorun_peft.unfold.UnfoldedNetwork.load_adapters`: adapters, step parameters, operator). A
+task whose unfolding differs (HQS super-resolution after PGD compressive sensing) gets a second
+live network around the same in-memory base, so the base is never read again. Inputs are checked
+before any work (file size, image size, what the operator accepts) and every refusal is a
+:class:`~lorun_peft.errors.LorunError` with a message for the page; nothing is changed on failure.
+
+>>> play = Playground()
+>>> print(play.select("cs-0.25"))  # doctest: +ELLIPSIS
+loaded cs-0.25 ...
+>>> result = play.restore(torch.rand(1, 64, 64))
+>>> result.restored.shape, sorted(result.metrics)
+((64, 64), ['initial PSNR (dB)', 'initial SSIM', 'restored PSNR (dB)', 'restored SSIM'])
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..persistence import _hub as hub
+from .. import zoo
+from ..config import UnfoldConfig
+from ..data.images import load_image, modcrop, photographs, synthetic_images
+from ..errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError, LorunError
+from ..metrics import psnr, ssim
+from ..resolve import load_network
+from ..persistence.reading import read_bundle
+from ..persistence.schema import CONFIG_NAME, Bundle
+from ..unfold import UnfoldedNetwork, measure_and_restore
+
+__all__ = ["Limits", "Restoration", "Playground", "BUILT_IN"]
+
+BUILT_IN = ("camera", "astronaut", "coffee", "chelsea", "brick", "moon")  # scikit-image photographs
+DEGRADE, MEASUREMENT = "degrade", "measurement"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the page accepts: ``max_upload_mb`` per file, image sides in [``min_side``, ``max_side``] pixels."""
+
+    max_upload_mb: float = 10.0
+    max_side: int = 1024
+    min_side: int = 16
+
+    def __post_init__(self) -> None:
+        if not self.max_upload_mb > 0 or not 0 < self.min_side <= self.max_side:
+            raise InvalidArgumentError(f"limits need max_upload_mb > 0 and 0 < min_side <= max_side, got {self}")
+
+
+@dataclass
+class Restoration:
+    """One restoration: H x W (or H x W x 3) arrays in [0, 1], PSNR/SSIM when the truth is known,
+    per-stage outputs."""
+
+    truth: np.ndarray | None
+    initial: np.ndarray
+    restored: np.ndarray
+    stages: list[tuple[np.ndarray, str]] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _unfolding(config: dict) -> tuple[str, ...]:
+    """What a bundle must share with a live network to swap into it (besides the base)."""
+    return tuple(str(config[k]) for k in UnfoldConfig.SWAP_KEYS)
+
+
+def _gray_if_equal(x: torch.Tensor) -> torch.Tensor:
+    """One channel for an RGB image whose channels are equal (a gray photograph stored as colour)."""
+    return x[:1] if x.shape[0] == 3 and bool((x == x[:1]).all()) else x
+
+
+class Playground:
+    """Live networks of one base, the task shown and the checks (see the module docstring)."""
+
+    def __init__(self, limits: Limits = Limits(), allow_local: bool = False) -> None:
+        self.limits, self.allow_local = limits, allow_local
+        self.networks: dict[tuple, UnfoldedNetwork] = {}  # one per unfolding (K, algorithm, ...) of the base
+        self.base: torch.nn.Module | None = None  # the plain base denoiser, when a bundle brought it
+        self.base_origin = ""
+        self.net: UnfoldedNetwork | None = None
+        self.task = ""
+
+    # ---- tasks ----------------------------------------------------------------------------
+    @staticmethod
+    def zoo_tasks() -> list[str]:
+        """The pretrained zoo's bundles (empty when the package ships none)."""
+        return zoo.list()
+
+    def select(self, source: str, subfolder: str | None = None, revision: str | None = None) -> str:
+        """Make ``source`` the live task: a zoo bundle name, a local folder (only with ``allow_local``:
+        a bundle of the loaded base, or a saved network) or a Hub repo id (+ ``subfolder``,
+        ``revision``). Returns what happened, with the swap time."""
+        source = (source or "").strip()
+        subfolder, revision = (subfolder or "").strip() or None, (revision or "").strip() or None
+        if not source:
+            raise InvalidArgumentError("choose a task: a zoo bundle, a Hub repo id or (with --allow-local) a folder")
+        start = time.perf_counter()
+        if source.removeprefix(zoo.PREFIX) in self.zoo_tasks():
+            name = source.removeprefix(zoo.PREFIX)
+            zoo.verify(name)
+            if self.base is None or self.base_origin != "zoo":
+                self._new_base(zoo.load_base(), "zoo")
+            return self._swap(read_bundle(zoo.bundle_path(name)), name, start)
+        if Path(source).exists() or not hub.is_repo_id(source):
+            if not self.allow_local:
+                raise InvalidArgumentError(f"{source!r} is not a zoo bundle or Hub repo id; local folders are read only "
+                                           "when the app is started with --allow-local")
+            folder = Path(source) / (subfolder or "")
+            if (folder / CONFIG_NAME).is_file():
+                return self._swap(read_bundle(folder), str(folder), start)
+        else:
+            try:
+                bundle = read_bundle(source, subfolder=subfolder, revision=revision)
+            except (LorunError, OSError):  # not a bundle there: load_network below says what is
+                bundle = None
+            if bundle is not None and bundle.config["base_fingerprint"] == self._fingerprint():
+                return self._swap(bundle, bundle.label, start)
+        net, _ = load_network(source, subfolder=subfolder, revision=revision)
+        self._new_base(None, source)  # bundles of this network's base and unfolding swap into it
+        if net.share == "lora":
+            self.networks[_unfolding(net.config.to_dict())] = net
+        self._show(net, source)
+        return f"loaded {source} with its own base in {time.perf_counter() - start:.1f} s"
+
+    def _new_base(self, base: torch.nn.Module | None, origin: str) -> None:
+        self.base, self.base_origin, self.networks = base, origin, {}
+
+    def _fingerprint(self) -> str:
+        return next(iter(self.networks.values())).base_fingerprint() if self.networks else ""
+
+    def _swap(self, bundle: Bundle, label: str, start: float) -> str:
+        """Swap ``bundle`` into the live network of its unfolding, built around the base if new."""
+        config = bundle.config
+        if self.networks and config["base_fingerprint"] != self._fingerprint():
+            raise IncompatibleBundleError(f"{label} was trained on another base denoiser than the one loaded "
+                                          f"({self.base_origin}); it cannot swap into these networks")
+        key = _unfolding(config)
+        net = self.networks.get(key)
+        if net is None and self.base is None:
+            raise IncompatibleBundleError(f"{label} is a task bundle whose unfolding no loaded network has; "
+                                          "load its base first (a zoo task or a saved network)")
+        if net is None:
+            net = UnfoldedNetwork.from_bundle(self.base, bundle)
+            what = f"loaded {label} into a new {config['algorithm'].upper()} LoRun-{config['K']} network around the base in memory"
+        else:
+            net.load_adapters(bundle)
+            what = f"swapped {label} into the live LoRun-{config['K']} network (adapters, steps, operator; base not reloaded)"
+        self.networks[key] = net
+        self._show(net, label)
+        return f"{what} in {(time.perf_counter() - start) * 1e3:.0f} ms"
+
+    def _show(self, net: UnfoldedNetwork, label: str) -> None:
+        self.net, self.task = net.eval(), label
+
+    def report(self) -> str:
+        """The live network's parameter report (what the page's report panel shows)."""
+        return "" if self.net is None else f"{self.task}\n{self.net.parameter_report()}"
+
+    # ---- images ---------------------------------------------------------------------------
+    def read_upload(self, path: str | os.PathLike) -> torch.Tensor:
+        """A C x H x W image (1 or 3 channels) from an uploaded file, after checking its size in bytes and pixels."""
+        from PIL import Image, UnidentifiedImageError
+
+        path = Path(path)
+        size_mb = path.stat().st_size / 2**20
+        if size_mb > self.limits.max_upload_mb:
+            raise InvalidArgumentError(f"{path.name} is {size_mb:.1f} MB; the limit is {self.limits.max_upload_mb:g} MB")
+        try:
+            with Image.open(path) as image:  # reads the header only
+                width, height = image.size
+        except (UnidentifiedImageError, OSError, ValueError):
+            raise CorruptFileError(f"{path.name} is not an image this page can read (PNG, JPEG, TIFF, BMP, ...)") from None
+        self._check_size(height, width, path.name)
+        return _gray_if_equal(load_image(path))
+
+    def built_in(self, name: str) -> torch.Tensor:
+        """A built-in photograph, 256 x 256 (scikit-image's; a synthetic gray image when it is not installed)."""
+        if name not in BUILT_IN:
+            raise InvalidArgumentError(f"no built-in image {name!r}; choose one of {list(BUILT_IN)}")
+        try:
+            return _gray_if_equal(photographs([name], channels=3, size=256)[0])
+        except ImportError:
+            return synthetic_images(1, size=256, seed=BUILT_IN.index(name))[0]
+
+    def _check_size(self, height: int, width: int, label: str) -> None:
+        low, high = self.limits.min_side, self.limits.max_side
+        if not (low <= height <= high and low <= width <= high):
+            raise InvalidArgumentError(f"{label} is {width} x {height} pixels; this page takes sides from {low} to {high} "
+                                       "(start the app with --max-side to change it)")
+
+    # ---- restoring ------------------------------------------------------------------------
+    @torch.no_grad()
+    def restore(self, image: torch.Tensor, mode: str = DEGRADE, noise_sigma: float = 0.0, seed: int = 0) -> Restoration:
+        """Degrade ``image`` (C x H x W) with the task's operator and restore it, or (``mode=
+        "measurement"``) restore it as the measurement itself (super-resolution, a snapshot). A gray
+        network restores a colour image channel by channel; PSNR/SSIM are over all channels."""
+        if self.net is None:
+            raise InvalidArgumentError("choose a task first")
+        if mode not in (DEGRADE, MEASUREMENT):
+            raise InvalidArgumentError(f"mode must be {DEGRADE!r} or {MEASUREMENT!r}, got {mode!r}")
+        if not 0 <= noise_sigma <= 0.5:
+            raise InvalidArgumentError(f"measurement noise must be between 0 and 0.5, got {noise_sigma}")
+        net, operator = self.net, self.net.operator
+        self._check_size(image.shape[-2], image.shape[-1], "the image")
+        if mode == MEASUREMENT and type(operator).__name__ == "BlockCS":
+            raise InvalidArgumentError("a compressive-sensing measurement is a vector per block, not an image: "
+                                       "choose 'degrade' for this task")
+        start = time.perf_counter()
+        colour = image.shape[0] == 3 and getattr(operator, "channels", None) == 1
+        batch = image[:, None] if colour else image[None]  # the colour channels as a batch of gray images
+        truth = modcrop(batch, int(getattr(operator, "scale", 1))) if mode == DEGRADE else None
+        try:
+            _, initial, restored, stages = measure_and_restore(net, truth, noise_sigma, torch.Generator().manual_seed(seed),
+                                                               y=batch if truth is None else None)
+        except (InvalidArgumentError, RuntimeError) as err:
+            raise InvalidArgumentError(f"this image does not fit the task's operator: {err}") from None
+        def whole(x: torch.Tensor) -> torch.Tensor:  # back to one 1 x C x H x W image, in [0, 1]
+            return x.clamp(0, 1).reshape(1, -1, *x.shape[-2:])
+
+        def picture(x: torch.Tensor) -> np.ndarray:
+            return whole(x)[0].permute(1, 2, 0).squeeze(-1).float().numpy()
+
+        result = Restoration(None if truth is None else picture(truth), picture(initial), picture(restored))
+        for name, x in zip(net.adapter_names, stages):
+            score = f"  {float(psnr(whole(x), whole(truth))):.2f} dB" if truth is not None else ""
+            result.stages.append((picture(x), name + score))
+        if truth is not None:
+            for label, x in (("initial", initial), ("restored", restored)):
+                result.metrics[f"{label} PSNR (dB)"] = round(float(psnr(whole(x), whole(truth))), 2)
+                result.metrics[f"{label} SSIM"] = round(float(ssim(whole(x), whole(truth))), 4)
+        result.seconds = time.perf_counter() - start
+        return result
+

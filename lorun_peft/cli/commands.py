@@ -1,0 +1,412 @@
+"""What the ``lorun`` commands do, once :mod:`lorun_peft.cli.parser` has parsed the arguments: build,
+train and load networks (``load_model``: every saved form, see :mod:`lorun_peft.resolve`), evaluate,
+restore, inspect, plot, convert,
+and the Hub commands (``push``, ``pull``, ``inspect BUNDLE``). The operators, images and files
+they work on come from :mod:`lorun_peft.cli.inputs`.
+
+>>> from lorun_peft.cli.parser import build_parser
+>>> args = build_parser().parse_args(["inspect", "--task", "cs", "--K", "2", "--width", "4", "--depth", "1"])
+>>> run(args)  # doctest: +ELLIPSIS
+configuration: task cs, ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..persistence import bundle
+from .. import zoo
+from ..data.images import load_cube, load_image
+from ..denoisers import DENOISERS, build_denoiser
+from ..errors import CorruptFileError, InvalidArgumentError
+from ..training.evaluation import Evaluation, evaluate
+from ..persistence.atomic import atomic_write
+from ..operators import BlockCS, fit_operator, operator_from_config
+from ..plots import lora_norm_figure, lora_update_figure, stage_chart
+from ..training.pretrain import choose_noise_schedule
+from ..training.recipe import PAPER, RECIPE, train_two_phase
+from .inputs import (
+    as_input,
+    evaluation_images,
+    fit_images,
+    is_main,
+    make_operator,
+    metric_options,
+    read_measurement,
+    write_measurement,
+    say,
+    task_channels,
+    training_data,
+    use_mask,
+    whole_images,
+    write_output,
+)
+from ..config import UnfoldConfig
+from ..resolve import describe, load_network, run_model_folder
+from ..persistence.networks import NETWORK_CONFIG
+from ..unfold import UnfoldedNetwork, unfold
+
+__all__ = ["run", "load_model", "network_config", "build_network", "run_bundle_command", "is_bundle_command"]
+
+
+# ========================================================================== building networks
+def network_config(args: argparse.Namespace, operator: Any, share: str, denoiser: torch.nn.Module | None = None) -> dict[str, Any]:
+    """The command line's configuration of a new network (the shape :func:`lorun_peft.resolve.describe`
+    gives a loaded one): task, channels, operator config, denoiser (from ``args``, or a given
+    built-in ``denoiser``'s) and the unfolding settings."""
+    channels = task_channels(args)
+    options = {"in_channels": channels, "depth": args.depth}
+    options["width" if args.denoiser == "unet" else "dim"] = args.width
+    denoiser_config = denoiser.config() if denoiser is not None else build_denoiser(args.denoiser, **options).config()
+    settings = UnfoldConfig(K=args.K, algorithm=args.algorithm, gamma=10.0 if args.gamma is None else args.gamma,
+                            share=share, adapter=args.adapter, noise_level=True)
+    return {
+        "task": args.task,
+        "channels": channels,
+        "operator": operator.config(),
+        "denoiser": {"name": args.denoiser, "config": denoiser_config},
+        "unfold": settings.settings(),
+    }
+
+
+def build_network(config: dict[str, Any], operator: Any = None) -> UnfoldedNetwork:
+    """An (untrained) network from a configuration written by :func:`network_config`."""
+    denoiser = build_denoiser(config["denoiser"]["name"], **config["denoiser"]["config"])
+    operator = operator if operator is not None else operator_from_config(config["operator"])
+    return unfold(denoiser, operator, config=UnfoldConfig.from_dict(config["unfold"]))
+
+
+def base_denoiser_name(base: torch.nn.Module) -> str:
+    """The command line's name of a built-in denoiser class (``unet``, ...)."""
+    name = next((n for n, cls in DENOISERS.items() if type(base) is cls), None)
+    if name is None:
+        raise InvalidArgumentError(f"the base is a {type(base).__name__}, not one of the built-in denoisers {sorted(DENOISERS)}")
+    return name
+
+
+def _pretrained_base(spec: str) -> torch.nn.Module:
+    """``--base``: the zoo's base ("zoo") or a base folder written by ``save_base``."""
+    return zoo.load_base() if spec == "zoo" else bundle.load_base(Path(spec))
+
+
+def load_model(spec: str | Path, device: str | torch.device = "cpu", *, base: str | None = None,
+               subfolder: str | None = None, revision: str | None = None) -> tuple[UnfoldedNetwork, dict[str, Any]]:
+    """The network ``spec`` names (see :func:`lorun_peft.resolve.load_network`: a run or
+    save_pretrained folder, a bundle with its base, a Hub repo, zoo:NAME, an old model file),
+    in eval mode on ``device``, and its command-line configuration (:func:`lorun_peft.resolve.describe`)."""
+    net, note = load_network(spec, base=base, subfolder=subfolder, revision=revision)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    return net.to(device).eval(), describe(net)
+
+
+def _load_args_model(args: argparse.Namespace, device: str | torch.device = "cpu") -> tuple[UnfoldedNetwork, dict[str, Any]]:
+    return load_model(args.model, device, base=getattr(args, "base", None), subfolder=getattr(args, "subfolder", None),
+                      revision=getattr(args, "revision", None))
+
+
+# ================================================================================ commands
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError as err:
+        raise InvalidArgumentError(f"--device {name!r} is not a device: {err}") from err
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    for name in ("steps", "batch_size", "patch", "K"):
+        if getattr(args, name) < 1:
+            raise InvalidArgumentError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    phases = {"recipe": RECIPE, "paper": PAPER}.get(args.phase, (args.phase,))
+    if args.phase == "adapters":
+        if (args.init is None) == (args.base is None):
+            raise InvalidArgumentError("--phase adapters needs either --init (a model to continue) or --base (a pretrained base denoiser)")
+    elif args.init is not None or args.base is not None:
+        raise InvalidArgumentError(f"--{'init' if args.init is not None else 'base'} is only for --phase adapters")
+    if args.init is not None:
+        net, config = load_model(args.init)
+        if net.share not in ("base", "lora"):
+            raise InvalidArgumentError(f"--init {args.init} holds a share={net.share!r} network; adapters need Block-1 or LoRun")
+        args.task, args.channels = config["task"], config["channels"]
+    else:
+        base = _pretrained_base(args.base) if args.base is not None else None
+        if base is not None:
+            args.denoiser, args.channels = base_denoiser_name(base), base.config()["in_channels"]
+        operator = make_operator(args)
+        config = network_config(args, operator, "base", denoiser=base)
+        net = build_network(config, operator)
+        if base is not None:
+            net.denoisers.denoiser.load_state_dict(base.state_dict())
+    net.to(_device(args.device))
+    training = {
+        "phases": list(phases), "steps": args.steps, "adapter_steps": args.adapter_steps or args.steps,
+        "lr": args.lr, "adapter_lr": args.adapter_lr or args.lr, "batch_size": args.batch_size,
+        "noise_sigma": args.noise_sigma, "patch": args.patch, "seed": args.seed, "precision": args.precision,
+        "data": str(args.data) if args.data else "built-in", "val": str(args.val) if args.val else None,
+    }
+    if args.base is not None:
+        training["base"] = args.base
+    _record_settings(args.out / "checkpoints", {**config, "training": training}, fresh=args.fresh)
+    data, val = training_data(args, config, net.operator)
+    if args.init is None and getattr(net.operator, "q", None) is not None:
+        net.operator.fit_initial_estimate(whole_images(data))
+        say("initial estimate: the linear MMSE estimate x0 = Q y, Q fitted on the training images")
+    if args.base is not None and val is not None:
+        chosen = choose_noise_schedule(net, val)
+        say(f"steps set for the pretrained base on the validation images: sigma {chosen['sigma_first']} -> "
+             f"{chosen['sigma_last']} ({chosen['psnr']:.2f} dB before training)")
+    say(f"lorun train: task {config['task']}, phases {', '.join(phases)}, {args.steps} steps each, output {args.out}")
+    result = train_two_phase(
+        net, data, steps=args.steps, adapter_steps=args.adapter_steps, lr=args.lr, adapter_lr=args.adapter_lr,
+        gamma=args.gamma, phases=phases, checkpoint_dir=args.out / "checkpoints", seed=args.seed,
+        batch_size=args.batch_size, noise_sigma=args.noise_sigma, val_data=val, val_every=args.val_every,
+        checkpoint_every=args.checkpoint_every, resume=not args.fresh, progress=not args.no_progress,
+        precision=args.precision,
+    )
+    if not is_main():
+        return
+    path = net.save_pretrained(run_model_folder(args.out))
+    log = {
+        phase: {"losses": r.losses, "val_psnr": r.val_psnr, "seconds": r.seconds}
+        for phase, r in (("denoiser", result.denoiser), ("backbone", result.backbone), ("adapters", result.adapters))
+        if r is not None
+    }
+    with atomic_write(args.out / "train_log.json") as f:
+        f.write(json.dumps(log).encode())
+    for phase, entry in log.items():
+        val_text = f", validation PSNR {entry['val_psnr'][-1][1]:.2f} dB" if entry["val_psnr"] else ""
+        val_text += " (Gaussian denoising, sigma 25/255)" if phase == "denoiser" and val_text else ""
+        say(f"{phase}: final loss {entry['losses'][-1]:.4g}{val_text}, {entry['seconds']:.0f} s")
+        if phase == "denoiser" and result.schedule is not None:
+            say(f"steps set for the pretrained denoiser on the validation images: sigma {result.schedule['sigma_first']} "
+                 f"-> {result.schedule['sigma_last']} ({result.schedule['psnr']:.2f} dB before the adapters)")
+    say(str(net.parameter_report()))
+    say(f"model: {path}")
+
+
+SETTINGS_FILE = "settings.json"
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _flatten(item, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): value}
+
+
+def _record_settings(folder: Path, settings: dict[str, Any], fresh: bool) -> None:
+    """Resume only a run with exactly these settings: compare them with the ones recorded when the
+    checkpoints in ``folder`` were started, and refuse naming each difference; record them for a new
+    run (or with ``fresh``, after removing the old checkpoints)."""
+    record = folder / SETTINGS_FILE
+    settings = json.loads(json.dumps(settings))  # the JSON form, as it is recorded
+    if fresh and folder.is_dir():
+        for old in folder.rglob("*"):
+            if old.is_file():
+                old.unlink()
+    elif record.is_file():
+        try:
+            before = json.loads(record.read_text())
+        except (OSError, ValueError) as err:
+            raise CorruptFileError(f"{record} cannot be read ({err}); start over with --fresh") from err
+        old, new = _flatten(before), _flatten(settings)
+        differ = [f"{key}: recorded {old.get(key)!r}, now {new.get(key)!r}" for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+        if differ:
+            raise InvalidArgumentError(
+                f"{folder.parent} holds a run started with other settings ({'; '.join(differ)}); rerun with the "
+                "recorded settings to resume it, or add --fresh to start over"
+            )
+        return
+    elif folder.is_dir() and any(folder.rglob("*.pt")):
+        raise InvalidArgumentError(f"{folder} holds checkpoints without recorded settings (an older lorun); add --fresh to start over")
+    with atomic_write(record) as f:
+        f.write(json.dumps(settings, indent=2).encode())
+
+
+def _evaluate_model(net: UnfoldedNetwork, config: dict[str, Any], args: argparse.Namespace, **extra: Any) -> Evaluation:
+    images, names = evaluation_images(config, net.operator, args.data, getattr(args, "luma", False))
+    return evaluate(net, images, names=names, noise_sigma=args.noise_sigma, seed=args.seed,
+                    **metric_options(config, net.operator, args), **extra)
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    net, config = _load_args_model(args, _device(args.device))
+    use_mask(net.operator, getattr(args, "mask", None))
+    result = _evaluate_model(net, config, args)
+    options = metric_options(config, net.operator, args)
+    where = "Y channel, " if options["y_channel"] and config["channels"] == 3 else "the luma (Y of YCbCr) restored directly, " if args.luma else ""
+    print(f"{config['task']} model {args.model}; {where}border {options['border']}; x0 = the operator's initial estimate")
+    print(result.table)
+    for path, text in ((args.csv, result.table.to_csv()), (args.json, result.table.to_json())):
+        if path is not None:
+            with atomic_write(path) as f:
+                f.write(text.encode())
+            print(f"wrote {path}")
+
+
+@torch.no_grad()
+def cmd_restore(args: argparse.Namespace) -> None:
+    if args.output.suffix.lower() not in (".png", ".npy"):
+        raise InvalidArgumentError(f"OUTPUT must end in .png or .npy, got {args.output}")
+    net, config = _load_args_model(args, _device(args.device))
+    use_mask(net.operator, getattr(args, "mask", None))  # cassi: the full mask of the measurement's system
+    reference = next(net.parameters())
+    operator = net.operator
+    if args.measurement:
+        y = read_measurement(args.input, config, operator).to(reference)
+        if getattr(args, "real_scale", False):
+            from ..data.spectral import scale_real_measurement
+
+            y = scale_real_measurement(y, bands=config["channels"]).to(reference)
+        size = getattr(operator, "image_size", None)
+        if isinstance(operator, BlockCS):
+            size = (y.shape[-2] * operator.block, y.shape[-1] * operator.block)
+        with fit_operator(operator, size) if size else contextlib.nullcontext():
+            try:
+                x_hat = net(y).clamp(0, 1)
+            except InvalidArgumentError as err:
+                raise InvalidArgumentError(f"measurement {args.input} does not fit the model: {err}") from err
+        write_output(args.output, as_input(x_hat[0], args.input, config))
+        print(f"restored {args.input} ({tuple(y.shape[1:])}) -> {args.output} ({tuple(x_hat.shape[1:])})")
+        return
+    if config["task"] == "cassi":
+        x = load_cube(args.input) if args.input.suffix.lower() in (".npy", ".mat") else None
+        if x is None:
+            raise InvalidArgumentError(f"a cassi model restores cubes (.npy/.mat); {args.input} is not one (use --measurement for a snapshot)")
+    else:
+        x = load_image(args.input, config["channels"])
+    x = fit_images(config, operator, [x])[0].to(reference)[None]
+    result = evaluate(net, x, names=[args.input.name], noise_sigma=args.noise_sigma, seed=args.seed,
+                      keep_outputs=True, **metric_options(config, operator, args))
+    write_output(args.output, as_input(result.restored[0], args.input, config))
+    row = result.table.rows[0][1]
+    print(f"{args.input} -> {args.output}: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f} "
+          f"(initial estimate {row['x0_psnr']:.2f} dB)")
+
+
+@torch.no_grad()
+def cmd_measure(args: argparse.Namespace) -> None:
+    net, config = _load_args_model(args, _device(args.device))
+    if config["task"] == "cassi":
+        raise InvalidArgumentError("lorun measure simulates block CS and SR measurements; a cassi model restores real snapshots")
+    operator = net.operator
+    x = fit_images(config, operator, [load_image(args.input, config["channels"])])[0].to(next(net.parameters()))[None]
+    with fit_operator(operator, x.shape[-2:]):
+        y = operator.A(x)
+    if args.noise_sigma:
+        y = y + args.noise_sigma * torch.randn(y.shape, generator=torch.Generator().manual_seed(args.seed)).to(y)
+    write_measurement(args.output, y, operator)
+    sampling = getattr(operator, "sampling_fingerprint", None)
+    print(f"measured {args.input} ({tuple(x.shape[1:])}) -> {args.output} ({tuple(y.shape[1:])})"
+          + (f", sampling {sampling}" if sampling else ""))
+
+
+def cmd_inspect(args: argparse.Namespace) -> None:
+    if args.model is not None:
+        net, config = _load_args_model(args)
+        print(f"model {args.model}: task {config['task']}, operator {config['operator']['type']}, "
+              f"denoiser {config['denoiser']['name']}, {json.dumps(config['unfold'])}")
+        sampling = getattr(net.operator, "sampling_fingerprint", None)
+        if sampling is not None:
+            op = net.operator
+            print(f"sampling: {sampling} ({op.measurements} patterns of {op.block} x {op.block} pixels)")
+        if getattr(args, "export_sampling", None) is not None:
+            if sampling is None:
+                raise InvalidArgumentError(f"--export-sampling needs a block CS model; {args.model} measures with {config['operator']['type']}")
+            print(f"wrote {net.operator.export_sampling(args.export_sampling)} ({net.operator.measurements} x "
+                  f"{net.operator.block} x {net.operator.block})")
+    elif getattr(args, "export_sampling", None) is not None:
+        raise InvalidArgumentError("--export-sampling needs --model (a model whose sampling to export)")
+    else:
+        operator = make_operator(args)
+        config = network_config(args, operator, "lora")
+        net = build_network(config, operator)
+        print(f"configuration: task {args.task}, {operator!r}".replace("\n", " "))
+    print(net.rank_table())
+    print()
+    report = net.parameter_report()
+    print(report)
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    net, config = _load_args_model(args, _device(args.device))
+    model = Path(args.model)
+    default = Path(str(args.model).replace(":", "-")) if str(args.model).startswith(zoo.PREFIX) else (
+        model if model.is_dir() else model.parent if model.exists() else Path(str(args.model).replace("/", "--")))
+    folder = args.out or default  # a zoo model's figures go to ./zoo-NAME/
+    result = _evaluate_model(net, config, args)
+    curve = folder / "stage_psnr.png"
+    name = f"{'LoRun' if net.share == 'lora' else {'base': 'Block-1', 'none': 'Block-K'}[net.share]}-{net.K}"
+    stage_chart(curve, {name: result.stage_psnr}, title=f"Mean PSNR after each stage of {name} ({args.model}; "
+                f"test images: {args.data or 'built-in'})")
+    print(f"wrote {curve}: " + ", ".join(f"{v:.2f}" for v in result.stage_psnr))
+    if net.share == "lora":
+        updates, norms = folder / "lora_updates.png", folder / "lora_norms.png"
+        shown = lora_update_figure(updates, net, layers=args.layers)
+        lora_norm_figure(norms, net)
+        print(f"wrote {updates} (|delta W| per stage of {', '.join(shown)})")
+        print(f"wrote {norms} (||delta W|| / ||W0|| per stage and layer)")
+    else:
+        print("no LoRA updates to draw: the model has no adapters")
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    net, _ = _load_args_model(args)
+    folder = net.save_pretrained(args.out)
+    print(f"wrote {folder} (save_pretrained; load with UnfoldedNetwork.from_pretrained or --model {folder})")
+
+
+# ================================================================================ the Hub
+def is_bundle_command(args: argparse.Namespace) -> bool:
+    """Whether :func:`run_bundle_command` handles ``args`` (push, pull, or inspect with a BUNDLE)."""
+    command = getattr(args, "command", None)
+    return command in ("push", "pull") or (command == "inspect" and getattr(args, "bundle", None) is not None)
+
+
+def run_bundle_command(args: argparse.Namespace) -> int:
+    """Run a command added by :func:`add_bundle_commands`; raises LorunError subclasses on failure."""
+    if not is_bundle_command(args):
+        raise InvalidArgumentError(f"not a bundle command: {getattr(args, 'command', None)!r} (inspect needs a BUNDLE)")
+    if args.command == "push":
+        what = bundle.push_folder(
+            args.folder, args.repo_id, path_in_repo=args.path_in_repo, revision=args.revision, tag=args.tag,
+            private=args.private, commit_message=args.message, endpoint=args.endpoint,
+        )
+        print(f"pushed {args.folder} to {args.repo_id}/{args.path_in_repo or ''} ({getattr(what, 'commit_url', what)})")
+    elif args.command == "pull":
+        local = bundle.pull(args.repo_id, subfolder=args.subfolder, revision=args.revision, endpoint=args.endpoint)
+        if args.to is not None:
+            local = bundle.copy_bundle(local, args.to)
+        print(bundle.inspect(local))
+        print(f"\nbundle at {local}")
+    else:
+        print(bundle.inspect(args.bundle, subfolder=args.subfolder, revision=args.revision, base=args.base, endpoint=args.endpoint))
+    sys.stdout.flush()
+    return 0
+
+
+# ==================================================================================== run
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "restore": cmd_restore, "measure": cmd_measure, "inspect": cmd_inspect, "plot": cmd_plot,
+            "convert": cmd_convert}
+
+
+def run(args: argparse.Namespace) -> None:
+    """Run the parsed command ``args``; raises LorunError subclasses (and FileNotFoundError) on failure."""
+    if args.command == "push" and (run_model_folder(args.folder) / NETWORK_CONFIG).is_file():
+        args.folder = run_model_folder(args.folder)  # a `lorun train --out` folder: push its network
+    if args.command == "push" and zoo.is_zoo(args.folder):  # the whole zoo folder, unchanged
+        what = zoo.push(args.repo_id, args.folder, path_in_repo=args.path_in_repo, revision=args.revision, tag=args.tag,
+                        private=args.private, commit_message=args.message, endpoint=args.endpoint)
+        print(f"pushed the zoo {args.folder} to {args.repo_id}/{args.path_in_repo or ''} ({getattr(what, 'commit_url', what)})")
+    elif is_bundle_command(args):
+        run_bundle_command(args)
+    else:
+        COMMANDS[args.command](args)
