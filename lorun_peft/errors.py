@@ -72,10 +72,7 @@ def check_int(value: Any, name: str, minimum: int = 1) -> int:
 
 def check_number(value: Any, name: str, *, positive: bool = True) -> float:
     """``value`` as a float if it is a finite real number (not bool) that is > 0 (``positive``) or >= 0."""
-    try:
-        number = float("nan") if isinstance(value, bool) else float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
+    number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else float("nan")
     if not (math.isfinite(number) and (number > 0 if positive else number >= 0)):
         raise InvalidArgumentError(f"{name} must be a {'positive' if positive else 'non-negative'} number, got {value!r}")
     return number

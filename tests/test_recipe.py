@@ -172,7 +172,8 @@ def test_train_denoiser_resumes_exactly(tmp_path) -> None:
         ({"steps": 0}, "steps must be an int >= 1"),
         ({"steps": 2, "batch_size": 0}, "batch_size must be an int >= 1"),
         ({"steps": 2, "sigma_min": 0.3, "sigma_max": 0.1}, "need 0 <= sigma_min <= sigma_max"),
-        ({"steps": 2, "lr": 0.0}, "lr must be > 0"),
+        ({"steps": 2, "lr": 0.0}, "lr must be a positive number, got 0.0"),
+        ({"steps": 2, "time_limit": -1}, "time_limit must be a positive number, got -1"),
     ],
 )
 def test_train_denoiser_bad_arguments(options, message) -> None:

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..errors import InvalidArgumentError, TrainingError, check_int
+from ..errors import InvalidArgumentError, TrainingError, check_int, check_number
 from ..metrics import psnr
 from ..operators.base import fit_operator
 from .batches import Images, Source, due, image_list
@@ -98,15 +98,15 @@ def train(
     check_int(batch_size, "batch_size")
     check_int(checkpoint_every, "checkpoint_every", 0)
     check_int(val_every, "val_every", 0)
-    for name, value in (("lr", lr), ("operator_lr", lr if operator_lr is None else operator_lr)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise InvalidArgumentError(f"{name} must be a number > 0, got {value!r}")
+    check_number(lr, "lr")
+    if operator_lr is not None:
+        check_number(operator_lr, "operator_lr")
     if schedule not in ("cosine", "constant"):
         raise InvalidArgumentError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
     if clip_grad_norm is not None and not clip_grad_norm > 0:
         raise InvalidArgumentError(f"clip_grad_norm must be None or > 0, got {clip_grad_norm!r}")
-    if time_limit is not None and (isinstance(time_limit, bool) or not isinstance(time_limit, (int, float)) or not time_limit > 0):
-        raise InvalidArgumentError(f"time_limit must be None or a number of seconds > 0, got {time_limit!r}")
+    if time_limit is not None:
+        check_number(time_limit, "time_limit")
     if precision not in PRECISIONS:
         raise InvalidArgumentError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
     val_images = image_list(val_data, "val_data") if val_data is not None else None

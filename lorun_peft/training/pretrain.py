@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..errors import InvalidArgumentError, TrainingError, check_int
+from ..errors import InvalidArgumentError, TrainingError, check_int, check_number
 from .evaluation import evaluate
 from ..metrics import psnr
 from ..steps import geometric
@@ -76,8 +76,9 @@ def train_denoiser(
     check_int(batch_size, "batch_size")
     if not 0 <= sigma_min <= sigma_max:
         raise InvalidArgumentError(f"need 0 <= sigma_min <= sigma_max, got {sigma_min!r} and {sigma_max!r}")
-    if not lr > 0:
-        raise InvalidArgumentError(f"lr must be > 0, got {lr!r}")
+    check_number(lr, "lr")
+    if time_limit is not None:
+        check_number(time_limit, "time_limit")
     if not isinstance(denoiser, nn.Module):
         raise InvalidArgumentError(f"denoiser must be a torch.nn.Module, got {type(denoiser).__name__}")
     source = Source(data)
