@@ -261,8 +261,7 @@ class BlockCS(LinearOperator):
         """
         if self.q is None:
             raise InvalidArgumentError("fit_initial_estimate needs BlockCS(..., linear_estimate=True)")
-        if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1:
-            raise InvalidArgumentError(f"blocks must be an int >= 1, got {blocks!r}")
+        check_int(blocks, "blocks")
         b = self.block
         items = list(images)
         if not items or any(not isinstance(x, torch.Tensor) or x.dim() != 3 or min(x.shape[-2:]) < b for x in items):
