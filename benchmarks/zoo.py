@@ -418,7 +418,8 @@ def export(task: str, data: Path, work: Path, root: Path = ZOO) -> dict:
 @torch.no_grad()
 def figure(data: Path, root: Path = ZOO, image: str = "barbara.tif", out: Path = Path("benchmarks/results/zoo_cs.png")) -> Path:
     """One Set11 image restored by every CS bundle of the zoo: rows are ratios, columns truth |
-    A^T y | linear MMSE | LoRun-9 (a 128 x 128 crop, enlarged twice)."""
+    random-matrix linear MMSE (the earlier zoo's start) | PCA linear x0 = Phi^T y | LoRun-9 (a
+    128 x 128 crop, enlarged twice)."""
     from lorun_peft.metrics import psnr
     from lorun_peft.plots import image_grid
 
@@ -426,24 +427,24 @@ def figure(data: Path, root: Path = ZOO, image: str = "barbara.tif", out: Path =
     names = [n for n in lorun_peft.zoo.list(root) if n.startswith("cs-")]  # the SR bundles need another network
     net = lorun_peft.zoo.load(names[0], root)
     columns: list[list[torch.Tensor]] = [[], [], [], []]
-    scores = []
     for name in names:
         net.load_adapters(root / name)
-        with fit_operator(net.operator, x.shape[-2:]):
+        baseline = random_linear(net.operator.ratio, data)
+        with fit_operator(net.operator, x.shape[-2:]), fit_operator(baseline, x.shape[-2:]):
             y = net.operator.A(x)
-            outputs = [x, net.operator.A_adjoint(y), net.operator.initial_estimate(y), net(y)]
+            outputs = [x, baseline.initial_estimate(baseline.A(x)), net.operator.initial_estimate(y), net(y)]
         outputs = [o.clamp(0, 1) for o in outputs]
-        scores.append([float(psnr(o, x)) for o in outputs[1:]])
+        scores = [float(psnr(o, x)) for o in outputs[1:]]
         top, left = x.shape[-2] // 2 - 64, x.shape[-1] // 2 - 64
         for column, o in zip(columns, outputs):
             column.append(o[0, :, top : top + 128, left : left + 128])
-        print(f"{name}: A^T y {scores[-1][0]:.2f} dB, linear MMSE {scores[-1][1]:.2f} dB, LoRun-9 {scores[-1][2]:.2f} dB", flush=True)
-    labels = ["truth", r"$A^\top y$ (stretched)", "linear MMSE $x_0$", "LoRun-9 (zoo)"]
+        print(f"{name}: random linear {scores[0]:.2f} dB, PCA linear {scores[1]:.2f} dB, LoRun-9 {scores[2]:.2f} dB", flush=True)
+    labels = ["truth", "random matrix, linear MMSE", r"PCA matrix, $x_0 = \Phi^\top y$", "LoRun-9 (zoo)"]
     out.parent.mkdir(parents=True, exist_ok=True)
-    image_grid(out, columns, labels, scale=2, reference=0, stretch=[1], row_labels=[f"bundle {n}" for n in names],
+    image_grid(out, columns, labels, scale=2, reference=0, row_labels=[f"bundle {n}" for n in names],
                title=f"Set11 {image}, centre 128 x 128 crop, restored by every CS bundle of the zoo (rows); PSNR / SSIM of "
-                     f"the crop under each panel. $A^\\top y$: measurements mapped back (no network, shown stretched); "
-                     f"linear MMSE: the bundle's learned initial estimate $x_0$, what LoRun-9's stage_0 starts from")
+                     f"the crop under each panel. Random matrix: the earlier zoo's sampling with its fitted linear estimate; "
+                     f"PCA: the zoo's data-fitted sampling and its linear estimate, where LoRun-9's stage_0 starts")
     return out
 
 
