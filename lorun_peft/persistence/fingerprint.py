@@ -15,35 +15,16 @@ from __future__ import annotations
 import hashlib
 import json
 import weakref
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
 from ..adapters.stages import plain_state, saved_adapter_slots, unwrap
 from ..errors import InvalidArgumentError
+from .protocol import Network
 
-__all__ = ["Network", "base_module", "base_state", "fingerprint", "live_fingerprint", "require_lora"]
-
-
-class Network:
-    """What the bundle modules read off a network: a base class of
-    :class:`~lorun_peft.persistence.methods.BundleMethods` (so of every ``UnfoldedNetwork``) that lets them
-    recognise and annotate networks without importing ``unfold.py``."""
-
-    K: int
-    algorithm: str
-    gamma: float
-    share: str
-    adapter: str
-    noise_level: bool
-    target_modules: Sequence[str] | str | None
-    adapter_options: dict[str, Any]
-    adapter_names: list[str]
-    steps: nn.Module
-    operator: Any
-    denoisers: nn.Module
-    training: bool
+__all__ = ["base_module", "base_state", "fingerprint", "live_fingerprint", "require_lora"]
 
 
 def require_lora(net: Any, what: str) -> None:

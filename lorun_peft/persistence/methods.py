@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 
 from ..config import UnfoldConfig
 from ..errors import IncompatibleBundleError, InvalidArgumentError
-from .fingerprint import Network, fingerprint, live_fingerprint
+from .fingerprint import fingerprint, live_fingerprint
+from .protocol import Network
 
 if TYPE_CHECKING:
     from .schema import Bundle

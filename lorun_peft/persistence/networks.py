@@ -42,7 +42,8 @@ from .cards import network_card
 from ..config import UnfoldConfig
 from ..errors import CorruptFileError, InvalidArgumentError
 from ._files import MAX_JSON_BYTES, Place, locate, parse_json, parse_safetensors, read_bytes, tensor_bytes, to_json, write
-from .fingerprint import Network, base_module
+from .fingerprint import base_module
+from .protocol import Network
 from .atomic import atomic_folder
 from ..operators import rebuild_operator
 from .reading import build_library_denoiser

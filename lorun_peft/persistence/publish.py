@@ -23,7 +23,7 @@ from . import _hub as hub
 from .cards import task_summary
 from ..errors import InvalidArgumentError
 from ._files import Place, local_fence, locate
-from .fingerprint import Network
+from .protocol import Network
 from .networks import NETWORK_CONFIG, check_network_folder
 from .networks import PATTERNS as NETWORK_PATTERNS
 from .reading import read_base, read_place

@@ -28,7 +28,8 @@ from .cards import base_card, bundle_card
 from ..denoisers import DENOISERS
 from ..errors import InvalidArgumentError
 from ._files import parse_safetensors, sha256, tensor_bytes, to_json, write
-from .fingerprint import Network, base_module, base_state, fingerprint, live_fingerprint, require_lora
+from .fingerprint import base_module, base_state, fingerprint, live_fingerprint, require_lora
+from .protocol import Network
 from .atomic import atomic_folder
 from ..operators.base import OPERATORS
 from .schema import (

@@ -31,7 +31,8 @@ from torch import nn
 from . import _hub as hub
 from ..adapters.stages import adapter_config_mismatch, adapter_structure, canonical, stage_configs
 from ..errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError
-from .fingerprint import Network, live_fingerprint, net_cache, require_lora
+from .fingerprint import live_fingerprint, net_cache, require_lora
+from .protocol import Network
 from ..config import UnfoldConfig
 from ..operators import rebuild_operator
 from .reading import read_bundle
