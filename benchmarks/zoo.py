@@ -115,16 +115,23 @@ def load_base(work: Path) -> UNet:
 
 def pca_basis_fingerprint(data: Path) -> str:
     """The fingerprint of the whole nested basis the CS bundles take their rows from."""
+    return sampling_fingerprint(pca_basis(training_images(data), CS_RECIPE["block"]))
+
+
+@functools.lru_cache(maxsize=1)
+def training_images(data: Path) -> list[torch.Tensor]:
+    """The training images whole (what the sampling basis and the linear estimates are fitted to),
+    read once per process: an export and the figure fit several operators to them."""
     whole = ImageFolder(train400(data)[0])
-    return sampling_fingerprint(pca_basis([whole.full(i) for i in range(len(whole))], CS_RECIPE["block"]))
+    return [whole.full(i) for i in range(len(whole))]
 
 
-def cs_operator(ratio: float, images: ImageFolder, learn_matrix: bool = False) -> BlockCS:
+def cs_operator(ratio: float, images: list[torch.Tensor], learn_matrix: bool = False) -> BlockCS:
     """Block CS whose matrix is the first m rows of the block PCA basis of ``images`` (orthonormal,
     nested), with the linear MMSE initial estimate Q = Phi^T; the matrix trains with the network
     (rows kept orthonormal) if ``learn_matrix``, Q stays fixed."""
     operator = BlockCS(ratio, block=CS_RECIPE["block"], learnable=learn_matrix, linear_estimate=True, orthonormal=True)
-    operator.fit_sampling([images.full(i) for i in range(len(images))])
+    operator.fit_sampling(images)
     operator.q.requires_grad_(False)
     return operator
 
@@ -136,7 +143,6 @@ def ablate(data: Path, work: Path, variants: list[str], steps: int = 150, ratio:
     untrained for the fixed matrix): the side-by-side runs behind CS_RECIPE's ``matrix_lr``.
     Each variant is resumable (``work``/ablate-R/variant)."""
     training, validation = train400(data)
-    whole = ImageFolder(training)
     val = [ImageFolder(validation).full(i) for i in range(len(validation))]
     folder = work / f"ablate-{ratio:.2f}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -144,7 +150,7 @@ def ablate(data: Path, work: Path, variants: list[str], steps: int = 150, ratio:
     out = json.loads(out_file.read_text()) if out_file.exists() else {}
     for variant in variants:
         matrix_lr = None if variant == "fixed" else float(variant.removeprefix("matrix-"))
-        operator = cs_operator(ratio, whole, matrix_lr is not None)
+        operator = cs_operator(ratio, training_images(data), matrix_lr is not None)
         pca = operator.phi.detach().clone()
         net = lorun_peft.unfold(load_base(work), operator, K, gamma=CS_RECIPE["gamma"], noise_level=True)
         net.to(budget.get("device", "cpu"))
@@ -215,7 +221,7 @@ def train_task(name: str, net, recipe: dict, data: Path, work: Path, steps_grid:
 
 def train_cs(ratio: float, data: Path, work: Path, steps: int | None = None, **budget) -> dict:
     recipe = {**CS_RECIPE, "steps": steps or CS_RECIPE["steps"]}
-    operator = cs_operator(ratio, ImageFolder(train400(data)[0]), recipe["matrix_lr"] is not None)
+    operator = cs_operator(ratio, training_images(data), recipe["matrix_lr"] is not None)
     net = lorun_peft.unfold(load_base(work), operator, K, gamma=recipe["gamma"], noise_level=True)
     return train_task(f"cs-{ratio:.2f}", net, recipe, data, work, firsts=WIDE_SIGMA_FIRST, lasts=WIDE_SIGMA_LAST, **budget)
 
@@ -237,8 +243,7 @@ def random_linear(ratio: float, data: Path) -> BlockCS:
     rows (seeded by the ratio) with the linear MMSE estimate Q fitted to the training images."""
     operator = BlockCS(ratio, block=CS_RECIPE["block"], init="orthogonal", learnable=False, linear_estimate=True,
                        seed=round(ratio * 1000))
-    whole = ImageFolder(train400(data)[0])
-    return operator.fit_initial_estimate([whole.full(i) for i in range(len(whole))])
+    return operator.fit_initial_estimate(training_images(data))
 ZOO = Path(lorun_peft.__file__).parent / "pretrained"
 
 

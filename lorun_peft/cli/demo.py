@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 
