@@ -34,6 +34,7 @@ __all__ = [
     "CorruptFileError",
     "HubError",
     "TrainingError",
+    "ExportError",
     "check_int",
     "check_number",
 ]
@@ -61,6 +62,10 @@ class HubError(LorunError):
 
 class TrainingError(LorunError):
     """Training cannot go on (for example the loss became NaN)."""
+
+
+class ExportError(LorunError):
+    """An exported file does not reproduce the network (onnxruntime differs from PyTorch past the tolerance)."""
 
 
 def check_int(value: Any, name: str, minimum: int = 1) -> int:

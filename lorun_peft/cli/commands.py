@@ -52,6 +52,10 @@ from ..config import UnfoldConfig
 from ..resolve import describe, load_network, run_model_folder
 from ..persistence.networks import NETWORK_CONFIG
 from ..unfold import UnfoldedNetwork, unfold
+from ..export.runtime import OnnxNetwork, is_onnx
+from ..data.images import modcrop
+
+ONNX_COMMANDS = ("eval", "restore")  # the commands that run an exported .onnx file
 
 __all__ = ["run", "load_model", "network_config", "build_network", "run_bundle_command", "is_bundle_command"]
 
@@ -108,6 +112,17 @@ def load_model(spec: str | Path, device: str | torch.device = "cpu", *, base: st
 
 
 def _load_args_model(args: argparse.Namespace, device: str | torch.device = "cpu") -> tuple[UnfoldedNetwork, dict[str, Any]]:
+    if is_onnx(args.model):  # a file written by `lorun export`, run on onnxruntime
+        if args.command not in ONNX_COMMANDS:
+            raise InvalidArgumentError(f"lorun {args.command} needs a PyTorch model; {args.model} is an ONNX file "
+                                       f"(lorun {' and '.join(ONNX_COMMANDS)} run those)")
+        if getattr(args, "mask", None) is not None:
+            raise InvalidArgumentError(f"--mask: {args.model} holds its mask; export the model again with --mask for another one")
+        net = OnnxNetwork(args.model)
+        if net.simulates:
+            raise InvalidArgumentError(f"{args.model} simulates its measurements (exported with --simulate): "
+                                       "export it without --simulate to restore measurements")
+        return net, net.config
     return load_model(args.model, device, base=getattr(args, "base", None), subfolder=getattr(args, "subfolder", None),
                       revision=getattr(args, "revision", None))
 
@@ -233,6 +248,7 @@ def _record_settings(folder: Path, settings: dict[str, Any], fresh: bool) -> Non
 
 def _evaluate_model(net: UnfoldedNetwork, config: dict[str, Any], args: argparse.Namespace, **extra: Any) -> Evaluation:
     images, names = evaluation_images(config, net.operator, args.data, getattr(args, "luma", False))
+    images = _onnx_fit(net, images)
     return evaluate(net, images, names=names, noise_sigma=args.noise_sigma, seed=args.seed,
                     **metric_options(config, net.operator, args), **extra)
 
@@ -283,13 +299,34 @@ def cmd_restore(args: argparse.Namespace) -> None:
             raise InvalidArgumentError(f"a cassi model restores cubes (.npy/.mat); {args.input} is not one (use --measurement for a snapshot)")
     else:
         x = load_image(args.input, config["channels"])
-    x = fit_images(config, operator, [x])[0].to(reference)[None]
+    x = _onnx_fit(net, fit_images(config, operator, [x]))[0].to(reference)[None]
     result = evaluate(net, x, names=[args.input.name], noise_sigma=args.noise_sigma, seed=args.seed,
                       keep_outputs=True, **metric_options(config, operator, args))
     write_output(args.output, as_input(result.restored[0], args.input, config))
     row = result.table.rows[0][1]
     print(f"{args.input} -> {args.output}: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f} "
           f"(initial estimate {row['x0_psnr']:.2f} dB)")
+
+
+def _onnx_fit(net: Any, images: list[torch.Tensor]) -> list[torch.Tensor]:
+    """An ONNX block-CS file restores whole blocks: other images are cropped to them (a PyTorch
+    network pads instead; the two differ at the border, so the crop is said)."""
+    if not isinstance(net, OnnxNetwork) or not isinstance(net.operator, BlockCS):
+        return images
+    block = net.operator.block
+    cropped = [modcrop(x, block) for x in images]
+    if any(c.shape != x.shape for c, x in zip(cropped, images)):
+        say(f"note: cropped to multiples of the block ({block} px), which the ONNX file restores")
+    return cropped
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from ..export import to_onnx
+
+    net, _ = _load_args_model(args)
+    use_mask(net.operator, args.mask)  # cassi: the file restores snapshots of this mask's system
+    print(to_onnx(net, args.output, image_size=args.image_size, simulate=args.simulate, atol=args.atol, opset=args.opset,
+                  source=str(args.model)))
 
 
 @torch.no_grad()
@@ -394,8 +431,8 @@ def run_bundle_command(args: argparse.Namespace) -> int:
 
 
 # ==================================================================================== run
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "restore": cmd_restore, "measure": cmd_measure, "inspect": cmd_inspect, "plot": cmd_plot,
-            "convert": cmd_convert}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "restore": cmd_restore, "measure": cmd_measure, "export": cmd_export,
+            "inspect": cmd_inspect, "plot": cmd_plot, "convert": cmd_convert}
 
 
 def run(args: argparse.Namespace) -> None:

@@ -1,4 +1,4 @@
-"""The ``lorun`` command line: train, eval, restore, inspect, plot, convert, demo, push and pull.
+"""The ``lorun`` command line: train, eval, restore, measure, export, inspect, plot, convert, demo, push and pull.
 
 This module only parses arguments (``lorun --help`` and argument errors answer without importing
 torch); the commands run in :mod:`lorun_peft.cli.commands`. ``lorun demo`` swaps the pretrained zoo's
@@ -6,9 +6,10 @@ CS bundles on one image, then runs the paper's two-phase training on built-in im
 minutes on a CPU. ``lorun train`` trains with the recipe of :mod:`lorun_peft.training.recipe` (or
 ``--phase paper``) and writes ``DIR/model/`` (the network as ``save_pretrained`` writes it),
 ``DIR/train_log.json`` and resumable checkpoints under ``DIR/checkpoints``; ``eval``, ``restore``,
-``inspect``, ``plot`` and ``convert`` take ``--model`` as any saved form :mod:`lorun_peft.resolve`
+``export``, ``inspect``, ``plot`` and ``convert`` take ``--model`` as any saved form :mod:`lorun_peft.resolve`
 reads (a run or saved-network folder, a bundle with ``--base``, a Hub id with ``--subfolder`` and
-``--revision``, or ``zoo:cs-0.25``, which needs no training and no network). Errors (bad
+``--revision``, or ``zoo:cs-0.25``, which needs no training and no network); ``eval`` and ``restore``
+also take a file written by ``lorun export`` (``--model cs.onnx``, run on onnxruntime). Errors (bad
 arguments, missing or unreadable files) print one line on stderr and exit with status 2.
 
 >>> parser = build_parser()
@@ -150,6 +151,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "refuses it for a model of another sampling) or OUTPUT.npy (y only)")
     m.add_argument("--noise-sigma", type=float, default=0.0)
     _common(m)
+
+    x = sub.add_parser("export", help="write a model as one ONNX file for onnxruntime (adapters merged, the operator inside), "
+                       "checked against PyTorch right after: pip install 'lorun_peft[onnx]'")
+    _model_options(x)
+    x.add_argument("output", type=Path, help="OUTPUT.onnx")
+    x.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="the image size to check on (default 256 256); "
+                   "sr and cassi files are fixed to it, block CS stays dynamic (any multiple of the block)")
+    x.add_argument("--simulate", action="store_true", help="the file takes clean images and measures them itself (for testing)")
+    x.add_argument("--atol", type=float, default=1e-4, help="fail if onnxruntime differs from PyTorch by more (max abs; default 1e-4)")
+    x.add_argument("--opset", type=int, help="ONNX opset version (default: torch.onnx's)")
+    x.add_argument("--mask", type=Path, help="cassi: export for this coded aperture (.mat key 'mask' or .npy), the system's full mask")
+    _common(x)
 
     i = sub.add_parser("inspect", help="rank table and parameter report of a model or a configuration")
     _model_options(i, required=False, sources=False)  # --base, --subfolder, --revision: added with BUNDLE below

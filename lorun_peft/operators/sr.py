@@ -83,8 +83,12 @@ def _alias_mean(v: torch.Tensor, s: int) -> torch.Tensor:
 
 
 def _tile(v: torch.Tensor, s: int) -> torch.Tensor:
-    """Repeat a (.., h, w) spectrum s times along each of the last two axes: (.., s*h, s*w)."""
-    return v.repeat(*([1] * (v.dim() - 2)), s, s)
+    """Repeat a (.., h, w) spectrum s times along each of the last two axes: (.., s*h, s*w).
+
+    Tiled as real and imaginary parts: ONNX export (``lorun_peft.export``) converts complex FFTs
+    but not a ``repeat`` of a complex tensor."""
+    pairs = torch.view_as_real(v)
+    return torch.view_as_complex(pairs.repeat(*([1] * (v.dim() - 2)), s, s, 1))
 
 
 @register_operator
