@@ -232,3 +232,59 @@ def test_commands_that_need_pytorch_refuse_an_onnx_file(capsys, zoo_cs, tmp_path
     assert code == 2 and "lorun measure needs a PyTorch model" in err
     code, _, err = run(capsys, "eval", "--model", zoo_cs, "--mask", tmp_path / "m.npy")
     assert code == 2 and "--mask:" in err and "holds its mask" in err
+
+
+def test_lorun_export_int8_calibrated_on_a_folder(capsys, tmp_path):
+    operator, channels, algorithm, _ = TASKS["cs"]()
+    folder = trained_like(operator, channels, algorithm, K=2).save_pretrained(tmp_path / "net")
+    images = tmp_path / "train"
+    images.mkdir()
+    for i in range(3):
+        png(images / f"{i}.png", 48, 40)
+    code, out, err = run(capsys, "export", "--model", folder, tmp_path / "cs.onnx", "--image-size", 32, 32, "--int8", images)
+    assert code == 0, err
+    assert "int8, calibrated on 3 images" in out
+    int8 = OnnxNetwork(tmp_path / "cs-int8.onnx")
+    assert int8.metadata["precision"] == "int8 (static, calibrated on 3 images)" and int8.metadata["task"] == "cs"
+    x = smooth(1, 64, 32)
+    y = int8.operator.A(x)
+    assert float((int8(y) - OnnxNetwork(tmp_path / "cs.onnx")(y)).abs().max()) < 0.1  # int8 is close, not equal
+
+
+def test_int8_calibration_needs_images_of_the_file_size(capsys, tmp_path):
+    operator, channels, algorithm, size = TASKS["sr"]()
+    folder = trained_like(operator, channels, algorithm, K=2).save_pretrained(tmp_path / "net")
+    images = tmp_path / "small"
+    images.mkdir()
+    png(images / "a.png", 16, 16)
+    code, _, err = run(capsys, "export", "--model", folder, tmp_path / "sr.onnx", "--image-size", *size, "--int8", images)
+    assert code == 2 and "no image there is large enough to calibrate on" in err
+
+
+def test_the_numpy_onnxruntime_example_restores_as_the_network(tmp_path, capsys, monkeypatch):
+    import runpy
+    import sys
+    from pathlib import Path
+
+    from lorun_peft.cli.inputs import write_measurement
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "onnx_restore.py"
+    readme = (example.parents[1] / "README.md").read_text()
+    assert example.read_text().split('"""\n\n', 1)[1] in readme  # the README shows this very script
+    operator, channels, algorithm, _ = TASKS["cs"]()
+    net = trained_like(operator, channels, algorithm, K=2)
+    path = to_onnx(net, tmp_path / "cs.onnx", image_size=(32, 32)).path
+    x = smooth(1, 64, 96)
+    with torch.no_grad():
+        y = operator.A(x)
+        expected = net(y).clamp(0, 1)[0].numpy()
+    write_measurement(tmp_path / "y.npz", y, operator)
+    monkeypatch.setattr(sys, "argv", ["onnx_restore.py", str(path), str(tmp_path / "y.npz"), str(tmp_path / "x.npy")])
+    runpy.run_path(str(example), run_name="__main__")
+    assert "cs: measurement (1, 64, 4, 6) -> restored (1, 1, 64, 96)" in capsys.readouterr().out
+    assert np.abs(np.load(tmp_path / "x.npy") - expected).max() <= 1e-4
+    write_measurement(tmp_path / "other.npz", BlockCS(0.25, block=16, init="orthogonal", seed=5).A(x).detach(),
+                      BlockCS(0.25, block=16, init="orthogonal", seed=5))
+    monkeypatch.setattr(sys, "argv", ["onnx_restore.py", str(path), str(tmp_path / "other.npz"), str(tmp_path / "x.npy")])
+    with pytest.raises(SystemExit, match="was measured with sampling sha256:"):
+        runpy.run_path(str(example), run_name="__main__")

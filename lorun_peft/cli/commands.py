@@ -36,6 +36,7 @@ from .inputs import (
     as_input,
     evaluation_images,
     fit_images,
+    folder_images,
     is_main,
     make_operator,
     metric_options,
@@ -53,7 +54,7 @@ from ..resolve import describe, load_network, run_model_folder
 from ..persistence.networks import NETWORK_CONFIG
 from ..unfold import UnfoldedNetwork, unfold
 from ..export.runtime import OnnxNetwork, is_onnx
-from ..data.images import modcrop
+from ..data.images import center_crop, modcrop
 
 ONNX_COMMANDS = ("eval", "restore")  # the commands that run an exported .onnx file
 
@@ -320,13 +321,32 @@ def _onnx_fit(net: Any, images: list[torch.Tensor]) -> list[torch.Tensor]:
     return cropped
 
 
-def cmd_export(args: argparse.Namespace) -> None:
-    from ..export import to_onnx
+CALIBRATION_IMAGES = 16
 
-    net, _ = _load_args_model(args)
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from ..export import OnnxNetwork, to_int8, to_onnx
+
+    net, config = _load_args_model(args)
     use_mask(net.operator, args.mask)  # cassi: the file restores snapshots of this mask's system
-    print(to_onnx(net, args.output, image_size=args.image_size, simulate=args.simulate, atol=args.atol, opset=args.opset,
-                  source=str(args.model)))
+    report = to_onnx(net, args.output, image_size=args.image_size, simulate=args.simulate, atol=args.atol, opset=args.opset,
+                     source=str(args.model))
+    print(report)
+    if args.int8 is None:
+        return
+    images, _ = folder_images(config, args.int8)
+    fixed = [d for d in report.input_shape[2:] if isinstance(d, int)]
+    if isinstance(net.operator, BlockCS) and not fixed:  # dynamic: whole blocks of any size
+        images = [modcrop(x, net.operator.block) for x in images]
+    else:  # the file's own size: larger images are cropped to it, smaller ones left out
+        height, width = (int(v) for v in json.loads(OnnxNetwork(report.path).metadata["image_size"]))
+        images = [center_crop(x, height, width) for x in images if x.shape[-2] >= height and x.shape[-1] >= width]
+    images = [x for x in images if min(x.shape[-2:]) > 0][:CALIBRATION_IMAGES]
+    if not images:
+        raise InvalidArgumentError(f"--int8 {args.int8}: no image there is large enough to calibrate on")
+    target = args.output.with_name(f"{args.output.stem}-int8.onnx")
+    print(f"wrote {to_int8(report.path, target, images)} (int8, calibrated on {len(images)} images of {args.int8}); "
+          "measure it before use: `lorun eval --model` on both files")
 
 
 @torch.no_grad()

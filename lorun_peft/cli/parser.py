@@ -162,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--atol", type=float, default=1e-4, help="fail if onnxruntime differs from PyTorch by more (max abs; default 1e-4)")
     x.add_argument("--opset", type=int, help="ONNX opset version (default: torch.onnx's)")
     x.add_argument("--mask", type=Path, help="cassi: export for this coded aperture (.mat key 'mask' or .npy), the system's full mask")
+    x.add_argument("--int8", type=Path, metavar="DIR", help="also write an int8 copy (OUTPUT-int8.onnx, onnxruntime's static "
+                   "quantization) calibrated on up to 16 images of DIR (training images, never test images)")
     _common(x)
 
     i = sub.add_parser("inspect", help="rank table and parameter report of a model or a configuration")

@@ -33,6 +33,7 @@ from torch import nn
 
 from ..errors import CorruptFileError, InvalidArgumentError
 from .metadata import IMAGE, read_config, read_operator
+from .writer import session
 
 __all__ = ["OnnxNetwork", "is_onnx"]
 
@@ -52,18 +53,13 @@ class OnnxNetwork(nn.Module):
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
         super().__init__()
-        try:
-            import onnxruntime as ort
-        except ImportError as err:
-            raise ImportError("running an ONNX file needs onnxruntime: pip install 'lorun_peft[onnx]'") from err
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"ONNX file not found: {self.path}")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.inter_op_num_threads = 1
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            self.session = session(self.path, threads)
+        except ImportError:
+            raise
         except Exception as err:  # noqa: BLE001 - onnxruntime raises its own types for a damaged file
             raise CorruptFileError(f"{self.path} is not a readable ONNX file: {err}") from err
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)

@@ -23,7 +23,6 @@ import contextlib
 import copy
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +34,11 @@ from torch import nn
 
 from ..errors import ExportError, InvalidArgumentError, check_int, check_number
 from ..operators import BlockCS, BlurDownsample, CASSI
+from ..persistence.atomic import atomic_write
 from ..unfold import UnfoldedNetwork
 from .metadata import IMAGE, MEASUREMENT, file_metadata, input_channels
 
-__all__ = ["to_onnx", "ExportReport", "ExportGraph", "DEFAULT_SIZE"]
+__all__ = ["to_onnx", "ExportReport", "ExportGraph", "DEFAULT_SIZE", "session"]
 
 DEFAULT_SIZE = (256, 256)  # the sample image (and, where the size cannot stay dynamic, the size)
 
@@ -132,17 +132,27 @@ def _quiet() -> Any:
             logger.setLevel(level)
 
 
-def compare(path: Path, graph: ExportGraph, samples: Sequence[torch.Tensor]) -> float:
-    """Max abs difference of every output between onnxruntime and PyTorch over ``samples``."""
-    import onnxruntime as ort
+def session(model: bytes | str | os.PathLike, threads: int | None = None) -> Any:
+    """An onnxruntime CPU session of a file or of serialized bytes (``threads``: intra-op threads,
+    default torch's thread count, which ``lorun --threads`` sets)."""
+    try:
+        import onnxruntime as ort
+    except ImportError as err:
+        raise ImportError("running an ONNX file needs onnxruntime: pip install 'lorun_peft[onnx]'") from err
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = max(1, torch.get_num_threads())
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    options.intra_op_num_threads = threads or max(1, torch.get_num_threads())
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options, providers=["CPUExecutionProvider"])
+
+
+def compare(model: bytes, graph: ExportGraph, samples: Sequence[torch.Tensor]) -> float:
+    """Max abs difference of every output between onnxruntime and PyTorch over ``samples``."""
+    runner = session(model)
     worst = 0.0
     for sample in samples:
         try:
-            got = session.run(None, {session.get_inputs()[0].name: sample.numpy()})
+            got = runner.run(None, {runner.get_inputs()[0].name: sample.numpy()})
         except Exception as err:  # noqa: BLE001 - onnxruntime's own error types
             raise ExportError(f"onnxruntime cannot run the exported file on an input shaped {tuple(sample.shape)}: {err}") from err
         with torch.no_grad():
@@ -194,22 +204,16 @@ def to_onnx(net: UnfoldedNetwork, path: str | os.PathLike, *, image_size: Sequen
     model = program.model_proto
     metadata = file_metadata(net, plain, simulate=simulate, image_size=(height, width), source=source)
     onnx.helper.set_model_props(model, metadata)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        onnx.save_model(model, tmp)
-        # the traced batch of two, a batch of one and of three; block CS: a second grid too
-        checks = [sample, sample[:1], torch.cat([sample, sample[:1].flip(-1)])]
-        if len(dynamic["data"]) > 1:
-            checks.append(torch.cat([sample, sample[..., :1, :]], dim=-2))
-        difference = compare(Path(tmp), graph, checks)
-        if not difference <= atol:
-            raise ExportError(f"onnxruntime differs from PyTorch by {difference:.3g} (max abs), more than atol={atol:g}: "
-                              f"{path} was not written")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    data = model.SerializeToString()
+    # the traced batch of two, a batch of one and of three; block CS: a second grid too
+    checks = [sample, sample[:1], torch.cat([sample, sample[:1].flip(-1)])]
+    if len(dynamic["data"]) > 1:
+        checks.append(torch.cat([sample, sample[..., :1, :]], dim=-2))
+    difference = compare(data, graph, checks)
+    if not difference <= atol:
+        raise ExportError(f"onnxruntime differs from PyTorch by {difference:.3g} (max abs), more than atol={atol:g}: "
+                          f"{path} was not written")
+    with atomic_write(path) as f:  # only a checked file lands
+        f.write(data)
     shape = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     return ExportReport(path, names[0][0], shape, difference, atol, time.perf_counter() - start, path.stat().st_size)
