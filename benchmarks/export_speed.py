@@ -129,11 +129,14 @@ def run(data: Path, work: Path, repeats: int, quick: bool) -> dict[str, Any]:
             entry["psnr_images"] = len(images)
         compiled = None
         if not quick:
-            compiled = torch.compile(plain)
             start = time.perf_counter()
-            with torch.no_grad():
-                compiled(y)
-            entry["compile_seconds"] = time.perf_counter() - start
+            try:
+                compiled = torch.compile(plain)
+                with torch.no_grad():
+                    compiled(y)
+                entry["compile_seconds"] = time.perf_counter() - start
+            except Exception as err:  # noqa: BLE001 - recorded: a task torch.compile cannot take is a result too
+                compiled, entry["compile_error"] = None, f"{type(err).__name__}: {err}"[:500]
         entry["ms"] = {}
         for threads in thread_counts:
             torch.set_num_threads(threads)

@@ -106,3 +106,24 @@ def test_npz_round_trip_keeps_values_and_sampling(tmp_path):
     torch.testing.assert_close(read_measurement(tmp_path / "y.npz", CONFIG, op), y)
     with pytest.raises(InvalidArgumentError, match="expects sampling"):
         read_measurement(tmp_path / "y.npz", CONFIG, BlockCS(0.25, block=8, seed=5))
+
+
+def test_a_measurement_at_a_higher_ratio_of_the_nested_basis_restores_at_a_lower_one(capsys, tmp_path, photo):
+    assert run(capsys, "measure", "--model", "zoo:cs-0.25", photo, tmp_path / "y25.npz")[0] == 0
+    stored = np.load(tmp_path / "y25.npz", allow_pickle=False)
+    assert int(stored["rows"]) == 256 and len(stored["row_fingerprints"]) == 256
+    code, out, err = run(capsys, "restore", "--measurement", "--model", "zoo:cs-0.10", tmp_path / "y25.npz", tmp_path / "a.npy")
+    assert code == 0, err
+    assert "holds 256 rows of a nested sampling basis whose first 102 are this model's: restoring with those 102" in out
+    assert run(capsys, "measure", "--model", "zoo:cs-0.10", photo, tmp_path / "y10.npz")[0] == 0
+    assert run(capsys, "restore", "--measurement", "--model", "zoo:cs-0.10", tmp_path / "y10.npz", tmp_path / "b.npy")[0] == 0
+    assert np.abs(np.load(tmp_path / "a.npy") - np.load(tmp_path / "b.npy")).max() <= 1e-5  # the same 102 rows
+
+
+def test_a_measurement_with_fewer_rows_or_other_rows_is_refused(capsys, tmp_path, photo, other_sampling):
+    assert run(capsys, "measure", "--model", "zoo:cs-0.10", photo, tmp_path / "y10.npz")[0] == 0
+    code, _, err = run(capsys, "restore", "--measurement", "--model", "zoo:cs-0.25", tmp_path / "y10.npz", tmp_path / "x.npy")
+    assert code == 2 and "was taken with sampling" in err and "but this model expects sampling" in err
+    assert run(capsys, "measure", "--model", other_sampling, photo, tmp_path / "other.npz")[0] == 0
+    code, _, err = run(capsys, "restore", "--measurement", "--model", "zoo:cs-0.10", tmp_path / "other.npz", tmp_path / "x.npy")
+    assert code == 2 and "was taken with sampling" in err

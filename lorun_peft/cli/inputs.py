@@ -262,8 +262,7 @@ def read_measurement(path: Path, config: dict[str, Any], operator: Any = None) -
         if suffix == ".npz":
             if "y" not in contents:
                 raise CorruptFileError(f"measurement {path} has no array 'y' (it has {sorted(contents)})")
-            _check_sampling(path, str(contents["sampling"]) if "sampling" in contents else None, operator)
-            contents = contents["y"]
+            contents = _check_sampling(path, contents, operator)
         array = np.asarray(contents)
     else:
         from scipy.io import loadmat
@@ -284,17 +283,33 @@ def read_measurement(path: Path, config: dict[str, Any], operator: Any = None) -
     return y
 
 
-def _check_sampling(path: Path, recorded: str | None, operator: Any) -> None:
+def _check_sampling(path: Path, contents: dict[str, np.ndarray], operator: Any) -> np.ndarray:
+    """``y`` of an .npz, checked against the sampling it records: the model's own, or more rows of
+    the same nested basis (its rows' fingerprints begin with the model's), of which the first m are
+    kept; any other sampling is refused."""
+    y = contents["y"]
+    recorded = str(contents["sampling"]) if "sampling" in contents else None
     expected = getattr(operator, "sampling_fingerprint", None)
-    if recorded is not None and expected is not None and recorded != expected:
-        raise InvalidArgumentError(
-            f"measurement {path} was taken with sampling {recorded}, but this model expects sampling {expected} "
-            "(`lorun inspect --model ...` names a model's sampling); restore it with the model it was measured for")
+    if recorded is None or expected is None or recorded == expected:
+        return y
+    rows = [str(r) for r in contents["row_fingerprints"]] if "row_fingerprints" in contents else []
+    ours = operator.row_fingerprints
+    m = len(ours)
+    if len(rows) > m and rows[:m] == ours and y.ndim == 4 and y.shape[1] % len(rows) == 0:
+        channels = y.shape[1] // len(rows)  # channel c's measurements are y[:, c*R:(c+1)*R]
+        kept = y.reshape(y.shape[0], channels, len(rows), *y.shape[2:])[:, :, :m].reshape(y.shape[0], channels * m, *y.shape[2:])
+        say(f"note: {path} holds {len(rows)} rows of a nested sampling basis whose first {m} are this model's: "
+            f"restoring with those {m}")
+        return kept
+    raise InvalidArgumentError(
+        f"measurement {path} was taken with sampling {recorded}, but this model expects sampling {expected} "
+        "(`lorun inspect --model ...` names a model's sampling); restore it with the model it was measured for")
 
 
 def write_measurement(path: Path, y: torch.Tensor, operator: Any) -> None:
     """Write a measurement atomically: .npz with ``y`` and, for block CS, ``sampling`` (the matrix's
-    fingerprint, checked by :func:`read_measurement`), or a bare .npy."""
+    fingerprint, checked by :func:`read_measurement`), ``rows`` (m) and ``row_fingerprints`` (one per
+    row, so that a model of fewer rows of the same nested basis can restore it), or a bare .npy."""
     suffix = path.suffix.lower()
     if suffix not in (".npz", ".npy"):
         raise InvalidArgumentError(f"a measurement is written as .npz (with its sampling) or .npy, got {path}")
@@ -304,7 +319,9 @@ def write_measurement(path: Path, y: torch.Tensor, operator: Any) -> None:
             np.save(f, array)
         else:
             sampling = getattr(operator, "sampling_fingerprint", None)
-            np.savez(f, y=array, **({} if sampling is None else {"sampling": np.array(sampling)}))
+            record = {} if sampling is None else {"sampling": np.array(sampling), "rows": np.array(operator.measurements),
+                                                  "row_fingerprints": np.array(operator.row_fingerprints)}
+            np.savez(f, y=array, **record)
 
 
 def write_output(path: Path, x: torch.Tensor) -> None:

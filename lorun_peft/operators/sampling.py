@@ -28,7 +28,7 @@ import torch
 from ..errors import check_int
 from ..errors import InvalidArgumentError
 
-__all__ = ["pca_basis", "sampling_fingerprint", "export_patterns", "SAMPLING_SUFFIXES"]
+__all__ = ["pca_basis", "sampling_fingerprint", "row_fingerprints", "export_patterns", "SAMPLING_SUFFIXES"]
 
 SAMPLING_SUFFIXES = (".npy", ".mat")
 
@@ -67,6 +67,19 @@ def sampling_fingerprint(phi: torch.Tensor) -> str:
     digest = hashlib.sha256(f"{tuple(values.shape)}".encode())
     digest.update(values.astype("<f2").tobytes())
     return f"sha256:{digest.hexdigest()}"
+
+
+def row_fingerprints(phi: torch.Tensor) -> list[str]:
+    """A short fingerprint of each row of a sampling matrix (16 hex digits of the sha256 of its
+    float16 values): a measurement that records them can be restored by a model whose matrix is
+    its first m rows (a nested basis), and refused by any other.
+
+    >>> basis = torch.linalg.qr(torch.randn(16, 16)).Q
+    >>> row_fingerprints(basis)[:4] == row_fingerprints(basis[:4])
+    True
+    """
+    values = phi.detach().to("cpu", torch.float16).contiguous().numpy().astype("<f2")
+    return [hashlib.sha256(row.tobytes()).hexdigest()[:16] for row in values]
 
 
 def export_patterns(phi: torch.Tensor, block: int, path: str | Path) -> Path:
