@@ -4,6 +4,7 @@
     python -m benchmarks.phase1 run mixed --data ../shared/data --minutes 60        # the other, side by side
     python -m benchmarks.phase1 curves                                               # the validation curves (+ png)
     python -m benchmarks.phase1 save mixed --out runs/zoo-task/base/denoiser.safetensors   # float16 weights
+    python -m benchmarks.phase1 run mixed --init benchmarks/results/phase1/mixed.safetensors --work runs/phase1b ...  # go on elsewhere
 
 Algorithm 1's phase 1: every stage calls ONE trainable denoiser (Block-1, ``share="base"``),
 trained end to end with the L2 loss under the task. It starts from the zoo's shipped Gaussian-
@@ -29,7 +30,7 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 import lorun_peft
@@ -37,6 +38,7 @@ import lorun_peft.zoo
 from lorun_peft.data import ImageFolder
 from lorun_peft.metrics import psnr
 from lorun_peft.operators.base import fit_operator
+from lorun_peft.persistence.atomic import permit
 from lorun_peft.training.loop import CHECKPOINT_NAME
 
 from .zoo import CS_RATIOS, K, train400
@@ -104,18 +106,29 @@ def validate(base: nn.Module, images: list[torch.Tensor], nets: dict[float, nn.M
     return scores
 
 
-def run(arm: str, data: Path, work: Path, minutes: float, chunk_minutes: float = 10.0, steps: int = RECIPE["steps"]) -> dict:
-    """Train ``arm`` for ``minutes`` (resumable), validating every ``chunk_minutes``."""
+def start_base(init: Path | None) -> nn.Module:
+    """The zoo's shipped base, or a base saved by ``save`` (a phase-1 result carried to another machine)."""
+    base = lorun_peft.zoo.load_base().float()
+    if init is not None:
+        base.load_state_dict({k: v.float() for k, v in load_file(str(init)).items()})
+    return base
+
+
+def run(arm: str, data: Path, work: Path, minutes: float, chunk_minutes: float = 10.0, steps: int = RECIPE["steps"],
+        init: Path | None = None) -> dict:
+    """Train ``arm`` for ``minutes`` (resumable), validating every ``chunk_minutes``; ``init``: start
+    from a base ``save`` wrote instead of the zoo's (a new schedule, a new curve)."""
     folder = work / arm
     folder.mkdir(parents=True, exist_ok=True)
     training, validation = train400(data)
     val = [ImageFolder(validation).full(i) for i in range(len(validation))]
     patches = ImageFolder(training, patch_size=RECIPE["patch_size"])
-    mixture = RatioMixture(lorun_peft.zoo.load_base().float(), ARMS[arm])
+    mixture = RatioMixture(start_base(init), ARMS[arm])
     yardstick = {r: block1(mixture.base, r) for r in CS_RATIOS}
     curve_file = folder / "curve.json"
     record = json.loads(curve_file.read_text()) if curve_file.exists() else {
-        "arm": arm, "ratios": list(ARMS[arm]), "recipe": {**RECIPE, "steps": steps}, "curve": [], "train_seconds": 0.0}
+        "arm": arm, "ratios": list(ARMS[arm]), "recipe": {**RECIPE, "steps": steps}, "init": str(init or "the zoo's base"),
+        "curve": [], "train_seconds": 0.0}
     if not record["curve"]:  # the start: the Gaussian base as plug-and-play with the shipped steps
         record["curve"].append([0, validate(mixture.base, val, yardstick)])
         curve_file.write_text(json.dumps(record, indent=1))
@@ -141,6 +154,7 @@ def save(arm: str, work: Path, out: Path) -> Path:
     weights = {k.removeprefix("base."): v.half().contiguous() for k, v in state.items() if k.startswith("base.")}
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file(weights, str(out))
+    permit(out)  # safetensors writes 0600
     return out
 
 
@@ -162,8 +176,10 @@ def curves(work: Path, out: Path = Path("benchmarks/results/phase1.png")) -> str
             ax.plot([s for s, _ in record["curve"]], [v[f"{r:.2f}"] for _, v in record["curve"]], marker="o", label=record["arm"])
             ax.set_title(f"ratio {r:.2f}")
             ax.set_xlabel("phase-1 step")
-    axes[0][0].set_ylabel("validation PSNR (dB), Block-1, shipped steps")
+    axes[0][0].set_ylabel("validation PSNR (dB)")
     axes[0][0].legend()
+    fig.suptitle("Phase 1: Block-1 over each arm's base at every ratio, the shipped bundles' step values, "
+                 "Train400's 10 held-out images")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
@@ -181,6 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     go.add_argument("--chunk-minutes", type=float, default=10.0, help="validate this often")
     go.add_argument("--steps", type=int, default=RECIPE["steps"], help="the cosine schedule's length")
     go.add_argument("--threads", type=int, default=1)
+    go.add_argument("--init", type=Path, default=None, help="start from a base written by `save` (default the zoo's)")
     keep = sub.add_parser("save", help="write an arm's base in float16")
     keep.add_argument("arm", choices=sorted(ARMS))
     keep.add_argument("--work", type=Path, default=Path("runs/phase1"))
@@ -190,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "run":
         torch.set_num_threads(args.threads)
-        run(args.arm, args.data, args.work, args.minutes, args.chunk_minutes, args.steps)
+        run(args.arm, args.data, args.work, args.minutes, args.chunk_minutes, args.steps, args.init)
     elif args.command == "save":
         print(save(args.arm, args.work, args.out))
     else:

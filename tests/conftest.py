@@ -77,3 +77,19 @@ def images() -> torch.Tensor:
     g = torch.Generator().manual_seed(1)
     smooth = torch.nn.functional.avg_pool2d(torch.rand(16, 1, 10, 10, generator=g), 3, 1)
     return smooth
+
+
+@pytest.fixture(scope="module")
+def stand_in_data(tmp_path_factory):
+    """A stand-in for the shared data folder (tests never need it): train400/ with 13 smooth
+    96 x 96 images, of which the training scripts hold the last 3 out to validate."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("data")
+    (root / "train400").mkdir()
+    g = np.random.default_rng(0)
+    for i in range(13):
+        a = np.cumsum(np.cumsum(g.normal(0, 1, (96, 96)), 0), 1)
+        Image.fromarray(((a - a.min()) / np.ptp(a) * 255).astype(np.uint8)).save(root / "train400" / f"test_{i:03d}.png")
+    return root

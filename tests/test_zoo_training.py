@@ -8,10 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 zoo_script = pytest.importorskip("benchmarks.zoo")
@@ -20,15 +18,8 @@ import lorun_peft  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    """A stand-in for the shared data folder: train400/ with 13 smooth 96 x 96 images (3 validate)."""
-    root = tmp_path_factory.mktemp("data")
-    (root / "train400").mkdir()
-    g = np.random.default_rng(0)
-    for i in range(13):
-        a = np.cumsum(np.cumsum(g.normal(0, 1, (96, 96)), 0), 1)
-        Image.fromarray(((a - a.min()) / np.ptp(a) * 255).astype(np.uint8)).save(root / "train400" / f"test_{i:03d}.png")
-    return root
+def data(stand_in_data) -> Path:
+    return stand_in_data
 
 
 def test_all_trains_base_and_bundles_into_one_zoo_folder(tmp_path, data, capsys):
