@@ -1,6 +1,10 @@
 """ONNX export (issue #25): every task's network runs on onnxruntime as it does in PyTorch; the file
 says what it restores; wrong inputs are refused with a message; `lorun export`, `lorun restore`
-and `lorun eval` on an .onnx file; SR's data step is the same with the real-valued tiling."""
+and `lorun eval` on an .onnx file; SR's data step is the same with the real-valued tiling.
+
+Named to run after tests/test_faults.py and test_bundle.py (and the package's doctests after all
+tests): a process that has exported leaves a state that aborts the autograd of children it forks
+("Invalid thread pool" from torch's pthreadpool), and those two fork children that train."""
 
 from __future__ import annotations
 

@@ -37,6 +37,7 @@ from ..metrics import rgb_to_y
 from ..persistence.atomic import atomic_write
 from ..operators import CASSI, BlockCS, BlurDownsample
 from ..operators.cassi import load_mask
+from ..operators.sampling import row_fingerprints
 from ..plots import save_png, to_display
 
 __all__ = [
@@ -293,7 +294,7 @@ def _check_sampling(path: Path, contents: dict[str, np.ndarray], operator: Any) 
     if recorded is None or expected is None or recorded == expected:
         return y
     rows = [str(r) for r in contents["row_fingerprints"]] if "row_fingerprints" in contents else []
-    ours = operator.row_fingerprints
+    ours = row_fingerprints(operator.phi)
     m = len(ours)
     if len(rows) > m and rows[:m] == ours and y.ndim == 4 and y.shape[1] % len(rows) == 0:
         channels = y.shape[1] // len(rows)  # channel c's measurements are y[:, c*R:(c+1)*R]
@@ -320,7 +321,7 @@ def write_measurement(path: Path, y: torch.Tensor, operator: Any) -> None:
         else:
             sampling = getattr(operator, "sampling_fingerprint", None)
             record = {} if sampling is None else {"sampling": np.array(sampling), "rows": np.array(operator.measurements),
-                                                  "row_fingerprints": np.array(operator.row_fingerprints)}
+                                                  "row_fingerprints": np.array(row_fingerprints(operator.phi))}
             np.savez(f, y=array, **record)
 
 

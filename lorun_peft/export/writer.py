@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import logging
 import os
 import time
@@ -202,6 +203,11 @@ def to_onnx(net: UnfoldedNetwork, path: str | os.PathLike, *, image_size: Sequen
         program = torch.onnx.export(graph, (sample,), dynamo=True, dynamic_shapes=dynamic,
                                     input_names=names[0], output_names=names[1], opset_version=opset, verbose=False)
     model = program.model_proto
+    # The export leaves reference cycles behind. Left to a later collection, they made a forked
+    # child's training abort ("Invalid thread pool") in one measured case: collect them now. (A
+    # forked child can still fail after an export; see tests/test_onnx_export.py.)
+    del program
+    gc.collect()
     metadata = file_metadata(net, plain, simulate=simulate, image_size=(height, width), source=source)
     onnx.helper.set_model_props(model, metadata)
     data = model.SerializeToString()

@@ -36,7 +36,7 @@ from torch import nn
 from ..errors import check_int
 from ..errors import InvalidArgumentError
 from .base import LinearOperator, register_operator
-from .sampling import export_patterns, pca_basis, row_fingerprints, sampling_fingerprint
+from .sampling import export_patterns, pca_basis, sampling_fingerprint
 
 __all__ = ["BlockCS"]
 
@@ -189,12 +189,6 @@ class BlockCS(LinearOperator):
     def sampling_fingerprint(self) -> str:
         """"sha256:..." of Phi (its float16 values and shape): which sampling a measurement needs."""
         return sampling_fingerprint(self.phi)
-
-    @property
-    def row_fingerprints(self) -> list[str]:
-        """A short fingerprint per row of Phi: a measurement taken with more rows of the same nested
-        basis is restored with its first m (``lorun restore --measurement``)."""
-        return row_fingerprints(self.phi)
 
     @classmethod
     def from_config(cls, kwargs: dict[str, Any]) -> "BlockCS":
