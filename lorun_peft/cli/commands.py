@@ -53,7 +53,7 @@ from ..config import UnfoldConfig
 from ..resolve import describe, load_network, run_model_folder
 from ..persistence.networks import NETWORK_CONFIG
 from ..unfold import UnfoldedNetwork, unfold
-from ..export.runtime import OnnxNetwork, is_onnx
+from ..export import OnnxNetwork, is_onnx, to_int8, to_onnx
 from ..data.images import center_crop, modcrop
 
 ONNX_COMMANDS = ("eval", "restore")  # the commands that run an exported .onnx file
@@ -325,8 +325,6 @@ CALIBRATION_IMAGES = 16
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from ..export import OnnxNetwork, to_int8, to_onnx
-
     net, config = _load_args_model(args)
     use_mask(net.operator, args.mask)  # cassi: the file restores snapshots of this mask's system
     report = to_onnx(net, args.output, image_size=args.image_size, simulate=args.simulate, atol=args.atol, opset=args.opset,
