@@ -337,7 +337,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     if isinstance(net.operator, BlockCS) and not fixed:  # dynamic: whole blocks of any size
         images = [modcrop(x, net.operator.block) for x in images]
     else:  # the file's own size: larger images are cropped to it, smaller ones left out
-        height, width = (int(v) for v in json.loads(OnnxNetwork(report.path).metadata["image_size"]))
+        height, width = report.image_size
         images = [center_crop(x, height, width) for x in images if x.shape[-2] >= height and x.shape[-1] >= width]
     images = [x for x in images if min(x.shape[-2:]) > 0][:CALIBRATION_IMAGES]
     if not images:

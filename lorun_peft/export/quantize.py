@@ -71,7 +71,7 @@ def to_int8(source: str | os.PathLike, target: str | os.PathLike, images: Sequen
         for x in images:
             x = x if x.dim() == 4 else x[None]
             data = x if runner.simulates else runner.operator.A(x)
-            runner._check(data)  # a size the file cannot take is refused here, with the file's own message
+            runner.check_input(data)  # a size the file cannot take is refused here, with the file's own message
             feeds.append({runner.input.name: np.ascontiguousarray(data.float().numpy())})
 
     class Feeds(CalibrationDataReader):

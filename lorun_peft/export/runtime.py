@@ -73,7 +73,8 @@ class OnnxNetwork(nn.Module):
 
     task = property(lambda self: self.config["task"], doc="cs, sr or cassi")
 
-    def _check(self, data: torch.Tensor) -> None:
+    def check_input(self, data: torch.Tensor) -> None:
+        """Refuse ``data`` of a shape the file cannot take, saying which shape fits."""
         expected = self.input.shape
         shape = tuple(data.shape)
         fits = len(shape) == len(expected) and all(not isinstance(e, int) or e == s for e, s in zip(expected, shape))
@@ -89,7 +90,7 @@ class OnnxNetwork(nn.Module):
     @torch.no_grad()
     def forward(self, data: torch.Tensor, return_stages: bool = False) -> Any:
         """Restore from measurement ``data`` (an image, for a file that simulates), on onnxruntime."""
-        self._check(data)
+        self.check_input(data)
         outputs = self.session.run(None, {self.input.name: np.ascontiguousarray(data.detach().cpu().float().numpy())})
         restored = torch.from_numpy(outputs[0])
         if not return_stages:

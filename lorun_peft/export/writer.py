@@ -51,6 +51,7 @@ class ExportReport:
     path: Path
     input_name: str
     input_shape: list[int | str]
+    image_size: tuple[int, int]  # of the sample checked on: the file's own size where it is fixed
     max_abs_diff: float
     atol: float
     seconds: float
@@ -222,4 +223,4 @@ def to_onnx(net: UnfoldedNetwork, path: str | os.PathLike, *, image_size: Sequen
     with atomic_write(path) as f:  # only a checked file lands
         f.write(data)
     shape = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
-    return ExportReport(path, names[0][0], shape, difference, atol, time.perf_counter() - start, path.stat().st_size)
+    return ExportReport(path, names[0][0], shape, (height, width), difference, atol, time.perf_counter() - start, path.stat().st_size)
