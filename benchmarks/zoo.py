@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 
 import lorun_peft
 import lorun_peft.zoo
-from lorun_peft.data import IMAGE_SUFFIXES, ImageFolder, list_files, modcrop, photographs
+from lorun_peft.data import IMAGE_SUFFIXES, ImageFolder, list_files, modcrop, scikit_image_photographs
 from lorun_peft.denoisers import UNet
 from lorun_peft.operators.kernels import kernel_bank
 from lorun_peft.metrics import rgb_to_y, shave
@@ -251,7 +251,7 @@ def test_images(data: Path, name: str, scale: int | None) -> tuple[list[torch.Te
     """A test set at full size: gray for CS; for SR the luma channel, cropped to the scale.
     "photos": scikit-image's photographs HELD_OUT (never used to fit or choose anything)."""
     if name == "photos":
-        return photographs(HELD_OUT), list(HELD_OUT)
+        return scikit_image_photographs(HELD_OUT), list(HELD_OUT)
     folder = ImageFolder(data / name, channels=3 if scale else 1, augment=False)
     images = [folder.full(i) for i in range(len(folder))]
     if scale:

@@ -4,7 +4,7 @@ Builds ONE LoRun-9 network from the zoo's shared base and its cs-0.50 bundle, th
 CS bundle (ratios 0.01 to 0.50; the sampling matrix and the linear initial estimate change shape
 on every swap) and restores the same photograph at each ratio, printing PSNR and the swap time.
 
-    python examples/swap_cs_ratios.py                    # scikit-image's "camera" (256 x 256)
+    python examples/swap_cs_ratios.py                    # the shipped "camera" photograph (256 x 256)
     python examples/swap_cs_ratios.py --image photo.png  # your own gray image
     python examples/swap_cs_ratios.py --save out/        # also write each restoration as PNG
 """
@@ -27,7 +27,7 @@ from lorun_peft.operators import fit_operator
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Swap the zoo's CS bundles in one live LoRun network.")
-    parser.add_argument("--image", type=Path, help="a gray image (default: scikit-image's camera)")
+    parser.add_argument("--image", type=Path, help="a gray image (default: the shipped camera photograph)")
     parser.add_argument("--save", type=Path, help="folder for the restored images")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+import lorun_peft.data.images
 from lorun_peft.data.images import (
+    PHOTOGRAPHS,
     ImageFolder,
     SpectralCubes,
     augment,
@@ -19,6 +22,7 @@ from lorun_peft.data.images import (
     modcrop,
     photographs,
     random_mask_crop,
+    scikit_image_photographs,
     synthetic_cubes,
     synthetic_images,
 )
@@ -175,11 +179,40 @@ def test_builtin_images():
     assert cubes.shape == (2, 10, 16, 16) and float(cubes.min()) >= 0 and float(cubes.max()) <= 1
 
 
+def test_shipped_photographs_load_without_scikit_image(monkeypatch):
+    monkeypatch.setitem(sys.modules, "skimage", None)  # importing it now fails
+    images = photographs(channels=1)
+    assert len(images) == len(PHOTOGRAPHS) == 7
+    assert all(x.shape == (1, 256, 256) and 0 <= float(x.min()) < float(x.max()) <= 1 for x in images)
+    assert photographs(["astronaut"], channels=3, size=64)[0].shape == (3, 64, 64)
+    colour = photographs(["coffee"], channels=3)[0]
+    assert not torch.equal(colour[0], colour[1])  # a colour photograph, not gray replicated
+
+
+def test_every_shipped_photograph_has_its_licence_and_nothing_else_ships():
+    folder = Path(lorun_peft.data.images.__file__).parent / "photos"
+    licences = (folder / "LICENSES.md").read_text()
+    assert sorted(f.stem for f in folder.glob("*.png")) == sorted(PHOTOGRAPHS)
+    for name in PHOTOGRAPHS:
+        row = next(line for line in licences.splitlines() if line.startswith(f"| {name}.png |"))
+        assert "| CC0 |" in row or "| public domain |" in row
+    assert sum(f.stat().st_size for f in folder.iterdir()) < 600_000
+
+
+def test_unknown_shipped_photograph():
+    with pytest.raises(InvalidArgumentError, match="no shipped photograph named 'lena'; choose from"):
+        photographs(["camera", "lena"])
+
+
 def test_photographs_from_scikit_image():
     pytest.importorskip("skimage")
-    images = photographs(["camera", "astronaut"], channels=1, size=64)
+    images = scikit_image_photographs(["camera", "astronaut"], channels=1, size=64)
     assert [tuple(x.shape) for x in images] == [(1, 64, 64), (1, 64, 64)]
-    assert photographs(["astronaut"], channels=3)[0].shape == (3, 512, 512)
+    assert scikit_image_photographs(["astronaut"], channels=3)[0].shape == (3, 512, 512)
+    full, shipped = scikit_image_photographs(["camera"], size=256)[0], photographs(["camera"])[0]
+    assert torch.equal(full, shipped)  # the shipped file is its centre crop, lossless
+    with pytest.raises(InvalidArgumentError, match="scikit-image has no image named 'lena'"):
+        scikit_image_photographs(["lena"])
 
 
 @pytest.mark.skipif(not (SHARED / "set11").is_dir(), reason="needs ../shared/data (benchmark data)")

@@ -138,7 +138,7 @@ def test_pca_sampling_beats_the_random_matrix_the_zoo_used_before(camera) -> Non
 
     net = zoo.load("cs-0.10")
     fitted = BlockCS(0.1, init="orthogonal", learnable=False, linear_estimate=True, seed=100)
-    fitted.fit_initial_estimate(photographs(["astronaut", "coffee", "chelsea", "rocket"]), blocks=4000)
+    fitted.fit_initial_estimate(photographs(["astronaut", "coffee", "chelsea", "brick", "gravel", "clock"]), blocks=4000)
     scores = []
     for op in (net.operator, fitted):
         with torch.no_grad(), fit_operator(op, camera.shape[-2:]):

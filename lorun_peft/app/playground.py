@@ -28,7 +28,7 @@ import torch
 from ..persistence import _hub as hub
 from .. import zoo
 from ..config import UnfoldConfig
-from ..data.images import load_image, modcrop, photographs, synthetic_images
+from ..data.images import load_image, modcrop, photographs
 from ..errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError, LorunError
 from ..metrics import psnr, ssim
 from ..resolve import load_network
@@ -38,7 +38,7 @@ from ..unfold import UnfoldedNetwork, measure_and_restore
 
 __all__ = ["Limits", "Restoration", "Playground", "BUILT_IN"]
 
-BUILT_IN = ("camera", "astronaut", "coffee", "chelsea", "brick", "moon")  # scikit-image photographs
+BUILT_IN = ("camera", "astronaut", "coffee", "chelsea", "brick", "clock")  # shipped photographs (data/photos)
 DEGRADE, MEASUREMENT = "degrade", "measurement"
 
 
@@ -183,13 +183,10 @@ class Playground:
         return _gray_if_equal(load_image(path))
 
     def built_in(self, name: str) -> torch.Tensor:
-        """A built-in photograph, 256 x 256 (scikit-image's; a synthetic gray image when it is not installed)."""
+        """A built-in photograph, 256 x 256 (shipped in the package: ``lorun_peft/data/photos``)."""
         if name not in BUILT_IN:
             raise InvalidArgumentError(f"no built-in image {name!r}; choose one of {list(BUILT_IN)}")
-        try:
-            return _gray_if_equal(photographs([name], channels=3, size=256)[0])
-        except ImportError:
-            return synthetic_images(1, size=256, seed=BUILT_IN.index(name))[0]
+        return _gray_if_equal(photographs([name], channels=3)[0])
 
     def _check_size(self, height: int, width: int, label: str) -> None:
         low, high = self.limits.min_side, self.limits.max_side

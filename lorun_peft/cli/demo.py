@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from .. import zoo
-from ..data.images import IMAGE_SUFFIXES, center_crop, list_files, load_image, photographs, random_crop, synthetic_images
+from ..data.images import IMAGE_SUFFIXES, center_crop, list_files, load_image, photographs, random_crop
 from ..errors import InvalidArgumentError
 from ..metrics import psnr
 from ..operators import BlockCS, fit_operator
@@ -39,14 +39,10 @@ __all__ = ["demo", "zoo_tour"]
 
 
 def demo_photograph(image: Path | None) -> tuple[torch.Tensor, str]:
-    """The demo's gray photograph: ``image``, else scikit-image's "camera" when installed, else a
-    built-in synthetic 256 x 256 test image (said so)."""
+    """The demo's gray photograph: ``image``, else the shipped "camera" (256 x 256, CC0)."""
     if image is not None:
         return load_image(image, 1), str(image)
-    try:
-        return photographs(["camera"], size=256)[0], "scikit-image's camera (centre 256 x 256)"
-    except ImportError:
-        return synthetic_images(1, size=256, seed=7)[0], "a synthetic 256 x 256 image (pip install scikit-image for a photograph)"
+    return photographs(["camera"])[0], "the shipped photograph camera.png (256 x 256, CC0)"
 
 
 @torch.no_grad()
@@ -96,8 +92,8 @@ def zoo_tour(x: torch.Tensor, out: Path | None = None) -> dict[str, dict[str, fl
 
 # Part 2's learning rates: the whole base fine-tuned (Block-1), the adapters and steps (LoRun)
 BLOCK_1_LR, LORUN_LR = 1e-5, 3e-4
-# Part 2's photographs (scikit-image): the network trains on patches of these ...
-TRAIN_PHOTOS = ("rocket", "brick", "grass", "gravel", "moon", "coins", "clock")
+# Part 2's photographs (shipped, lorun_peft/data/photos): the network trains on patches of these ...
+TRAIN_PHOTOS = ("brick", "gravel", "clock")
 # ... and is tested on these, never trained on
 TEST_PHOTOS = ("camera", "astronaut", "coffee", "chelsea")
 
@@ -105,7 +101,7 @@ TEST_PHOTOS = ("camera", "astronaut", "coffee", "chelsea")
 def task_images(data: Path | None, seed: int, patch: int = 48) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], str]:
     """Part 2's images: training patches, validation images (to choose the noise schedule, taken
     from the training images) and test images: from ``data`` (its last fifth tests), else
-    scikit-image's photographs (TRAIN_PHOTOS / TEST_PHOTOS), else synthetic images."""
+    the shipped photographs (TRAIN_PHOTOS / TEST_PHOTOS)."""
     if data is not None:
         files = list_files(data, IMAGE_SUFFIXES)
         held_out = max(1, len(files) // 5) if len(files) > 1 else 0
@@ -113,12 +109,8 @@ def task_images(data: Path | None, seed: int, patch: int = 48) -> tuple[torch.Te
         test = [load_image(f, 1) for f in (files[-held_out:] if held_out else files)]
         source = f"{len(train_images)} images of {data} ({held_out} held out)"
     else:
-        try:
-            train_images, test = photographs(TRAIN_PHOTOS), photographs(TEST_PHOTOS)
-            source = f"patches of scikit-image's {', '.join(TRAIN_PHOTOS)}; tested on {', '.join(TEST_PHOTOS)}"
-        except ImportError:
-            train_images, test = list(synthetic_images(16, size=96, seed=seed)), list(synthetic_images(4, size=128, seed=seed + 1))
-            source = "synthetic images (pip install scikit-image for photographs)"
+        train_images, test = photographs(TRAIN_PHOTOS), photographs(TEST_PHOTOS)
+        source = f"patches of the shipped photographs {', '.join(TRAIN_PHOTOS)}; tested on {', '.join(TEST_PHOTOS)}"
     whole_blocks = min(min(x.shape[-2:]) for x in [*train_images, *test]) // 32 * 32
     if whole_blocks < 32:
         raise InvalidArgumentError("part 2 needs images of at least 32 x 32 pixels (one block of the zoo's sampling)")

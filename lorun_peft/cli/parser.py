@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--steps", type=int, default=60, help="part 2: training steps of each method (default 60)")
     d.add_argument("--quick", action="store_true", help="part 2 with 20 steps per method")
     d.add_argument("--data", type=Path, help="part 2 on your own image folder (the last fifth is held out for the test)")
-    d.add_argument("--image", type=Path, help="a gray photograph for the zoo part (default: scikit-image's camera if installed)")
+    d.add_argument("--image", type=Path, help="a gray photograph for the zoo part (default: the shipped camera photograph, 256 x 256)")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     _common(d)
     a = sub.add_parser("app", help="a web page (Gradio) to try task bundles on photographs: pip install 'lorun_peft[app]'")

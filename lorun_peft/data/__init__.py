@@ -26,10 +26,13 @@ from .images import (  # noqa: F401
     synthetic_images,
     synthetic_cubes,
     photographs,
+    scikit_image_photographs,
+    PHOTOGRAPHS,
 )
 
 __all__ = [
     "IMAGE_SUFFIXES", "CUBE_SUFFIXES", "CUBE_KEYS", "ImageFolder", "SpectralCubes", "load_image",
     "image_channels", "load_cube", "list_files", "augment", "random_crop", "random_mask_crop",
     "center_crop", "modcrop", "synthetic_images", "synthetic_cubes", "photographs",
+    "scikit_image_photographs", "PHOTOGRAPHS",
 ]

@@ -47,6 +47,8 @@ __all__ = [
     "synthetic_images",
     "synthetic_cubes",
     "photographs",
+    "scikit_image_photographs",
+    "PHOTOGRAPHS",
 ]
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
@@ -416,19 +418,35 @@ def synthetic_cubes(n: int, size: int = 64, bands: int = 28, seed: int = 0, mate
     return cubes.clamp(0, 1)
 
 
-PHOTOGRAPHS = ("camera", "astronaut", "coffee", "chelsea", "rocket", "brick", "grass", "gravel", "moon", "coins", "text", "page", "clock")
+PHOTOS = Path(__file__).parent / "photos"  # CC0 / public-domain photographs, 256 x 256 (photos/LICENSES.md)
+PHOTOGRAPHS = ("camera", "astronaut", "coffee", "chelsea", "brick", "gravel", "clock")
 
 
 def photographs(names: Sequence[str] = PHOTOGRAPHS, channels: int = 1, size: int | None = None) -> list[torch.Tensor]:
-    """Photographs bundled inside scikit-image's wheel (no download; optional dependency).
+    """The photographs shipped inside the package (256 x 256 crops of scikit-image's CC0 and
+    public-domain ones; sources and licences in ``lorun_peft/data/photos/LICENSES.md``).
 
-    Returns C x H x W tensors in [0, 1] (``size``: centre crops of that side). Install with
-    ``pip install scikit-image``; without it this raises ImportError saying so.
+    Returns C x H x W tensors in [0, 1] (``size``: centre crops of that side).
+
+    >>> [tuple(x.shape) for x in photographs(["camera", "coffee"], channels=3, size=128)]
+    [(3, 128, 128), (3, 128, 128)]
+    """
+    unknown = [name for name in names if name not in PHOTOGRAPHS]
+    if unknown:
+        raise InvalidArgumentError(f"no shipped photograph named {unknown[0]!r}; choose from {list(PHOTOGRAPHS)}")
+    out = [load_image(PHOTOS / f"{name}.png", channels) for name in names]
+    return [center_crop(x, size) for x in out] if size is not None else out
+
+
+def scikit_image_photographs(names: Sequence[str], channels: int = 1, size: int | None = None) -> list[torch.Tensor]:
+    """Full-size photographs from scikit-image's wheel (optional dependency; the zoo's benchmark
+    tests on them). Returns C x H x W tensors in [0, 1] (``size``: centre crops of that side).
+    Without scikit-image this raises ImportError saying how to install it.
     """
     try:
         from skimage import data as skdata
     except ImportError as err:
-        raise ImportError("built-in photographs need scikit-image: pip install scikit-image") from err
+        raise ImportError("scikit-image's photographs need scikit-image: pip install scikit-image") from err
     from PIL import Image
 
     out = []
