@@ -4,9 +4,10 @@
 
 - a folder written by ``net.save_pretrained`` (``unfold_config.json``), or a ``lorun train --out``
   folder (its network is in ``model/``);
-- a task bundle folder (``lorun_config.json``) with its base: ``base=`` (a base folder, a Hub repo
-  or ``"zoo"``), else the ``base/`` folder beside the bundle when there is one (the zoo's and the
-  Hub layout's);
+- a task bundle folder (``lorun_config.json``) with its base: ``base=`` (a base folder, a Hub repo,
+  ``"zoo"`` or ``"zoo:cs"``), else the base folder beside the bundle when there is one (the zoo's
+  and the Hub layout's: ``base-<family>/`` for a bundle ``<family>-...`` where there is one, else
+  ``base/``);
 - a Hub repo id (+ ``subfolder``, ``revision``) holding any of the above, a run folder uploaded as
   it is included (``subfolder/model/``); ``HF_ENDPOINT``, the Hub cache and ``HF_HUB_OFFLINE``
   apply as in huggingface_hub;
@@ -68,11 +69,12 @@ def run_model_folder(folder: Path) -> Path:
 
 
 def _base_for(bundle: Path, base: str | None) -> Any:
-    if base == "zoo":
-        return zoo.load_base()
+    from_zoo = zoo.base_for_spec(base)
+    if from_zoo is not None:
+        return from_zoo
     if base is not None:
         return base
-    beside = bundle.parent / "base"
+    beside = zoo.base_path(bundle.parent, bundle.name)  # base-<family>/ or base/
     if (beside / BASE_CONFIG_NAME).is_file():
         return beside
     raise InvalidArgumentError(
@@ -115,12 +117,19 @@ def load_network(spec: str | os.PathLike, *, base: str | None = None, subfolder:
             if NETWORK_CONFIG not in str(err):
                 raise
     # not a saved network there: a task bundle, with --base or the repo's own base/ folder
-    if base == "zoo":
-        base_model: Any = zoo.load_base()
+    base_model: Any = zoo.base_for_spec(base)
+    if base_model is None and base is None and subfolder:  # a zoo on the Hub: the family's base first
+        try:
+            return load(text, text, subfolder=subfolder, revision=revision, base_subfolder=zoo.family_base(subfolder),
+                        base_revision=revision, **hub_kwargs), None
+        except HubError as err:
+            if "not found" not in str(err):
+                raise
+    if base_model is not None:
         options: dict[str, Any] = {}
     else:
         base_model = base or text
-        options = {} if base else {"base_subfolder": "base", "base_revision": revision}
+        options = {} if base else {"base_subfolder": zoo.BASE, "base_revision": revision}
     return load(base_model, text, subfolder=subfolder, revision=revision, **options, **hub_kwargs), None
 
 

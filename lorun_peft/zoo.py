@@ -1,7 +1,10 @@
-"""The pretrained zoo shipped inside the package: one shared base denoiser and LoRun-9 task bundles.
+"""The pretrained zoo shipped inside the package: base denoisers and LoRun-9 task bundles over them.
 
-The folder ``lorun_peft/pretrained/`` is Hub-ready (``base/`` + one bundle folder per task, each
-with its model card, and ``SHA256SUMS``); ``lorun push`` publishes it unchanged. Every file's
+The folder ``lorun_peft/pretrained/`` is Hub-ready (``base/``, optional family bases ``base-<family>/``,
+one bundle folder per task, each with its model card, and ``SHA256SUMS``). A bundle named
+``<family>-...`` loads over ``base-<family>/`` when the zoo has one (``cs-0.25`` over ``base-cs/``,
+trained on block CS: the paper's phase 1), else over the shared ``base/`` (a Gaussian denoiser, the
+start of a new task); every bundle of a family swaps into one live network. ``lorun push`` publishes it unchanged. Every file's
 SHA-256 is checked against ``SHA256SUMS`` before anything is loaded, so a damaged file is a clear
 :class:`~lorun_peft.errors.CorruptFileError`, not a strange restoration. The bundles were trained
 by ``python -m benchmarks.zoo train ...`` (see ``benchmarks/RESULTS.md``); no network is needed.
@@ -25,12 +28,13 @@ from .persistence import bundle, _hub as hub
 from .errors import CorruptFileError, InvalidArgumentError
 from .unfold import UnfoldedNetwork
 
-__all__ = ["ROOT", "PREFIX", "list", "load", "load_base", "bundle_path", "base_path", "verify", "write_checksums", "is_zoo", "push"]
+__all__ = ["ROOT", "PREFIX", "list", "load", "load_base", "bundle_path", "base_path", "base_name", "family_base",
+           "base_for_spec", "verify", "write_checksums", "is_zoo", "push"]
 
 ROOT = Path(__file__).parent / "pretrained"
 PREFIX = "zoo:"  # the CLI's spelling: --model zoo:cs-0.25
 SUMS = "SHA256SUMS"
-BASE = "base"
+BASE = "base"  # the shared base; a family's own is BASE-<family>
 
 
 def list(root: str | os.PathLike = ROOT) -> builtins.list[str]:  # noqa: A001 - lorun_peft.zoo.list() reads well
@@ -38,12 +42,32 @@ def list(root: str | os.PathLike = ROOT) -> builtins.list[str]:  # noqa: A001 - 
     root = Path(root)
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != BASE and (p / bundle.CONFIG_NAME).is_file())
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not _is_base(p.name) and (p / bundle.CONFIG_NAME).is_file())
 
 
-def base_path(root: str | os.PathLike = ROOT) -> Path:
-    """The shared base's folder."""
-    return Path(root) / BASE
+def _is_base(folder: str) -> bool:
+    return folder == BASE or folder.startswith(f"{BASE}-")
+
+
+def base_name(name: str | None, root: str | os.PathLike = ROOT) -> str:
+    """The base folder bundle ``name`` loads over: ``base-<family>`` (``base-cs`` for ``"cs-0.25"``)
+    when the zoo has one, else the shared ``base`` (also for ``name=None``)."""
+    if name is None:
+        return BASE
+    family = family_base(name)
+    return family if (Path(root) / family / bundle.BASE_CONFIG_NAME).is_file() else BASE
+
+
+def family_base(name: str) -> str:
+    """The name of the family base a bundle (or a path ending in one) would load over: ``base-cs``
+    for ``"cs-0.25"``, ``"zoo:cs-0.25"``, ``"cs"`` or ``"zoo/cs-0.25"``."""
+    return f"{BASE}-{str(name).removeprefix(PREFIX).rstrip('/').split('/')[-1].split('-')[0]}"
+
+
+def base_path(root: str | os.PathLike = ROOT, name: str | None = None) -> Path:
+    """The folder of the base bundle ``name`` loads over (see :func:`base_name`); the shared base's
+    without ``name``."""
+    return Path(root) / base_name(name, root)
 
 
 def bundle_path(name: str, root: str | os.PathLike = ROOT) -> Path:
@@ -58,10 +82,14 @@ def bundle_path(name: str, root: str | os.PathLike = ROOT) -> Path:
 
 
 def verify(name: str | None, root: str | os.PathLike = ROOT) -> None:
-    """Check the SHA-256 of every file of the base and of bundle ``name`` (None: the base alone)
-    against ``SHA256SUMS``."""
+    """Check the SHA-256 of every file of bundle ``name`` and of the base it loads over (None: the
+    shared base alone) against ``SHA256SUMS``."""
     root = Path(root)
-    folder = bundle_path(name, root) if name is not None else root / BASE
+    base = base_path(root, name)
+    _verify_folders(root, [base] if name is None else [base, bundle_path(name, root)])
+
+
+def _verify_folders(root: Path, folders: builtins.list[Path]) -> None:
     sums_file = root / SUMS
     if not sums_file.is_file():
         raise CorruptFileError(f"{sums_file} is missing: the zoo folder is incomplete")
@@ -71,8 +99,8 @@ def verify(name: str | None, root: str | os.PathLike = ROOT) -> None:
         if len(digest) != 64 or not relative:
             raise CorruptFileError(f"{sums_file} line {number} is not '<sha256>  <path>'")
         expected[relative] = digest
-    wanted = [f for f in expected if f.startswith((f"{BASE}/", f"{folder.name}/"))]
-    present = {p.relative_to(root).as_posix() for d in (root / BASE, folder) for p in d.rglob("*") if p.is_file()}
+    wanted = [f for f in expected if f.startswith(tuple(f"{d.name}/" for d in folders))]
+    present = {p.relative_to(root).as_posix() for d in folders for p in d.rglob("*") if p.is_file()}
     unlisted = sorted(present - set(wanted))
     if unlisted:
         raise CorruptFileError(f"zoo files {unlisted[:3]} are not in {SUMS} (added or renamed by hand?)")
@@ -89,14 +117,26 @@ def load(name: str, root: str | os.PathLike = ROOT) -> UnfoldedNetwork:
     every file's SHA-256. Swap another task in with ``net.load_adapters(zoo.bundle_path("cs-0.10"))``.
     """
     verify(name, root)
-    return UnfoldedNetwork.from_bundle(base_path(root), bundle_path(name, root))
+    return UnfoldedNetwork.from_bundle(base_path(root, name), bundle_path(name, root))
 
 
-def load_base(root: str | os.PathLike = ROOT) -> "torch.nn.Module":
-    """The zoo's shared base denoiser (eval mode), after checking its files' SHA-256: the start of
-    a new task's bundle that swaps into the zoo's networks (``lorun train --phase adapters --base zoo``)."""
-    verify(None, root)
-    return bundle.load_base(base_path(root))
+def load_base(name: str | None = None, root: str | os.PathLike = ROOT) -> "torch.nn.Module":
+    """The base that bundle or family ``name`` loads over (``"cs-0.25"`` or ``"cs"``: ``base-cs/``),
+    or the zoo's shared base (``name=None``), in eval mode, after checking its files' SHA-256: the
+    start of a new task's bundle that swaps into the zoo's networks of that family (the command
+    line's ``--base zoo:cs``; ``--base zoo`` is the shared base)."""
+    folder = base_path(root, name)
+    _verify_folders(Path(root), [folder])
+    return bundle.load_base(folder)
+
+
+def base_for_spec(spec: str | os.PathLike | None) -> "torch.nn.Module | None":
+    """The command line's ``--base``: ``zoo`` is the shared base, ``zoo:cs`` or ``zoo:cs-0.25`` the
+    base of that family or bundle; None for any other spec (a folder or a Hub repo)."""
+    text = str(spec) if spec is not None else ""
+    if text == "zoo":
+        return load_base()
+    return load_base(text.removeprefix(PREFIX)) if text.startswith(PREFIX) and text != PREFIX else None
 
 
 def write_checksums(root: str | os.PathLike = ROOT) -> Path:

@@ -208,14 +208,14 @@ def test_adapters_over_the_zoo_base_swap_into_the_zoo(tmp_path, capsys):
     images.mkdir()
     for i in range(3):
         Image.fromarray(np.random.default_rng(i).integers(0, 256, (48, 48), dtype=np.uint8)).save(images / f"{i}.png")
-    code, text, _ = run(capsys, "train", "--phase", "adapters", "--base", "zoo", "--ratio", "0.3", "--no-learn-matrix",
+    code, text, _ = run(capsys, "train", "--phase", "adapters", "--base", "zoo:cs", "--ratio", "0.3", "--no-learn-matrix",
                         "--data", images, "--K", "9", "--patch", "32", "--steps", "1", "--batch-size", "1", "--no-progress",
                         "--out", out)
     assert code == 0, text
     net, config = load_model(out)
-    assert config["denoiser"]["config"] == zoo.load_base().config()
+    assert config["denoiser"]["config"] == zoo.load_base("cs").config()
     live = zoo.load("cs-0.25")
-    live.load_adapters(out / "model" / "bundle")  # the same base: it swaps into the zoo's network
+    live.load_adapters(out / "model" / "bundle")  # the base of the zoo's CS bundles: it swaps into their network
     assert live.operator.ratio == pytest.approx(0.3, abs=0.01)
 
 

@@ -128,3 +128,58 @@ def test_push_refuses_a_damaged_zoo(small_zoo, tmp_path):
     (root / "cs-0.50" / "lorun_config.json").write_text("{}")
     with pytest.raises(CorruptFileError, match="damaged"):
         zoo.push("user/lorun-zoo", root)
+
+
+@pytest.fixture(scope="module")
+def family_zoo(tmp_path_factory):
+    """A shared base/ with a bundle of family "dn", and base-cs/ (other weights) with two CS bundles."""
+    root = tmp_path_factory.mktemp("family_zoo")
+    torch.manual_seed(1)
+    shared, cs_base = UNet(1, width=4, depth=1), UNet(1, width=4, depth=1)
+    for base in (shared, cs_base):
+        base.load_state_dict({k: v.half().float() for k, v in base.state_dict().items()})
+    for name, base in (("cs-0.25", cs_base), ("cs-0.50", cs_base), ("dn-0.25", shared)):
+        net = unfold(base, BlockCS(float(name[-4:]), block=8, linear_estimate=True), K=2, noise_level=True,
+                     adapter_options={"init_lora_weights": False})
+        net.save_adapters(root / name, storage_dtype="float16")
+    unfold(shared, BlockCS(0.25, block=8), K=2).save_base(root / "base", storage_dtype="float16")
+    unfold(cs_base, BlockCS(0.25, block=8), K=2).save_base(root / "base-cs", storage_dtype="float16")
+    zoo.write_checksums(root)
+    return root
+
+
+def test_a_family_base_serves_its_bundles_and_the_shared_base_the_rest(family_zoo) -> None:
+    assert zoo.list(family_zoo) == ["cs-0.25", "cs-0.50", "dn-0.25"]  # base-cs/ is not a bundle
+    assert [zoo.base_name(n, family_zoo) for n in ("cs-0.25", "zoo:cs-0.50", "cs", "dn-0.25", None)] == [
+        "base-cs", "base-cs", "base-cs", "base", "base"]
+    y = BlockCS(0.25, block=8).A(torch.rand(1, 1, 16, 16))
+    for name, base in (("cs-0.25", "base-cs"), ("dn-0.25", "base")):
+        net = zoo.load(name, family_zoo)
+        with torch.no_grad():
+            assert torch.equal(net(y), lorun_peft.load(family_zoo / base, family_zoo / name)(y))
+    with pytest.raises(lorun_peft.errors.IncompatibleBundleError, match="trained on another base"):
+        lorun_peft.load(family_zoo / "base", family_zoo / "cs-0.25")  # the fingerprints keep them apart
+    cs_base, shared = zoo.load_base("cs", family_zoo), zoo.load_base(root=family_zoo)
+    assert not torch.equal(cs_base.state_dict()["conv_out.weight"], shared.state_dict()["conv_out.weight"])
+
+
+def test_a_damaged_family_base_stops_its_bundles_only(family_zoo, tmp_path) -> None:
+    root = shutil.copytree(family_zoo, tmp_path / "zoo")
+    target = root / "base-cs" / "model.safetensors"
+    target.write_bytes(target.read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(CorruptFileError, match="base-cs/model.safetensors is damaged"):
+        zoo.load("cs-0.25", root)
+    zoo.load("dn-0.25", root)  # over the shared base, untouched
+
+
+def test_a_bundle_folder_of_the_zoo_loads_over_its_family_base(family_zoo) -> None:
+    from lorun_peft.resolve import load_network
+
+    net, _ = load_network(family_zoo / "cs-0.50")  # no --base: the base folder beside, base-cs/
+    assert net.base_fingerprint() == zoo.load("cs-0.50", family_zoo).base_fingerprint()
+
+
+def test_base_specs_of_the_command_line() -> None:
+    assert zoo.family_base("zoo:cs-0.25") == zoo.family_base("user/zoo/cs-0.25/") == "base-cs"
+    assert zoo.base_for_spec("runs/base") is None and zoo.base_for_spec(None) is None and zoo.base_for_spec("zoo:") is None
+    assert zoo.base_for_spec("zoo").config() == zoo.load_base().config()

@@ -106,9 +106,11 @@ class Playground:
         start = time.perf_counter()
         if source.removeprefix(zoo.PREFIX) in self.zoo_tasks():
             name = source.removeprefix(zoo.PREFIX)
-            zoo.verify(name)
-            if self.base is None or self.base_origin != "zoo":
-                self._new_base(zoo.load_base(), "zoo")
+            origin = f"zoo:{zoo.base_name(name)}"  # the bundles of one family share a base
+            if self.base is None or self.base_origin != origin:
+                self._new_base(zoo.load_base(name), origin)
+            else:
+                zoo.verify(name)
             return self._swap(read_bundle(zoo.bundle_path(name)), name, start)
         if Path(source).exists() or not hub.is_repo_id(source):
             if not self.allow_local:

@@ -97,8 +97,9 @@ def base_denoiser_name(base: torch.nn.Module) -> str:
 
 
 def _pretrained_base(spec: str) -> torch.nn.Module:
-    """``--base``: the zoo's base ("zoo") or a base folder written by ``save_base``."""
-    return zoo.load_base() if spec == "zoo" else bundle.load_base(Path(spec))
+    """``--base``: a zoo base ("zoo", "zoo:cs") or a base folder written by ``save_base``."""
+    base = zoo.base_for_spec(spec)
+    return bundle.load_base(Path(spec)) if base is None else base
 
 
 def load_model(spec: str | Path, device: str | torch.device = "cpu", *, base: str | None = None,

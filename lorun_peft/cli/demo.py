@@ -1,5 +1,5 @@
 """``lorun demo``: first the pretrained zoo (one live network swaps the five CS bundles and restores
-a photograph at each ratio, no training), then a new task trained over the zoo's base
+a photograph at each ratio, no training), then a new task trained over the base of the zoo's CS bundles
 (plug-and-play, Block-1 and LoRun at equal steps), with the PSNR / SSIM table, a PSNR-against-steps
 chart, the parameter report, figures and a saved model, in minutes on a CPU.
 
@@ -121,10 +121,15 @@ def task_images(data: Path | None, seed: int, patch: int = 48) -> tuple[torch.Te
     return patches, validation, [center_crop(x, min(128, whole_blocks)) for x in test], source
 
 
+def largest_cs_bundle() -> str:
+    """The zoo's CS bundle of the largest ratio: its rows hold every smaller ratio's (a nested basis)."""
+    return [n for n in zoo.list() if n.startswith("cs-")][-1]
+
+
 def zoo_sampling(ratio: float, block: int = 32) -> BlockCS:
     """Block CS at ``ratio`` measuring with the first m rows of the zoo's nested sampling basis (the
     rows of its largest-ratio CS bundle), so that the new task sits beside the zoo's ratios."""
-    largest = [n for n in zoo.list() if n.startswith("cs-")][-1]
+    largest = largest_cs_bundle()
     rows = zoo.load(largest).operator.phi.detach()
     m = max(1, round(ratio * block * block))
     if m > rows.shape[0]:
@@ -145,7 +150,7 @@ def demo(
 ) -> dict[str, dict[str, float]]:
     """The zoo's five CS bundles on one photograph (``image``; see :func:`zoo_tour`), then what a user
     does next: a NEW task (block CS at ``ratio``, a ratio the zoo lacks, measured with rows of the
-    zoo's sampling basis) over the zoo's base, three ways at equal steps: plug-and-play (the base as
+    zoo's sampling basis) over the base of the zoo's CS bundles, three ways at equal steps: plug-and-play (the base as
     it is, its noise schedule chosen on validation images), Block-1 (the base fine-tuned, lr 1e-5)
     and LoRun-K (the base frozen, K adapters, lr 3e-4). Prints the table and the parameter report;
     writes demo.png, training.png (test PSNR against steps), stages.png, lora_updates.png, the model.
@@ -159,9 +164,9 @@ def demo(
     patches, validation, test_set, source = task_images(data, seed)
     operator = zoo_sampling(ratio).fit_initial_estimate(list(patches))  # Q: the linear MMSE estimate (Phi^T for PCA rows)
     lorun_name = f"LoRun-{K}"
-    print(f"\nPart 2: a new task over the zoo's base: block CS at ratio {ratio} ({operator.measurements} rows of the zoo's "
+    print(f"\nPart 2: a new task over the base of the zoo's CS bundles: block CS at ratio {ratio} ({operator.measurements} rows of the zoo's "
           f"sampling basis); plug-and-play, Block-1 and {lorun_name} at equal steps ({steps}) on {source}")
-    base = zoo.load_base()
+    base = zoo.load_base(largest_cs_bundle())  # the base the zoo's CS bundles share
     nets = {"plug-and-play": unfold(base, copy.deepcopy(operator), K, share="base", noise_level=True),
             "Block-1": unfold(copy.deepcopy(base), copy.deepcopy(operator), K, share="base", noise_level=True),
             lorun_name: unfold(copy.deepcopy(base), operator, K, gamma=gamma, noise_level=True)}
@@ -203,10 +208,10 @@ def demo(
     image_grid(figure, [test_set, x0s, *(e.restored for e in evaluations.values())],
                ["truth", "linear MMSE $x_0 = Q y$", "plug-and-play", f"Block-1, {steps} steps", f"{lorun_name}, {steps} steps"],
                scale=2, reference=0, row_labels=[f"test image {i + 1}" for i in range(len(test_set))], inset=(0.15, 0.15, 0.22),
-               title=f"A new task over the zoo's base: block CS at ratio {ratio}, {len(test_set)} held-out {w}x{h} test images "
+               title=f"A new task over the zoo's CS base: block CS at ratio {ratio}, {len(test_set)} held-out {w}x{h} test images "
                      f"(rows). Under each panel: PSNR / SSIM against the truth; inset: zoom of the gold box.")
     line_chart(curve, curves, x=[0, *marks], xlabel="training steps (each method)", ylabel="mean test PSNR (dB)",
-               title=f"Test PSNR against training steps: block CS at ratio {ratio} over the zoo's base")
+               title=f"Test PSNR against training steps: block CS at ratio {ratio} over the zoo's CS base")
     stage_chart(stages, {name: e.stage_psnr for name, e in evaluations.items()},
                 title=f"Mean PSNR on the test images after each stage (block CS, ratio {ratio})")
     lora_update_figure(updates, nets[lorun_name])

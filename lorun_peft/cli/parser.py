@@ -42,7 +42,7 @@ def _model_options(p: argparse.ArgumentParser, required: bool = True, sources: b
     """--model and where it comes from (a bundle's base; a Hub repo's subfolder and revision)."""
     p.add_argument("--model", dest="model", required=required, help=MODEL_HELP + ("" if required else "; without it the network options describe one"))
     if sources:
-        p.add_argument("--base", default=None, help="for a task bundle: its base (a folder written by save_base, a Hub repo, or 'zoo')")
+        p.add_argument("--base", default=None, help="for a task bundle: its base (a folder written by save_base, a Hub repo, 'zoo' or 'zoo:cs')")
         p.add_argument("--subfolder", default=None, help="the model's folder inside the Hub repo (or local folder)")
         p.add_argument("--revision", default=None, help="Hub branch, tag or commit (default main)")
 
@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "adapters (also spelled 'both', the earlier release's name); or one phase alone")
     g.add_argument("--init", type=Path, help="with --phase adapters: a model to continue (the --out folder of an earlier run, or zoo:NAME)")
     g.add_argument("--base", help="with --phase adapters: start from a pretrained base denoiser: 'zoo' (the zoo's gray "
-                                  "U-Net; the bundle then swaps into the zoo's networks) or a folder written by save_base")
+                                  "Gaussian-denoiser U-Net), 'zoo:cs' (the base of the zoo's CS bundles; the bundle then "
+                                  "swaps into their networks) or a folder written by save_base")
     g.add_argument("--steps", type=int, default=1000, help="training steps per phase (default 1000)")
     g.add_argument("--adapter-steps", type=int, help="steps of the adapter phase (default --steps)")
     g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
@@ -246,7 +247,7 @@ def add_bundle_commands(subparsers: Any) -> None:
     g.add_argument("--subfolder", default=None, help="the bundle's folder inside the repo or folder")
     g.add_argument("--revision", default=None, help="Hub branch, tag or commit")
     g.add_argument("--base", default=None, help="a saved base (folder or Hub repo) to check the fingerprint against; "
-                                                "with --model: a task bundle's base ('zoo' for the zoo's)")
+                                                "with --model: a task bundle's base ('zoo' or 'zoo:cs' for the zoo's)")
     g.add_argument("--endpoint", default=None, help="Hub URL (default: HF_ENDPOINT or huggingface.co)")
 
 
