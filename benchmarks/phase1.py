@@ -5,6 +5,7 @@
     python -m benchmarks.phase1 curves                                               # the validation curves (+ png)
     python -m benchmarks.phase1 save mixed --out runs/zoo-task/base/denoiser.safetensors   # float16 weights
     python -m benchmarks.phase1 run mixed --init benchmarks/results/phase1/mixed.safetensors --work runs/phase1b ...  # go on elsewhere
+    python -m benchmarks.phase1 sr --base benchmarks/results/phase1/mixed.safetensors --data ../shared/data   # SR over it
 
 Algorithm 1's phase 1: every stage calls ONE trainable denoiser (Block-1, ``share="base"``),
 trained end to end with the L2 loss under the task. It starts from the zoo's shipped Gaussian-
@@ -158,6 +159,31 @@ def save(arm: str, work: Path, out: Path) -> Path:
     return out
 
 
+@torch.no_grad()
+def sr_over(base_file: Path, data: Path) -> str:
+    """Every shipped SR bundle on Set5 and Set14 (luma, border shaved; the zoo's protocol) over its own
+    base and over the base in ``base_file``, its adapters and steps as they are (not retrained): does
+    one base still serve SR? The fingerprint check that keeps a bundle on its base is bypassed here
+    on purpose. A markdown table."""
+    from lorun_peft.persistence.fingerprint import fingerprint
+    from lorun_peft.persistence.reading import read_bundle
+
+    from .zoo import test_figures
+
+    other = start_base(base_file).eval()
+    lines = ["| bundle | test set | cubic | own base | other base | difference |", "|---|---|---|---|---|---|"]
+    for name in [n for n in lorun_peft.zoo.list() if n.startswith("sr-")]:
+        own = test_figures(lorun_peft.zoo.load(name).float(), data, ("set5", "set14"))
+        bundle = read_bundle(lorun_peft.zoo.bundle_path(name))
+        bundle.config["base_fingerprint"] = fingerprint(other)
+        moved = test_figures(lorun_peft.load(other, bundle).float().eval(), data, ("set5", "set14"))
+        for test in ("set5", "set14"):
+            a, b = own[test]["psnr"], moved[test]["psnr"]
+            lines.append(f"| {name} | {test} | {own[test]['linear_psnr']:.2f} | {a:.2f} | {b:.2f} | {b - a:+.2f} |")
+            print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
 def curves(work: Path, out: Path = Path("benchmarks/results/phase1.png")) -> str:
     """A markdown table of every arm's validation curve and a figure of the same."""
     import matplotlib
@@ -204,8 +230,15 @@ def main(argv: list[str] | None = None) -> None:
     keep.add_argument("--out", type=Path, required=True)
     show = sub.add_parser("curves", help="every arm's validation curve (markdown) and benchmarks/results/phase1.png")
     show.add_argument("--work", type=Path, default=Path("runs/phase1"))
+    moved = sub.add_parser("sr", help="the shipped SR bundles over another base, not retrained (markdown)")
+    moved.add_argument("--base", type=Path, required=True, help="a base written by `save`")
+    moved.add_argument("--data", type=Path, required=True)
+    moved.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    if args.command == "run":
+    if args.command == "sr":
+        torch.set_num_threads(args.threads)
+        print(sr_over(args.base, args.data))
+    elif args.command == "run":
         torch.set_num_threads(args.threads)
         run(args.arm, args.data, args.work, args.minutes, args.chunk_minutes, args.steps, args.init)
     elif args.command == "save":

@@ -302,6 +302,16 @@ def write_zoo_card(root: Path) -> None:
             sr_rows.append(f"| {name} | {m.get('set5_cubic_psnr', '')} | **{m.get('set5_psnr', '')}** / {m.get('set5_ssim', '')} | "
                            f"{m.get('set14_cubic_psnr', '')} | **{m.get('set14_psnr', '')}** / {m.get('set14_ssim', '')} | "
                            f"{m.get('train_steps', '')} | {m.get('train_cpu_minutes', '')} |")
+    family = (root / "base-cs").is_dir()
+    bases = (f"One shared base denoiser (`base/`: a noise-level-conditioned U-Net, {BASE}, pretrained as a\nGaussian denoiser on Train400)"
+             if not family else
+             f"Two base denoisers: `base/` (a noise-level-conditioned U-Net, {BASE}, pretrained as a Gaussian\n"
+             "denoiser on Train400: the SR bundles' base and a new task's start) and `base-cs/` (the same U-Net\n"
+             "trained further as Block-1 under block CS at the five ratios, the paper's phase 1: the CS bundles' base)")
+    sharing = ("The SR bundles run over the same base as the CS\nones: one base serves every task (`lorun_peft.zoo.load(\"sr-x4-k4\")`)."
+               if not family else
+               "Each family's bundles share one base and swap into\none live network: the CS bundles over `base-cs/` "
+               "(`python -m benchmarks.phase1`), the SR bundles over `base/`.")
     sr_table = "" if not sr_rows else (
         "\n\nSuper-resolution on the luma channel (border = scale shaved; cubic interpolation computed in the same run):\n\n"
         "| bundle | Set5 cubic | Set5 LoRun-9 | Set14 cubic | Set14 LoRun-9 | steps | CPU minutes |\n|---|---|---|---|---|---|---|\n"
@@ -321,8 +331,7 @@ tags:
 
 # lorun_peft pretrained zoo
 
-One shared base denoiser (`base/`: a noise-level-conditioned U-Net, {BASE}, pretrained as a
-Gaussian denoiser on Train400) and one LoRun-9 task bundle per folder (9 PEFT LoRA adapters, gamma
+{bases} and one LoRun-9 task bundle per folder (9 PEFT LoRA adapters, gamma
 10, the stage steps and the task's operator state: PGD with the sampling matrix and its linear
 initial estimate for block CS `cs-R`; HQS with the blur kernel for super-resolution `sr-xS-kN`, scale S,
 kernel N of `lorun_peft.operators.kernels.kernel_bank()`, on the luma channel), all stored in float16. Each
@@ -350,8 +359,7 @@ photos: scikit-image's """ + ", ".join(HELD_OUT) + """ (held out from everything
 
 Trained by `python -m benchmarks.zoo train base|cs-R|sr-xS-kN --data DATA` (Train400 images 1-390;
 391-400 validate; the test sets are never used to train or choose settings) and written here by
-`python -m benchmarks.zoo export TASK --data DATA`. The SR bundles run over the same base as the CS
-ones: one base serves every task (`lorun_peft.zoo.load("sr-x4-k4")`). Licence of the training images: BSD (research use).
+`python -m benchmarks.zoo export TASK --data DATA`. """ + sharing + """ Licence of the training images: BSD (research use).
 """
     (root / "README.md").write_text(text)
 
@@ -381,18 +389,32 @@ def goals(root: Path = ZOO) -> str:
     return "\n".join(lines) + "\n\n" + "\n".join(paper)
 
 
-def export(task: str, data: Path, work: Path, root: Path = ZOO) -> dict:
-    """Score a trained bundle, then write base and bundle (float16) into the zoo folder."""
+def without_stored_estimate(net) -> None:
+    """Block CS whose Q is exactly Phi^T (the PCA recipe keeps it so) restores the same with
+    x0 = A^T y = Phi^T y, so the bundle ships Phi alone: Q would add m x B^2 float16 values, 1.9 MB
+    over the five CS bundles (the zoo's size goal)."""
+    op = net.operator
+    if isinstance(op, BlockCS) and op.q is not None and torch.equal(op.q.detach(), op.phi.detach().T):
+        net.operator = BlockCS(op.ratio, block=op.block, channels=op.channels, learnable=False,
+                               init=op.phi.detach().clone(), orthonormal=op.orthonormal)
+
+
+def export(task: str, data: Path, work: Path, root: Path = ZOO, base_folder: str = "base") -> dict:
+    """Score a trained bundle, then write base (into ``root/base_folder``: ``base-cs`` for the CS
+    bundles' own base) and bundle (float16) into the zoo folder."""
     trained = work / task / "bundle"
     if not trained.exists():
         raise SystemExit(f"{trained} is missing: train {task} first")
     base = load_base(work)
     net = lorun_peft.load(base, trained)
+    without_stored_estimate(net)
     start = time.perf_counter()
     kind = task.split("-")[0]
     figures = test_figures(net, data, TEST_SETS[kind])
     seconds = time.perf_counter() - start
-    net.save_base(root / "base", storage_dtype="float16")
+    written = root / base_folder / "base_config.json"
+    if not written.is_file() or json.loads(written.read_text()).get("fingerprint") != net.base_fingerprint():
+        net.save_base(root / base_folder, storage_dtype="float16")  # (the same base is not rewritten: exports run side by side)
     summary = json.loads((work / task / "summary.json").read_text())
     first = TEST_SETS[kind][0]
     baseline = "linear_mmse" if kind == "cs" else "cubic"
@@ -410,7 +432,7 @@ def export(task: str, data: Path, work: Path, root: Path = ZOO) -> dict:
     metrics["train_cpu_minutes"] = round(summary.get("cpu_seconds", summary["seconds_this_run"]) / 60, 1)
     half = net.save_adapters(root / task, metrics=metrics, storage_dtype="float16")
     # what float16 storage costs, measured on Set11
-    reloaded = lorun_peft.load(lorun_peft.zoo.base_path(root), half)
+    reloaded = lorun_peft.load(root / base_folder, half)
     half_psnr = test_figures(reloaded, data, (first,))[first]["psnr"]
     write_zoo_card(root)
     lorun_peft.zoo.write_checksums(root)
@@ -566,6 +588,7 @@ def main(argv: list[str] | None = None) -> None:
     out.add_argument("--work", type=Path, default=Path("runs/zoo"))
     out.add_argument("--root", type=Path, default=ZOO, help="the zoo folder to write")
     out.add_argument("--threads", type=int, default=1)
+    out.add_argument("--base-folder", default="base", help="the zoo folder the base goes into (base-cs: the CS bundles' own)")
     ab = sub.add_parser("ablate", help="side-by-side short runs: the PCA matrix fixed or trained (ratio 0.10 unless --ratio)")
     ab.add_argument("variants", nargs="+", help="fixed or matrix-<lr>, e.g. fixed matrix-1e-4 matrix-1e-5")
     ab.add_argument("--data", type=Path, required=True)
@@ -612,7 +635,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(ablate(args.data, args.work, args.variants, args.steps, args.ratio, time_limit=limit), indent=1))
         return
     if args.command == "export":
-        print(json.dumps(export(args.task, args.data, args.work, args.root), indent=1))
+        print(json.dumps(export(args.task, args.data, args.work, args.root, args.base_folder), indent=1))
         return
     start = time.perf_counter()
     summary = TASKS[args.task](args.data, args.work, args.steps, device=args.device,
