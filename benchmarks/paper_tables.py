@@ -1,8 +1,10 @@
-"""The paper's Table II at the zoo's scale (issue #24): LoRun-9 against Block-1 and Block-9, side by side.
+"""The paper's tables at the zoo's scale (issue #24): Table II (LoRun-9 against Block-1 and Block-9,
+side by side) and Table V (the SR bundles on BSD68).
 
-    python -m benchmarks.table2 train block-9 --ratio 0.25 --work runs/zoo-task --data ../shared/data  # resumable
-    python -m benchmarks.table2 train block-1 --ratio 0.25 --work runs/zoo-task --data ../shared/data
-    python -m benchmarks.table2 table --ratios 0.10 0.25 --work runs/zoo-task --before ZOO --data ../shared/data
+    python -m benchmarks.paper_tables train block-9 --ratio 0.25 --work runs/zoo-task --data ../shared/data  # resumable
+    python -m benchmarks.paper_tables train block-1 --ratio 0.25 --work runs/zoo-task --data ../shared/data
+    python -m benchmarks.paper_tables table2 --ratios 0.10 0.25 --work runs/zoo-task --before ZOO --data ../shared/data
+    python -m benchmarks.paper_tables table5 --data ../shared/data
 
 ``--work`` is the phase-2 folder of ``python -m benchmarks.zoo train cs-R`` over the task-trained base
 (``WORK/base/denoiser.safetensors``, written by ``python -m benchmarks.phase1 save``). Every arm at a
@@ -18,6 +20,12 @@ patches (batch 4, 96 x 96, cosine):
 LoRun-9 over the Gaussian base (the zoo folder ``--before``, e.g. an older checkout's
 ``lorun_peft/pretrained``) and the task-trained base as plug-and-play, with every network's
 parameter count; it writes ``benchmarks/results/table2.json`` and prints a markdown table.
+
+``table5`` scores the zoo's SR bundles on BSD68 as the paper's Table V does, on gray images (BSD68
+is gray; no luma conversion), noiseless, with ``scale`` border pixels shaved, beside cubic
+interpolation computed in the same run and the paper's U-Net LoRun-9 figures for its kernels K1
+and K5. ``kernel_bank()`` 0 is K1 exactly; 4 is an anisotropic Gaussian drawn by seed, not K5
+(see RESULTS.md). Writes ``benchmarks/results/table5.json``.
 """
 
 from __future__ import annotations
@@ -32,13 +40,15 @@ import torch
 
 import lorun_peft
 import lorun_peft.zoo
-from lorun_peft.data import ImageFolder
+from lorun_peft.data import ImageFolder, modcrop
 
 from .zoo import CS_RECIPE, K, choose_schedule, cs_operator, load_base, test_images, train400, training_images
 
 BLOCK_LR = 1e-4  # full-weight fine-tuning from an already trained base: a tenth of the adapters' rate
 SHARE = {"block-1": "base", "block-9": "none"}
 RESULT = Path("benchmarks/results/table2.json")
+# The paper's Table V, U-Net LoRun-9 on BSD68, PSNR dB: (scale, kernel) -> figure; our kernel_bank() 0 / 4 for K1 / K5
+PAPER_TABLE_V = {(2, 0): 29.88, (4, 0): 24.74, (2, 4): 28.45, (4, 4): 25.90}
 
 
 def block_network(arm: str, ratio: float, data: Path, work: Path) -> lorun_peft.UnfoldedNetwork:
@@ -105,6 +115,27 @@ def table(ratios: list[float], data: Path, work: Path, before: Path) -> str:
     return "\n".join(head + rows)
 
 
+@torch.no_grad()
+def table5(data: Path, out: Path = Path("benchmarks/results/table5.json")) -> str:
+    """The zoo's SR bundles on gray BSD68 (border = scale shaved, noiseless) beside cubic and the paper."""
+    folder = ImageFolder(data / "bsd68", channels=1, augment=False)
+    rows, results = [], {}
+    for name in [n for n in lorun_peft.zoo.list() if n.startswith("sr-")]:
+        net = lorun_peft.zoo.load(name).float()
+        scale, kernel = net.operator.scale, int(name.split("-k")[1])
+        images = [modcrop(folder.full(i), scale) for i in range(len(folder))]
+        mean = lorun_peft.evaluate(net, images, names=folder.names, border=scale).mean()
+        paper = PAPER_TABLE_V.get((scale, kernel))
+        results[name] = {"cubic_psnr": mean["x0_psnr"], "psnr": mean["psnr"], "ssim": mean["ssim"], "paper_psnr": paper}
+        gap = "" if paper is None else f"{mean['psnr'] - paper:+.2f}"
+        rows.append(f"| {name} | {mean['x0_psnr']:.2f} | **{mean['psnr']:.2f}** / {mean['ssim']:.4f} | {paper or '-'} | {gap} |")
+        print(rows[-1], flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
+    head = ["| bundle | cubic | LoRun-9 (PSNR / SSIM) | paper U-Net LoRun-9 | difference |", "|---|---|---|---|---|"]
+    return "\n".join(head + rows)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -115,18 +146,23 @@ def main(argv: list[str] | None = None) -> None:
     go.add_argument("--work", type=Path, default=Path("runs/zoo-task"))
     go.add_argument("--minutes", type=float, default=None, help="stop after this many minutes, checkpointed")
     go.add_argument("--threads", type=int, default=1)
-    show = sub.add_parser("table", help="every arm on Set11 (markdown; benchmarks/results/table2.json)")
+    show = sub.add_parser("table2", help="every arm on Set11 (markdown; benchmarks/results/table2.json)")
     show.add_argument("--ratios", type=float, nargs="+", default=[0.10, 0.25])
     show.add_argument("--data", type=Path, required=True)
     show.add_argument("--work", type=Path, default=Path("runs/zoo-task"))
     show.add_argument("--before", type=Path, required=True, help="the zoo folder with the Gaussian base's bundles")
     show.add_argument("--threads", type=int, default=1)
+    sr = sub.add_parser("table5", help="the zoo's SR bundles on gray BSD68 beside cubic and the paper (markdown)")
+    sr.add_argument("--data", type=Path, required=True)
+    sr.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.command == "train":
         print(train(args.arm, args.ratio, args.data, args.work, args.minutes))
-    else:
+    elif args.command == "table2":
         print(table(args.ratios, args.data, args.work, args.before))
+    else:
+        print(table5(args.data))
 
 
 if __name__ == "__main__":
