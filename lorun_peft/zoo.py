@@ -15,6 +15,8 @@ True
 >>> net = lorun_peft.zoo.load("cs-0.25")          # a ready LoRun-9 network, eval mode
 >>> net.K, net.operator.ratio
 (9, 0.25)
+>>> lorun_peft.zoo.base_name("cs-0.25"), lorun_peft.zoo.base_name("sr-x4-k0")
+('base-cs', 'base')
 """
 
 from __future__ import annotations

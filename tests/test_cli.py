@@ -265,7 +265,7 @@ def test_demo_quick(tmp_path, capsys, images):  # images: 24 x 32, too small for
     code, out, _ = run(capsys, "demo", "--steps", "2", "--K", "2", "--out", tmp_path / "demo", "--no-progress")
     assert code == 0
     assert "pretrained zoo" in out and all(f"cs-{r}" in out for r in ("0.01", "0.04", "0.10", "0.25", "0.50"))
-    assert "a new task over the zoo's base: block CS at ratio 0.3 (307 rows of the zoo's sampling basis)" in out
+    assert "a new task over the zoo's CS base: block CS at ratio 0.3 (307 rows of the zoo's sampling basis)" in out
     for method in ("linear estimate x0 = Q y", "plug-and-play", "Block-1", "LoRun-2", "Block-2 equivalent"):
         assert method in out
     assert "test PSNR after 0, 1, 2 steps: plug-and-play" in out

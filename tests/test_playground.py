@@ -28,13 +28,13 @@ def test_swaps_keep_one_base_and_one_network_per_unfolding(play):
     message = play.select("cs-0.10")
     assert message.startswith("swapped cs-0.10 into the live LoRun-9 network") and message.endswith(" ms")
     assert play.net is first and play.base is base and play.net.operator.ratio == 0.10
-    message = play.select("sr-x2-k0")  # HQS: a second live network around the same base object
+    message = play.select("sr-x2-k0")  # HQS over the SR family's base: a second live network
     assert "new HQS LoRun-9 network around the base in memory" in message
-    assert play.base is base and len(play.networks) == 2
+    assert play.base is not base and len(play.networks) == 1
     assert play.select("sr-x4-k0").startswith("swapped sr-x4-k0")
     assert play.net.operator.scale == 4
-    play.select("cs-0.25")
-    assert play.net is first
+    assert play.select("cs-0.25").startswith("swapped cs-0.25")  # the CS family's base and network were kept
+    assert play.net is first and play.base is base
 
 
 def test_restore_degrades_and_scores(play):

@@ -12,6 +12,8 @@ from PIL import Image
 from lorun_peft import zoo
 from lorun_peft.cli import parser as cli
 from lorun_peft.data.images import photographs
+from lorun_peft.errors import IncompatibleBundleError
+from lorun_peft.persistence.fingerprint import fingerprint
 from lorun_peft.metrics import psnr
 from lorun_peft.training.loop import fit_operator
 
@@ -104,10 +106,24 @@ def test_cli_plots_a_zoo_model_into_its_own_folder(tmp_path, monkeypatch, capsys
     assert (tmp_path / "zoo-cs-0.50" / "stage_psnr.png").is_file()
 
 
+def test_each_family_shares_one_base_and_swaps_in_one_live_network() -> None:
+    """The CS bundles over base-cs/ (trained on block CS: the paper's phase 1), the SR bundles over
+    the shared Gaussian base/ (another fingerprint); a bundle of the other family is refused."""
+    assert [zoo.base_name(n) for n in (CS_NAMES[0], SR_NAMES[0])] == ["base-cs", "base"]
+    for names in (CS_NAMES, SR_NAMES):
+        live = zoo.load(names[-1])
+        for name in names:
+            live.load_adapters(zoo.bundle_path(name))
+        assert live.base_fingerprint() == fingerprint(zoo.load_base(names[0]))
+    assert fingerprint(zoo.load_base("cs")) != fingerprint(zoo.load_base())
+    with pytest.raises(IncompatibleBundleError, match="does not fit this network"):  # (PGD into HQS, before the base)
+        live.load_adapters(zoo.bundle_path(CS_NAMES[0]))
+
+
 @pytest.mark.parametrize("name", SR_NAMES)
 def test_sr_bundles_share_the_base_and_beat_cubic_interpolation(name, camera) -> None:
     net = zoo.load(name)
-    assert net.base_fingerprint() == zoo.load(CS_NAMES[0]).base_fingerprint()  # one base for every task
+    assert net.base_fingerprint() == fingerprint(zoo.load_base())  # the shared Gaussian base
     x = camera[..., : 128 - 128 % net.operator.scale, : 128 - 128 % net.operator.scale]
     with torch.no_grad():
         y = net.operator.A(x)

@@ -1,9 +1,10 @@
 """The engine behind ``lorun app``, without any web code: pick a task, give an image, restore it.
 
-One base denoiser is loaded once; every task of that base is a bundle swapped into a live network
+A base denoiser is loaded once; every task of that base is a bundle swapped into a live network
 (:meth:`~lorun_peft.unfold.UnfoldedNetwork.load_adapters`: adapters, step parameters, operator). A
-task whose unfolding differs (HQS super-resolution after PGD compressive sensing) gets a second
-live network around the same in-memory base, so the base is never read again. Inputs are checked
+task whose unfolding differs gets a second live network around the same in-memory base, so the
+base is never read again. The zoo's families have their own bases (CS over ``base-cs``, SR over
+``base``): switching family keeps the other family's base and networks for a switch back. Inputs are checked
 before any work (file size, image size, what the operator accepts) and every refusal is a
 :class:`~lorun_peft.errors.LorunError` with a message for the page; nothing is changed on failure.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,13 +81,15 @@ def _gray_if_equal(x: torch.Tensor) -> torch.Tensor:
 
 
 class Playground:
-    """Live networks of one base, the task shown and the checks (see the module docstring)."""
+    """Live networks of the current base (other zoo families' kept), the task shown and the checks
+    (see the module docstring)."""
 
     def __init__(self, limits: Limits = Limits(), allow_local: bool = False) -> None:
         self.limits, self.allow_local = limits, allow_local
         self.networks: dict[tuple, UnfoldedNetwork] = {}  # one per unfolding (K, algorithm, ...) of the base
         self.base: torch.nn.Module | None = None  # the plain base denoiser, when a bundle brought it
         self.base_origin = ""
+        self.parked: dict[str, tuple[torch.nn.Module | None, dict[tuple, UnfoldedNetwork]]] = {}  # other zoo families'
         self.net: UnfoldedNetwork | None = None
         self.task = ""
 
@@ -106,11 +110,8 @@ class Playground:
         start = time.perf_counter()
         if source.removeprefix(zoo.PREFIX) in self.zoo_tasks():
             name = source.removeprefix(zoo.PREFIX)
-            origin = f"zoo:{zoo.base_name(name)}"  # the bundles of one family share a base
-            if self.base is None or self.base_origin != origin:
-                self._new_base(zoo.load_base(name), origin)
-            else:
-                zoo.verify(name)
+            zoo.verify(name)
+            self._new_base(lambda: zoo.load_base(name), f"zoo:{zoo.base_name(name)}")  # one base per zoo family
             return self._swap(read_bundle(zoo.bundle_path(name)), name, start)
         if Path(source).exists() or not hub.is_repo_id(source):
             if not self.allow_local:
@@ -127,14 +128,21 @@ class Playground:
             if bundle is not None and bundle.config["base_fingerprint"] == self._fingerprint():
                 return self._swap(bundle, bundle.label, start)
         net, _ = load_network(source, subfolder=subfolder, revision=revision)
-        self._new_base(None, source)  # bundles of this network's base and unfolding swap into it
+        self._new_base(lambda: None, source)  # bundles of this network's base and unfolding swap into it
         if net.share == "lora":
             self.networks[_unfolding(net.config.to_dict())] = net
         self._show(net, source)
         return f"loaded {source} with its own base in {time.perf_counter() - start:.1f} s"
 
-    def _new_base(self, base: torch.nn.Module | None, origin: str) -> None:
-        self.base, self.base_origin, self.networks = base, origin, {}
+    def _new_base(self, load: Callable[[], torch.nn.Module | None], origin: str) -> None:
+        """Make ``origin``'s base current: the one in use, a zoo family's kept from before (with its
+        live networks: switching CS and SR back and forth reloads nothing), or ``load()``'s."""
+        if origin == self.base_origin and self.base is not None:
+            return
+        if self.base_origin.startswith(zoo.PREFIX):
+            self.parked[self.base_origin] = (self.base, self.networks)
+        self.base, self.networks = self.parked.pop(origin, None) or (load(), {})
+        self.base_origin = origin
 
     def _fingerprint(self) -> str:
         return next(iter(self.networks.values())).base_fingerprint() if self.networks else ""

@@ -164,7 +164,7 @@ def demo(
     patches, validation, test_set, source = task_images(data, seed)
     operator = zoo_sampling(ratio).fit_initial_estimate(list(patches))  # Q: the linear MMSE estimate (Phi^T for PCA rows)
     lorun_name = f"LoRun-{K}"
-    print(f"\nPart 2: a new task over the base of the zoo's CS bundles: block CS at ratio {ratio} ({operator.measurements} rows of the zoo's "
+    print(f"\nPart 2: a new task over the zoo's CS base: block CS at ratio {ratio} ({operator.measurements} rows of the zoo's "
           f"sampling basis); plug-and-play, Block-1 and {lorun_name} at equal steps ({steps}) on {source}")
     base = zoo.load_base(largest_cs_bundle())  # the base the zoo's CS bundles share
     nets = {"plug-and-play": unfold(base, copy.deepcopy(operator), K, share="base", noise_level=True),
