@@ -1,12 +1,13 @@
 """The pretrained zoo shipped inside the package: base denoisers and LoRun-9 task bundles over them.
 
-The folder ``lorun_peft/pretrained/`` is Hub-ready (``base/``, optional family bases ``base-<family>/``,
-one bundle folder per task, each with its model card, and ``SHA256SUMS``). A bundle named
-``<family>-...`` loads over ``base-<family>/`` when the zoo has one (``cs-0.25`` over ``base-cs/``,
-trained on block CS: the paper's phase 1), else over the shared ``base/`` (a Gaussian denoiser, the
-start of a new task); every bundle of a family swaps into one live network. ``lorun push`` publishes it unchanged. Every file's
-SHA-256 is checked against ``SHA256SUMS`` before anything is loaded, so a damaged file is a clear
-:class:`~lorun_peft.errors.CorruptFileError`, not a strange restoration. The bundles were trained
+The folder ``lorun_peft/pretrained/`` is Hub-ready (``base/``, family bases ``base-<family>/``, one
+bundle folder per task, each with its model card, and ``SHA256SUMS``); ``lorun push`` publishes it
+unchanged. A bundle named ``<family>-...`` loads over ``base-<family>/`` when the zoo has one
+(``cs-0.25`` over ``base-cs/``, trained on block CS: the paper's phase 1), else over the shared
+``base/`` (a Gaussian denoiser, the start of a new task); the bundles of a family swap into one
+live network. Every file's SHA-256 is checked against ``SHA256SUMS`` before anything is loaded,
+so a damaged file is a clear :class:`~lorun_peft.errors.CorruptFileError`, not a strange
+restoration. The bundles were trained
 by ``python -m benchmarks.zoo train ...`` (see ``benchmarks/RESULTS.md``); no network is needed.
 
 >>> import lorun_peft
