@@ -37,6 +37,7 @@ from lorun_peft.operators.kernels import kernel_bank
 from lorun_peft.metrics import rgb_to_y, shave
 from lorun_peft.operators import BlockCS, BlurDownsample
 from lorun_peft.operators.sampling import pca_basis, sampling_fingerprint
+from lorun_peft.persistence.schema import BASE_CONFIG_NAME
 from lorun_peft.training.pretrain import SIGMA_FIRST, SIGMA_LAST, choose_noise_schedule, denoise_psnr, train_denoiser
 from lorun_peft.steps import geometric
 from lorun_peft.training.loop import fit_operator
@@ -302,7 +303,7 @@ def write_zoo_card(root: Path) -> None:
             sr_rows.append(f"| {name} | {m.get('set5_cubic_psnr', '')} | **{m.get('set5_psnr', '')}** / {m.get('set5_ssim', '')} | "
                            f"{m.get('set14_cubic_psnr', '')} | **{m.get('set14_psnr', '')}** / {m.get('set14_ssim', '')} | "
                            f"{m.get('train_steps', '')} | {m.get('train_cpu_minutes', '')} |")
-    family = (root / "base-cs").is_dir()
+    family = lorun_peft.zoo.base_name("cs", root) != lorun_peft.zoo.BASE  # the CS bundles have a base of their own
     bases = (f"One shared base denoiser (`base/`: a noise-level-conditioned U-Net, {BASE}, pretrained as a\nGaussian denoiser on Train400)"
              if not family else
              f"Two base denoisers: `base/` (a noise-level-conditioned U-Net, {BASE}, pretrained as a Gaussian\n"
@@ -412,7 +413,7 @@ def export(task: str, data: Path, work: Path, root: Path = ZOO, base_folder: str
     kind = task.split("-")[0]
     figures = test_figures(net, data, TEST_SETS[kind])
     seconds = time.perf_counter() - start
-    written = root / base_folder / "base_config.json"
+    written = root / base_folder / BASE_CONFIG_NAME
     if not written.is_file() or json.loads(written.read_text()).get("fingerprint") != net.base_fingerprint():
         net.save_base(root / base_folder, storage_dtype="float16")  # (the same base is not rewritten: exports run side by side)
     summary = json.loads((work / task / "summary.json").read_text())
