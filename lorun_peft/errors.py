@@ -33,6 +33,7 @@ __all__ = [
     "IncompatibleBundleError",
     "CorruptFileError",
     "HubError",
+    "HubFolderNotFoundError",
     "TrainingError",
     "ExportError",
     "check_int",
@@ -58,6 +59,14 @@ class CorruptFileError(LorunError):
 
 class HubError(LorunError):
     """A Hugging Face Hub request failed (repo, revision or file not found, offline, no permission)."""
+
+
+class HubFolderNotFoundError(HubError):
+    """A Hub repo was reached but holds no lorun_peft folder at ``subfolder`` (its marker file is missing)."""
+
+    def __init__(self, message: str, subfolder: str | None = None) -> None:
+        super().__init__(message)
+        self.subfolder = subfolder
 
 
 class TrainingError(LorunError):

@@ -34,7 +34,7 @@ from typing import Any
 from . import zoo
 from .config import UnfoldConfig
 from .denoisers import build_denoiser
-from .errors import CorruptFileError, HubError, IncompatibleBundleError, InvalidArgumentError
+from .errors import CorruptFileError, HubFolderNotFoundError, IncompatibleBundleError, InvalidArgumentError
 from .operators import operator_from_config
 from .persistence import _hub as hub
 from .persistence.networks import NETWORK_CONFIG
@@ -113,17 +113,17 @@ def load_network(spec: str | os.PathLike, *, base: str | None = None, subfolder:
     for where in (subfolder, f"{subfolder}/{RUN_MODEL}" if subfolder else RUN_MODEL):
         try:
             return UnfoldedNetwork.from_pretrained(text, subfolder=where, revision=revision, **hub_kwargs), None
-        except HubError as err:
-            if NETWORK_CONFIG not in str(err):
-                raise
+        except HubFolderNotFoundError:
+            pass
     # not a saved network there: a task bundle, with --base or the repo's own base/ folder
     base_model: Any = zoo.base_for_spec(base)
     if base_model is None and base is None and subfolder:  # a zoo on the Hub: the family's base first
+        family_base = zoo.family_base(subfolder)
         try:
-            return load(text, text, subfolder=subfolder, revision=revision, base_subfolder=zoo.family_base(subfolder),
+            return load(text, text, subfolder=subfolder, revision=revision, base_subfolder=family_base,
                         base_revision=revision, **hub_kwargs), None
-        except HubError as err:
-            if "not found" not in str(err):
+        except HubFolderNotFoundError as err:
+            if err.subfolder != family_base:  # the bundle itself is missing: no base would help
                 raise
     if base_model is not None:
         options: dict[str, Any] = {}

@@ -36,7 +36,8 @@ from lorun_peft.persistence import schema
 from lorun_peft.cli.parser import add_bundle_commands
 from lorun_peft.cli.commands import run_bundle_command
 from lorun_peft.denoisers import UNet
-from lorun_peft.errors import CorruptFileError, HubError, InvalidArgumentError
+from lorun_peft import resolve
+from lorun_peft.errors import CorruptFileError, HubError, HubFolderNotFoundError, InvalidArgumentError
 from lorun_peft.operators import BlockCS
 from lorun_peft.unfold import UnfoldedNetwork, unfold
 
@@ -87,6 +88,10 @@ def server(tmp_path_factory):
     nets = {"v1": make_net(base, 0.10, 1), "main": make_net(base, 0.10, 2), "dev": make_net(base, 0.10, 3)}
     saving.save_base(base, repo / "base")
     make_net(base, 0.25, 4).save_adapters(repo / "cs-0.25")
+    family_base = UNet(1, width=4, depth=1)  # a zoo's family base: bundles "blk-..." load over base-blk/
+    saving.save_base(family_base, repo / "base-blk")
+    family_net = make_net(family_base, 0.25, 6)
+    family_net.save_adapters(repo / "blk-0.25")
     nets["v1"].save_adapters(repo / "cs-0.10", metrics={"psnr": 30.5})
     _git(repo, "add", "-A")
     _git(repo, "commit", "-q", "-m", "v1")
@@ -133,7 +138,8 @@ def server(tmp_path_factory):
                 tail = (root / "olah.log").read_text(errors="replace")[-1500:]
                 pytest.skip(f"olah did not start on {endpoint} within 30 s (exit code {proc.poll()}): {tail}")
             time.sleep(0.25)
-        yield SimpleNamespace(endpoint=endpoint, local=local, v1_commit=v1_commit, base=base, networks=networks)
+        yield SimpleNamespace(endpoint=endpoint, local=local, v1_commit=v1_commit, base=base, networks=networks,
+                              family_net=family_net)
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGTERM)
@@ -179,6 +185,20 @@ def test_load_base_and_bundle_from_the_hub(server, opts):
     assert torch.equal(restore(net), local_output(server, "dev"))
 
 
+def test_a_zoo_on_the_hub_loads_a_bundle_over_its_family_base_else_the_shared_one(server, opts, monkeypatch):
+    net, _ = resolve.load_network(REPO, subfolder="blk-0.25", **opts)
+    assert torch.equal(restore(net), restore(server.family_net))
+    bases = []
+    monkeypatch.setattr(resolve, "load", lambda *args, **kwargs: bases.append(kwargs["base_subfolder"]) or lorun_peft.load(*args, **kwargs))
+    net, _ = resolve.load_network(REPO, subfolder="cs-0.25", **opts)  # the repo has no base-cs/: base/
+    assert bases == ["base-cs", "base"]
+    assert torch.equal(restore(net), restore(make_net(server.base, 0.25, 4)))
+    bases.clear()
+    with pytest.raises(HubFolderNotFoundError, match="cs-0.50/lorun_config.json not found") as caught:
+        resolve.load_network(REPO, subfolder="cs-0.50", **opts)  # no such bundle: no second try over base/
+    assert caught.value.subfolder == "cs-0.50" and len(bases) == 1
+
+
 def test_endpoint_from_the_environment_at_call_time(server, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
     loaded = reading.read_bundle(REPO, subfolder="cs-0.25", cache_dir=str(tmp_path / "cache"))
@@ -187,7 +207,7 @@ def test_endpoint_from_the_environment_at_call_time(server, tmp_path, monkeypatc
 
 def test_list_bundles_on_the_hub(server, opts):
     infos = {info.name: info for info in catalog.list_bundles(REPO, **opts)}
-    assert set(infos) == {"cs-0.10", "cs-0.25"}
+    assert set(infos) == {"blk-0.25", "cs-0.10", "cs-0.25"}
     assert infos["cs-0.10"].config["metrics"] == {}  # main's cs-0.10 was saved without metrics
     at_v1 = {info.name: info for info in catalog.list_bundles(REPO, revision="v1", **opts)}
     assert at_v1["cs-0.10"].config["metrics"] == {"psnr": 30.5}
@@ -277,7 +297,7 @@ def test_pull_and_inspect_commands(server, opts, tmp_path, capsys, monkeypatch):
     assert "ratio=0.1" in capsys.readouterr().out
     assert torch.equal(restore(make_net(server.base, 0.25, 9).load_adapters(target)), local_output(server, "v1"))
     run_bundle_command(parser.parse_args(["inspect", REPO, "--endpoint", server.endpoint]))
-    assert "2 bundle(s)" in capsys.readouterr().out
+    assert "3 bundle(s)" in capsys.readouterr().out
     args = ["inspect", REPO, "--subfolder", "cs-0.25", "--base", str(target.parent / "no-base"), "--endpoint", server.endpoint]
     with pytest.raises(InvalidArgumentError):
         run_bundle_command(parser.parse_args(args))

@@ -27,7 +27,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from . import _hub as hub
-from ..errors import CorruptFileError, HubError, InvalidArgumentError
+from ..errors import CorruptFileError, HubError, HubFolderNotFoundError, InvalidArgumentError
 from .atomic import settled_folder
 
 __all__ = [
@@ -81,9 +81,10 @@ def locate(
     folder = hub.contained(snapshot, subfolder or ".", allowed=snapshot)
     if not (folder / marker).is_file():
         offline = " (offline: only the local cache was searched)" if hub.offline() else ""
-        raise HubError(
+        raise HubFolderNotFoundError(
             f"no saved lorun folder at {subfolder or 'the root'!r} in repo {str(source)!r}, revision {revision or 'main'!r}: "
-            f"file {prefix}{marker} not found{offline}"
+            f"file {prefix}{marker} not found{offline}",
+            subfolder=subfolder or None,
         )
     return Place(folder, fence, label)
 
