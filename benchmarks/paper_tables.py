@@ -42,13 +42,11 @@ import lorun_peft
 import lorun_peft.zoo
 from lorun_peft.data import ImageFolder, modcrop
 
-from .zoo import CS_RECIPE, K, choose_schedule, cs_operator, load_base, test_images, train400, training_images
+from .zoo import CS_RECIPE, K, PAPER_TABLE_V, choose_schedule, cs_operator, load_base, test_images, train400, training_images
 
 BLOCK_LR = 1e-4  # full-weight fine-tuning from an already trained base: a tenth of the adapters' rate
 SHARE = {"block-1": "base", "block-9": "none"}
 RESULT = Path("benchmarks/results/table2.json")
-# The paper's Table V, U-Net LoRun-9 on BSD68, PSNR dB: (scale, kernel) -> figure; our kernel_bank() 0 / 4 for K1 / K5
-PAPER_TABLE_V = {(2, 0): 29.88, (4, 0): 24.74, (2, 4): 28.45, (4, 4): 25.90}
 
 
 def block_network(arm: str, ratio: float, data: Path, work: Path) -> lorun_peft.UnfoldedNetwork:

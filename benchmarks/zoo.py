@@ -66,6 +66,30 @@ SR_SETTINGS = {"sr-x2-k0": (2, 0), "sr-x2-k4": (2, 4), "sr-x4-k0": (4, 0), "sr-x
 # bundles chose from (mu 0.05 / 0.2 / 1.0, sigma_0 up to 0.15): sr-x4-k0's choice sat on both edges.
 SR_RECIPE = {"steps": 600, "batch_size": 4, "patch_size": 96, "lr": 1e-3, "gamma": 10.0, "mu": (0.01, 0.02, 0.05, 0.2, 1.0)}
 SR_SHORT_STEPS = {"sr-x2-k4": 250}  # what an earlier session's CPU time allowed; see RESULTS.md
+# The LoRun paper's U-Net LoRun-9, PSNR dB: Set11 at CS ratios 1 / 4 / 10 / 25 % (Table II; its best,
+# the base pretrained at 50 %, in Table VI), and gray BSD68 for SR (Table V) by (scale, kernel): kernel
+# 0 is its K1 (kernel_bank()[0] equals it), the row of kernel 4 is its K5, which kernel_bank()[4] is not.
+PAPER_SET11 = {0.01: 21.13, 0.04: 25.45, 0.10: 29.29, 0.25: 34.75}
+PAPER_SET11_BEST = {0.01: 21.08, 0.04: 25.66, 0.10: 29.57, 0.25: 35.07}
+PAPER_TABLE_V = {(2, 0): 29.88, (4, 0): 24.74, (2, 4): 28.45, (4, 4): 25.90}
+
+
+def paper_figure(task: str) -> str | None:
+    """The paper's figure for a zoo task, in words, for the bundle's card (None: the paper has none).
+
+    >>> paper_figure("cs-0.25")
+    'U-Net LoRun-9 on Set11: 34.75 dB (Table II); its best, base pretrained at 50 %: 35.07 dB (Table VI)'
+    """
+    if task.startswith("cs-"):
+        ratio = float(task.removeprefix("cs-"))
+        return (None if ratio not in PAPER_SET11 else f"U-Net LoRun-9 on Set11: {PAPER_SET11[ratio]} dB (Table II); "
+                f"its best, base pretrained at 50 %: {PAPER_SET11_BEST[ratio]} dB (Table VI)")
+    scale, kernel = SR_SETTINGS[task]
+    if kernel == 0:
+        return (f"U-Net LoRun-9 on gray BSD68, kernel K1 = kernel_bank()[0]: {PAPER_TABLE_V[(scale, 0)]} dB (Table V, "
+                "noise level unstated; compare bsd68_psnr)")
+    return (f"none comparable: kernel_bank()[{kernel}] is not the paper's K5 (U-Net LoRun-9 with K5 on gray BSD68: "
+            f"{PAPER_TABLE_V[(scale, 4)]} dB, Table V)")
 
 
 def train400(data: Path) -> tuple[list[Path], list[Path]]:
@@ -235,7 +259,7 @@ def train_sr(name: str, data: Path, work: Path, steps: int | None = None, **budg
     return train_task(name, net, recipe, data, work, steps_grid=recipe["mu"], firsts=WIDE_SIGMA_FIRST, **budget)
 
 
-TEST_SETS = {"cs": ("set11", "bsd68", "photos"), "sr": ("set5", "set14")}
+TEST_SETS = {"cs": ("set11", "bsd68", "photos"), "sr": ("set5", "set14", "bsd68")}
 HELD_OUT = ("camera", "astronaut", "coffee", "chelsea", "rocket", "moon", "coins")  # scikit-image's photographs
 
 
@@ -245,18 +269,20 @@ def random_linear(ratio: float, data: Path) -> BlockCS:
     operator = BlockCS(ratio, block=CS_RECIPE["block"], init="orthogonal", learnable=False, linear_estimate=True,
                        seed=round(ratio * 1000))
     return operator.fit_initial_estimate(training_images(data))
+
+
 ZOO = Path(lorun_peft.__file__).parent / "pretrained"
 
 
 def test_images(data: Path, name: str, scale: int | None) -> tuple[list[torch.Tensor], list[str]]:
-    """A test set at full size: gray for CS; for SR the luma channel, cropped to the scale.
-    "photos": scikit-image's photographs HELD_OUT (never used to fit or choose anything)."""
+    """A test set at full size: gray for CS; for SR the luma channel (BSD68: gray, the paper's Table V),
+    cropped to the scale. "photos": scikit-image's photographs HELD_OUT (never used to fit or choose anything)."""
     if name == "photos":
         return scikit_image_photographs(HELD_OUT), list(HELD_OUT)
-    folder = ImageFolder(data / name, channels=3 if scale else 1, augment=False)
+    folder = ImageFolder(data / name, channels=3 if scale and name != "bsd68" else 1, augment=False)
     images = [folder.full(i) for i in range(len(folder))]
     if scale:
-        images = [modcrop(rgb_to_y(x[None])[0], scale) for x in images]
+        images = [modcrop(rgb_to_y(x[None])[0] if x.shape[0] == 3 else x, scale) for x in images]
     return images, folder.names
 
 
@@ -290,6 +316,10 @@ def test_figures(net, data: Path, sets: tuple[str, ...]) -> dict:
     return figures
 
 
+PHASE_1 = ("then trained as Block-1 under block CS at the five ratios, the paper's phase 1:\n"
+           "`python -m benchmarks.phase1 run mixed`, then `save`")
+
+
 def write_zoo_card(root: Path) -> None:
     """The zoo folder's own model card: every bundle's test figures in one table."""
     rows, sr_rows = [], []
@@ -298,24 +328,29 @@ def write_zoo_card(root: Path) -> None:
         if name.startswith("cs-"):
             rows.append("| " + " | ".join([name] + [
                 f"{m.get(f'{s}_random_linear_psnr', '')} | {m.get(f'{s}_linear_mmse_psnr', '')} | **{m.get(f'{s}_psnr', '')}** / {m.get(f'{s}_ssim', '')}"
-                for s in ("set11", "bsd68", "photos")] + [str(m.get("train_steps", "")), str(m.get("train_cpu_minutes", ""))]) + " |")
+                for s in ("set11", "bsd68", "photos")]
+                + [str(PAPER_SET11.get(float(name.removeprefix("cs-")), "-")), str(m.get("train_steps", "")), str(m.get("train_cpu_minutes", ""))]) + " |")
         else:
-            sr_rows.append(f"| {name} | {m.get('set5_cubic_psnr', '')} | **{m.get('set5_psnr', '')}** / {m.get('set5_ssim', '')} | "
-                           f"{m.get('set14_cubic_psnr', '')} | **{m.get('set14_psnr', '')}** / {m.get('set14_ssim', '')} | "
-                           f"{m.get('train_steps', '')} | {m.get('train_cpu_minutes', '')} |")
+            scale, kernel = SR_SETTINGS.get(name, (None, None))
+            paper = PAPER_TABLE_V[(scale, 0)] if kernel == 0 else "-"
+            sr_rows.append("| " + " | ".join([name] + [
+                f"{m.get(f'{s}_cubic_psnr', '')} | **{m.get(f'{s}_psnr', '')}** / {m.get(f'{s}_ssim', '')}" for s in TEST_SETS["sr"]]
+                + [str(paper), str(m.get("train_steps", "")), str(m.get("train_cpu_minutes", ""))]) + " |")
     family = lorun_peft.zoo.base_name("cs", root) != lorun_peft.zoo.BASE  # the CS bundles have a base of their own
-    bases = (f"One shared base denoiser (`base/`: a noise-level-conditioned U-Net, {BASE}, pretrained as a\nGaussian denoiser on Train400)"
-             if not family else
-             f"Two base denoisers: `base/` (a noise-level-conditioned U-Net, {BASE}, pretrained as a Gaussian\n"
-             "denoiser on Train400: the SR bundles' base and a new task's start) and `base-cs/` (the same U-Net\n"
-             "trained further as Block-1 under block CS at the five ratios, the paper's phase 1: the CS bundles' base)")
+    unet = f"a noise-level-conditioned U-Net, {BASE}, pretrained as a Gaussian denoiser on Train400"
+    bases = (f"One shared base denoiser (`base/`: {unet},\n{PHASE_1})" if not family else
+             f"Two base denoisers: `base/` ({unet}: the SR bundles' base and a new task's start) and `base-cs/`\n"
+             f"(the same U-Net, {PHASE_1}: the CS bundles' base)")
     sharing = ("The SR bundles run over the same base as the CS\nones: one base serves every task (`lorun_peft.zoo.load(\"sr-x4-k4\")`)."
                if not family else
                "Each family's bundles share one base and swap into\none live network: the CS bundles over `base-cs/` "
                "(`python -m benchmarks.phase1`), the SR bundles over `base/`.")
     sr_table = "" if not sr_rows else (
-        "\n\nSuper-resolution on the luma channel (border = scale shaved; cubic interpolation computed in the same run):\n\n"
-        "| bundle | Set5 cubic | Set5 LoRun-9 | Set14 cubic | Set14 LoRun-9 | steps | CPU minutes |\n|---|---|---|---|---|---|---|\n"
+        "\n\nSuper-resolution, Set5 and Set14 on the luma channel, BSD68 gray (border = scale shaved, noiseless;\n"
+        "cubic interpolation computed in the same run), beside the paper's U-Net LoRun-9 on gray BSD68 (Table V,\n"
+        "kernel K1 = kernel 0; kernel 4 is not its K5, so the k4 bundles have no paper figure):\n\n"
+        "| bundle | Set5 cubic | Set5 LoRun-9 | Set14 cubic | Set14 LoRun-9 | BSD68 cubic | BSD68 LoRun-9 | paper BSD68 | steps | CPU minutes |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
         + "\n".join(sr_rows)
     )
     text = f"""---
@@ -352,10 +387,11 @@ blocks (nested: the first m rows serve ratio m / 1024; each bundle's card gives 
 (PSNR dB / SSIM, images at full size, noiseless), each beside two linear estimates computed in the
 same run on the same images: a random orthonormal matrix with its fitted linear MMSE estimate
 (random), and the PCA matrix with its linear MMSE estimate Phi^T y (PCA, where LoRun-9 starts);
-photos: scikit-image's """ + ", ".join(HELD_OUT) + """ (held out from everything):
+photos: scikit-image's """ + ", ".join(HELD_OUT) + """ (held out from everything); paper Set11: its U-Net
+LoRun-9 (Table II):
 
-| bundle | Set11 random | Set11 PCA | Set11 LoRun-9 | BSD68 random | BSD68 PCA | BSD68 LoRun-9 | photos random | photos PCA | photos LoRun-9 | steps | CPU minutes |
-|---|---|---|---|---|---|---|---|---|---|---|---|
+| bundle | Set11 random | Set11 PCA | Set11 LoRun-9 | BSD68 random | BSD68 PCA | BSD68 LoRun-9 | photos random | photos PCA | photos LoRun-9 | paper Set11 | steps | CPU minutes |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|
 """ + "\n".join(rows) + sr_table + """
 
 Trained by `python -m benchmarks.zoo train base|cs-R|sr-xS-kN --data DATA` (Train400 images 1-390;
@@ -365,8 +401,6 @@ Trained by `python -m benchmarks.zoo train base|cs-R|sr-xS-kN --data DATA` (Trai
     (root / "README.md").write_text(text)
 
 
-# The LoRun paper's U-Net LoRun-9 on Set11 (Table II), PSNR dB at CS ratios 1 / 4 / 10 / 25 %.
-PAPER_SET11 = {0.01: 21.13, 0.04: 25.45, 0.10: 29.29, 0.25: 34.75}
 GOAL_OVER_PCA = {0.01: 0.5, 0.04: 0.5, 0.10: 1.0, 0.25: 1.0, 0.50: 1.0}  # issue #20: dB above the PCA linear estimate
 
 
@@ -419,7 +453,7 @@ def export(task: str, data: Path, work: Path, root: Path = ZOO, base_folder: str
     summary = json.loads((work / task / "summary.json").read_text())
     first = TEST_SETS[kind][0]
     baseline = "linear_mmse" if kind == "cs" else "cubic"
-    metrics = {"dataset": "Set11 / BSD68 (full size)" if kind == "cs" else "Set5 / Set14 (luma, border = scale shaved)"}
+    metrics = {"dataset": "Set11 / BSD68 (full size)" if kind == "cs" else "Set5 / Set14 (luma) / BSD68 (gray), border = scale shaved"}
     if kind == "cs":
         metrics["dataset"] = "Set11 / BSD68 (full size) / photos: scikit-image's " + ", ".join(HELD_OUT)
         metrics["sampling"] = (f"PCA of Train400's {net.operator.block} x {net.operator.block} blocks: rows 1-{net.operator.measurements} "
@@ -429,6 +463,8 @@ def export(task: str, data: Path, work: Path, root: Path = ZOO, base_folder: str
                         f"{name}_{baseline}_psnr": round(f["linear_psnr"], 2), f"{name}_adjoint_psnr": round(f["adjoint_psnr"], 2)})
         if "random_linear_psnr" in f:
             metrics[f"{name}_random_linear_psnr"] = round(f["random_linear_psnr"], 2)
+    if paper_figure(task) is not None:
+        metrics["paper"] = paper_figure(task)
     metrics["train_steps"] = summary["steps"]
     metrics["train_cpu_minutes"] = round(summary.get("cpu_seconds", summary["seconds_this_run"]) / 60, 1)
     half = net.save_adapters(root / task, metrics=metrics, storage_dtype="float16")

@@ -59,3 +59,27 @@ def test_goals_table_reads_the_bundles_metrics(tmp_path):
     assert "| cs-0.10 | set11 | 23.5 | 26.97 | **28.7** | +1.73 | +1.0 | yes |" in table
     assert "| cs-0.25 | set11 |  | 31.27 | **31.9** | +0.63 | +1.0 | no, 0.37 dB short |" in table
     assert "| 0.10 | 29.29 | **28.7** | -0.59 |" in table and "| 0.25 | 34.75 | **31.9** | -2.85 |" in table
+
+
+def test_the_sr_bundles_are_scored_on_gray_bsd68_as_in_the_papers_table_v(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "bsd68").mkdir()
+    Image.new("RGB", (37, 30), (200, 40, 10)).save(tmp_path / "bsd68" / "test001.png")
+    (image,), names = zoo_script.test_images(tmp_path, "bsd68", 4)
+    assert names == ["test001.png"] and image.shape == (1, 28, 36)  # gray (not luma), cropped to the scale
+    assert "bsd68" in zoo_script.TEST_SETS["sr"]
+    assert zoo_script.paper_figure("sr-x4-k0").startswith("U-Net LoRun-9 on gray BSD68, kernel K1 = kernel_bank()[0]: 24.74 dB")
+    assert zoo_script.paper_figure("sr-x2-k4").startswith("none comparable: kernel_bank()[4] is not the paper's K5")
+    assert zoo_script.paper_figure("cs-0.50") is None  # the paper's tables stop at 25 %
+
+
+def test_the_zoo_card_puts_the_papers_figures_beside_ours(tmp_path):
+    for name, metrics in {"cs-0.25": {"set11_psnr": 33.37, "set11_linear_mmse_psnr": 31.27},
+                          "sr-x4-k0": {"set5_psnr": 29.3, "bsd68_cubic_psnr": 24.52, "bsd68_psnr": 24.95, "bsd68_ssim": 0.69}}.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "lorun_config.json").write_text(json.dumps({"metrics": metrics}))
+    zoo_script.write_zoo_card(tmp_path)
+    card = (tmp_path / "README.md").read_text()
+    assert "| cs-0.25 |  | 31.27 | **33.37** / " in card and "/  | 34.75 |" in card  # paper Set11 (Table II)
+    assert "| 24.52 | **24.95** / 0.69 | 24.74 |" in card  # gray BSD68 beside the paper's Table V (K1)
