@@ -1,13 +1,12 @@
-"""The pretrained zoo shipped inside the package: base denoisers and LoRun-9 task bundles over them.
+"""The pretrained zoo shipped inside the package: a base denoiser and LoRun-9 task bundles over it.
 
-The folder ``lorun_peft/pretrained/`` is Hub-ready (``base/``, family bases ``base-<family>/``, one
-bundle folder per task, each with its model card, and ``SHA256SUMS``); ``lorun push`` publishes it
-unchanged. A bundle named ``<family>-...`` loads over ``base-<family>/`` when the zoo has one
-(``cs-0.25`` over ``base-cs/``, trained on block CS: the paper's phase 1), else over the shared
-``base/`` (a Gaussian denoiser, the start of a new task); the bundles of a family swap into one
-live network. Every file's SHA-256 is checked against ``SHA256SUMS`` before anything is loaded,
-so a damaged file is a clear :class:`~lorun_peft.errors.CorruptFileError`, not a strange
-restoration. The bundles were trained
+The folder ``lorun_peft/pretrained/`` is Hub-ready (``base/``, one bundle folder per task, each with
+its model card, and ``SHA256SUMS``); ``lorun push`` publishes it unchanged. Every shipped bundle, CS
+and SR, loads over the one shared ``base/`` (a Gaussian denoiser trained further under block CS: the
+paper's phase 1); the bundles of a family swap into one live network. A zoo may also hold a family
+base ``base-<family>/``: a bundle named ``<family>-...`` then loads over it instead. Every file's
+SHA-256 is checked against ``SHA256SUMS`` before anything is loaded, so a damaged file is a clear
+:class:`~lorun_peft.errors.CorruptFileError`, not a strange restoration. The bundles were trained
 by ``python -m benchmarks.zoo train ...`` (see ``benchmarks/RESULTS.md``); no network is needed.
 
 >>> import lorun_peft
@@ -16,8 +15,8 @@ True
 >>> net = lorun_peft.zoo.load("cs-0.25")          # a ready LoRun-9 network, eval mode
 >>> net.K, net.operator.ratio
 (9, 0.25)
->>> lorun_peft.zoo.base_name("cs-0.25"), lorun_peft.zoo.base_name("sr-x4-k0")
-('base-cs', 'base')
+>>> lorun_peft.zoo.base_name("cs-0.25"), lorun_peft.zoo.base_name("sr-x4-k0")  # one base serves both
+('base', 'base')
 """
 
 from __future__ import annotations
@@ -124,10 +123,10 @@ def load(name: str, root: str | os.PathLike = ROOT) -> UnfoldedNetwork:
 
 
 def load_base(name: str | None = None, root: str | os.PathLike = ROOT) -> "torch.nn.Module":
-    """The base that bundle or family ``name`` loads over (``"cs-0.25"`` or ``"cs"``: ``base-cs/``),
-    or the zoo's shared base (``name=None``), in eval mode, after checking its files' SHA-256: the
-    start of a new task's bundle that swaps into the zoo's networks of that family (the command
-    line's ``--base zoo:cs``; ``--base zoo`` is the shared base)."""
+    """The base that bundle or family ``name`` loads over (``"cs-0.25"`` or ``"cs"``: ``base-cs/``
+    where the zoo has one, else ``base/``), or the zoo's shared base (``name=None``), in eval mode,
+    after checking its files' SHA-256: the start of a new task's bundle that swaps into the zoo's
+    networks of that family (the command line's ``--base zoo:cs``; ``--base zoo`` is the shared base)."""
     folder = base_path(root, name)
     _verify_folders(Path(root), [folder])
     return bundle.load_base(folder)

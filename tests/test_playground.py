@@ -22,19 +22,22 @@ def play() -> Playground:
     return play
 
 
-def test_swaps_keep_one_base_and_one_network_per_unfolding(play):
+def test_swaps_keep_one_base_and_one_network_per_unfolding(play, tmp_path):
     base = play.base
     first = play.net
     message = play.select("cs-0.10")
     assert message.startswith("swapped cs-0.10 into the live LoRun-9 network") and message.endswith(" ms")
     assert play.net is first and play.base is base and play.net.operator.ratio == 0.10
-    message = play.select("sr-x2-k0")  # HQS over the SR family's base: a second live network
+    message = play.select("sr-x2-k0")  # HQS over the same base: a second live network around it
     assert "new HQS LoRun-9 network around the base in memory" in message
-    assert play.base is not base and len(play.networks) == 1
+    assert play.base is base and len(play.networks) == 2
     assert play.select("sr-x4-k0").startswith("swapped sr-x4-k0")
     assert play.net.operator.scale == 4
-    assert play.select("cs-0.25").startswith("swapped cs-0.25")  # the CS family's base and network were kept
-    assert play.net is first and play.base is base
+    unfold(UNet(1, width=4, depth=1), BlockCS(0.25, block=8), K=2).eval().save_pretrained(tmp_path / "net")
+    assert "with its own base" in play.select(str(tmp_path / "net"))  # a saved network: the zoo's base is parked
+    assert play.base is not base
+    assert play.select("cs-0.25").startswith("swapped cs-0.25")  # the zoo's base and both networks were kept
+    assert play.net is first and play.base is base and len(play.networks) == 2
 
 
 def test_restore_degrades_and_scores(play):

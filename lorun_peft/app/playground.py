@@ -3,8 +3,8 @@
 A base denoiser is loaded once; every task of that base is a bundle swapped into a live network
 (:meth:`~lorun_peft.unfold.UnfoldedNetwork.load_adapters`: adapters, step parameters, operator). A
 task whose unfolding differs gets a second live network around the same in-memory base, so the
-base is never read again. The zoo's families have their own bases (CS over ``base-cs``, SR over
-``base``): switching family keeps the other family's base and networks for a switch back. Inputs are checked
+base is never read again. A zoo whose families have their own bases (``base-<family>``) keeps the
+other family's base and networks when switching, for a switch back. Inputs are checked
 before any work (file size, image size, what the operator accepts) and every refusal is a
 :class:`~lorun_peft.errors.LorunError` with a message for the page; nothing is changed on failure.
 
