@@ -463,8 +463,9 @@ def export(task: str, data: Path, work: Path, root: Path = ZOO, base_folder: str
                         f"{name}_{baseline}_psnr": round(f["linear_psnr"], 2), f"{name}_adjoint_psnr": round(f["adjoint_psnr"], 2)})
         if "random_linear_psnr" in f:
             metrics[f"{name}_random_linear_psnr"] = round(f["random_linear_psnr"], 2)
-    if paper_figure(task) is not None:
-        metrics["paper"] = paper_figure(task)
+    paper = paper_figure(task)
+    if paper is not None:
+        metrics["paper"] = paper
     metrics["train_steps"] = summary["steps"]
     metrics["train_cpu_minutes"] = round(summary.get("cpu_seconds", summary["seconds_this_run"]) / 60, 1)
     half = net.save_adapters(root / task, metrics=metrics, storage_dtype="float16")

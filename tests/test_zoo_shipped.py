@@ -123,7 +123,7 @@ def test_one_base_serves_every_bundle_and_each_family_swaps_in_one_live_network(
 @pytest.mark.parametrize("name", SR_NAMES)
 def test_sr_bundles_share_the_base_and_beat_cubic_interpolation(name, camera) -> None:
     net = zoo.load(name)
-    assert net.base_fingerprint() == fingerprint(zoo.load_base())  # the shared Gaussian base
+    assert net.base_fingerprint() == fingerprint(zoo.load_base())  # the one shared base
     x = camera[..., : 128 - 128 % net.operator.scale, : 128 - 128 % net.operator.scale]
     with torch.no_grad():
         y = net.operator.A(x)

@@ -28,9 +28,9 @@ from .playground import BUILT_IN, DEGRADE, MEASUREMENT, Limits, Playground, Rest
 __all__ = ["build", "serve"]
 
 INTRO = """# lorun_peft: try a task bundle
-One base denoiser per family of tasks, one LoRA adapter per stage: choose a task, give a photograph,
-restore it. The zoo's networks are gray: a colour image is restored channel by channel. Switching
-task swaps the bundle into the live network; a base is never reloaded."""
+One shared base denoiser, one LoRA adapter per stage: choose a task, give a photograph, restore it.
+The zoo's networks are gray: a colour image is restored channel by channel. Switching task swaps
+the bundle into the live network; the base is never reloaded."""
 MODES = {"degrade it with the task's operator (truth known: PSNR/SSIM)": DEGRADE,
          "it is the measurement (e.g. a low-resolution image)": MEASUREMENT}
 
