@@ -6,6 +6,7 @@
     python -m benchmarks.phase1 save mixed --out runs/zoo-task/base/denoiser.safetensors   # float16 weights
     python -m benchmarks.phase1 run mixed --init benchmarks/results/phase1/mixed.safetensors --work runs/phase1b ...  # go on elsewhere
     python -m benchmarks.phase1 sr --base benchmarks/results/phase1/mixed.safetensors --data ../shared/data   # SR over it
+    python -m benchmarks.phase1 run sr --data ../shared/data --work runs/phase1-sr --steps 1500 --minutes 60   # SR's own
 
 Algorithm 1's phase 1: every stage calls ONE trainable denoiser (Block-1, ``share="base"``),
 trained end to end with the L2 loss under the task. It starts from the zoo's shipped Gaussian-
@@ -15,6 +16,10 @@ and starts each ratio's step parameters from its shipped bundle. Two arms, the c
 - ``fixed-0.50``: every batch at ratio 0.50 (the paper's best beta);
 - ``mixed``: the batches go round the zoo's five ratios, each ratio with its own step parameters,
   all over the same base.
+
+A third arm, ``sr``, is phase 1 for a super-resolution family base (``base-sr/``): the batches go
+round the zoo's four SR bundles (HQS, each bundle's kernel, scale and steps), starting from the
+zoo's base. It is validated at those four, not at the CS ratios.
 
 Each run trains until ``--minutes`` are spent, checkpointing, then stops; run it again to go on
 (the cosine schedule spans ``--steps``). Every ``--chunk-minutes`` the base is validated as
@@ -42,32 +47,42 @@ from lorun_peft.operators.base import fit_operator
 from lorun_peft.persistence.atomic import permit
 from lorun_peft.training.loop import CHECKPOINT_NAME
 
-from .zoo import CS_RATIOS, K, train400
+from .zoo import CS_RATIOS, K, SR_SETTINGS, train400
 
-ARMS = {"fixed-0.50": (0.50,), "mixed": CS_RATIOS}
+ARMS = {"fixed-0.50": ("cs-0.50",), "mixed": tuple(f"cs-{r:.2f}" for r in CS_RATIOS), "sr": tuple(SR_SETTINGS)}
 RECIPE = {"steps": 4000, "batch_size": 4, "patch_size": 96, "lr": 2e-4, "precision": "fp32"}  # bf16 autocast: 10x slower on a CPU without AVX-512 BF16
 
 
-def block1(base: nn.Module, ratio: float) -> lorun_peft.UnfoldedNetwork:
-    """Block-1 over ``base`` (the module itself, not a copy) with the zoo bundle's operator and steps."""
-    shipped = lorun_peft.zoo.load(f"cs-{ratio:.2f}")
+def block1(base: nn.Module, task: str) -> lorun_peft.UnfoldedNetwork:
+    """Block-1 over ``base`` (the module itself, not a copy) with zoo bundle ``task``'s operator,
+    algorithm and steps."""
+    shipped = lorun_peft.zoo.load(task)
     operator = shipped.operator.float()
     for p in operator.parameters():
         p.requires_grad_(False)
-    net = lorun_peft.unfold(nn.Identity(), operator, K, share="base", noise_level=True)
-    net.denoisers.denoiser = base  # shared: every ratio's network trains the same weights
+    net = lorun_peft.unfold(nn.Identity(), operator, K, algorithm=shipped.algorithm, share="base", noise_level=True)
+    net.denoisers.denoiser = base  # shared: every task's network trains the same weights
     net.steps.load_state_dict({k: v.float() for k, v in shipped.steps.state_dict().items()})
     return net
 
 
+def label(task: str) -> str:
+    """A task's key in the validation curve: the ratio for CS ("0.25"), the bundle's name for SR."""
+    return task.removeprefix("cs-")
+
+
 class RoundRobin(nn.Module):
-    """An operator that measures batch i at ratio i mod n (the counter is a buffer, so a checkpoint
-    resumes the order exactly); the mixture restores with the network whose rows fit ``y``."""
+    """An operator that measures batch i with operator i mod n (the counter is a buffer, so a
+    checkpoint resumes the order exactly); ``last`` is the index of the one that measured last."""
 
     def __init__(self, operators: list[nn.Module]) -> None:
         super().__init__()
         self.operators = nn.ModuleList(operators)
         self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+
+    @property
+    def last(self) -> int:
+        return (int(self.calls) - 1) % len(self.operators)
 
     def A(self, x: torch.Tensor) -> torch.Tensor:  # noqa: N802
         operator = self.operators[int(self.calls) % len(self.operators)]
@@ -76,33 +91,34 @@ class RoundRobin(nn.Module):
             return operator.A(x)
 
 
-class RatioMixture(nn.Module):
-    """Block-1 networks at several ratios over one shared base, trained as one by ``lorun_peft.train``."""
+class TaskMixture(nn.Module):
+    """Block-1 networks for several tasks over one shared base, trained as one by ``lorun_peft.train``:
+    each batch is restored by the network whose operator measured it."""
 
-    def __init__(self, base: nn.Module, ratios: tuple[float, ...]) -> None:
+    def __init__(self, base: nn.Module, tasks: tuple[str, ...]) -> None:
         super().__init__()
         self.base = base
-        self.nets = nn.ModuleList(block1(base, r) for r in ratios)
+        self.nets = nn.ModuleList(block1(base, t) for t in tasks)
         self.operator = RoundRobin([n.operator for n in self.nets])
-        self.by_rows = {n.operator.measurements: n for n in self.nets}
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        return self.by_rows[y.shape[1]](y)
+        return self.nets[self.operator.last](y)
 
 
 @torch.no_grad()
-def validate(base: nn.Module, images: list[torch.Tensor], nets: dict[float, nn.Module]) -> dict[str, float]:
-    """Mean PSNR of Block-1 over ``base`` at every ratio, with the shipped bundles' steps."""
+def validate(base: nn.Module, images: list[torch.Tensor], nets: dict[str, nn.Module]) -> dict[str, float]:
+    """Mean PSNR of Block-1 over ``base`` for every task (keyed by :func:`label`), with the shipped
+    bundles' steps."""
     was_training = base.training
     scores = {}
-    for ratio, net in nets.items():
+    for task, net in nets.items():
         net.eval()
         values = []
         for x in images:
             x = x[None]
             with fit_operator(net.operator, x.shape[-2:]):
                 values.append(float(psnr(net(net.operator.A(x)).clamp(0, 1), x)))
-        scores[f"{ratio:.2f}"] = sum(values) / len(values)
+        scores[label(task)] = sum(values) / len(values)
     base.train(was_training)
     return scores
 
@@ -124,11 +140,12 @@ def run(arm: str, data: Path, work: Path, minutes: float, chunk_minutes: float =
     training, validation = train400(data)
     val = [ImageFolder(validation).full(i) for i in range(len(validation))]
     patches = ImageFolder(training, patch_size=RECIPE["patch_size"])
-    mixture = RatioMixture(start_base(init), ARMS[arm])
-    yardstick = {r: block1(mixture.base, r) for r in CS_RATIOS}
+    mixture = TaskMixture(start_base(init), ARMS[arm])
+    family = ARMS["sr"] if arm == "sr" else ARMS["mixed"]  # every CS arm is measured at all five ratios
+    yardstick = {t: block1(mixture.base, t) for t in family}
     curve_file = folder / "curve.json"
     record = json.loads(curve_file.read_text()) if curve_file.exists() else {
-        "arm": arm, "ratios": list(ARMS[arm]), "recipe": {**RECIPE, "steps": steps}, "init": str(init or "the zoo's base"),
+        "arm": arm, "tasks": list(ARMS[arm]), "recipe": {**RECIPE, "steps": steps}, "init": str(init or "the zoo's base"),
         "curve": [], "train_seconds": 0.0}
     if not record["curve"]:  # the start: the Gaussian base as plug-and-play with the shipped steps
         record["curve"].append([0, validate(mixture.base, val, yardstick)])
@@ -192,19 +209,20 @@ def curves(work: Path, out: Path = Path("benchmarks/results/phase1.png")) -> str
     import matplotlib.pyplot as plt
 
     records = [json.loads(f.read_text()) for f in sorted(work.glob("*/curve.json"))]
-    lines = ["| arm | step | " + " | ".join(f"{r:.2f}" for r in CS_RATIOS) + " | mean |", "|---" * (len(CS_RATIOS) + 3) + "|"]
-    fig, axes = plt.subplots(1, len(CS_RATIOS), figsize=(4 * len(CS_RATIOS), 3.2), squeeze=False)
+    keys = list(records[0]["curve"][0][1]) if records else []  # the CS ratios, or the SR bundles
+    lines = ["| arm | step | " + " | ".join(keys) + " | mean |", "|---" * (len(keys) + 3) + "|"]
+    fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(4 * max(len(keys), 1), 3.2), squeeze=False)
     for record in records:
         for step, scores in record["curve"]:
-            values = [scores[f"{r:.2f}"] for r in CS_RATIOS]
+            values = [scores[k] for k in keys]
             lines.append(f"| {record['arm']} | {step} | " + " | ".join(f"{v:.2f}" for v in values) + f" | {sum(values) / len(values):.2f} |")
-        for ax, r in zip(axes[0], CS_RATIOS):
-            ax.plot([s for s, _ in record["curve"]], [v[f"{r:.2f}"] for _, v in record["curve"]], marker="o", label=record["arm"])
-            ax.set_title(f"ratio {r:.2f}")
+        for ax, key in zip(axes[0], keys):
+            ax.plot([s for s, _ in record["curve"]], [v[key] for _, v in record["curve"]], marker="o", label=record["arm"])
+            ax.set_title(f"ratio {key}" if key[0].isdigit() else key)
             ax.set_xlabel("phase-1 step")
     axes[0][0].set_ylabel("validation PSNR (dB)")
     axes[0][0].legend()
-    fig.suptitle("Phase 1: Block-1 over each arm's base at every ratio, the shipped bundles' step values, "
+    fig.suptitle("Phase 1: Block-1 over each arm's base for every task, the shipped bundles' step values, "
                  "Train400's 10 held-out images")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -228,8 +246,9 @@ def main(argv: list[str] | None = None) -> None:
     keep.add_argument("arm", choices=sorted(ARMS))
     keep.add_argument("--work", type=Path, default=Path("runs/phase1"))
     keep.add_argument("--out", type=Path, required=True)
-    show = sub.add_parser("curves", help="every arm's validation curve (markdown) and benchmarks/results/phase1.png")
+    show = sub.add_parser("curves", help="every arm's validation curve in WORK (markdown) and a figure")
     show.add_argument("--work", type=Path, default=Path("runs/phase1"))
+    show.add_argument("--out", type=Path, default=Path("benchmarks/results/phase1.png"), help="the figure")
     moved = sub.add_parser("sr", help="the shipped SR bundles over another base, not retrained (markdown)")
     moved.add_argument("--base", type=Path, required=True, help="a base written by `save`")
     moved.add_argument("--data", type=Path, required=True)
@@ -244,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "save":
         print(save(args.arm, args.work, args.out))
     else:
-        print(curves(args.work))
+        print(curves(args.work, args.out))
 
 
 if __name__ == "__main__":

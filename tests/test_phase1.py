@@ -23,11 +23,12 @@ def data(stand_in_data) -> Path:
 
 
 def test_every_ratio_trains_the_one_base_in_turn():
-    mixture = phase1.RatioMixture(phase1.start_base(None), (0.10, 0.25))
+    mixture = phase1.TaskMixture(phase1.start_base(None), ("cs-0.10", "cs-0.25"))
     assert all(net.denoisers.denoiser is mixture.base for net in mixture.nets)
     x = torch.rand(2, 1, 64, 64)
     rows = [mixture.operator.A(x).shape[1] for _ in range(3)]
     assert rows == [102, 256, 102] and int(mixture.state_dict()["operator.calls"]) == 3  # resumes in order
+    assert mixture(mixture.operator.A(x)).shape == x.shape  # restored by the network that measured it
     loss = sum(mixture(mixture.operator.A(x)).square().mean() for _ in range(2))
     loss.backward()
     assert all(p.grad is not None for p in mixture.base.parameters())  # both ratios reach the base
@@ -55,3 +56,19 @@ def test_a_run_in_pieces_resumes_then_saves_and_goes_on(tmp_path, data):
     assert again["init"] == str(saved)
     for ratio, value in again["curve"][0][1].items():  # it starts where the saved run stopped (float16 apart)
         assert abs(value - done["curve"][-1][1][ratio]) < 0.05
+
+
+def test_the_sr_arm_trains_one_base_under_every_sr_bundle_in_turn(tmp_path, data):
+    mixture = phase1.TaskMixture(phase1.start_base(None), ("sr-x2-k0", "sr-x4-k0"))
+    assert [net.algorithm for net in mixture.nets] == ["hqs", "hqs"]
+    x = torch.rand(2, 1, 64, 64)
+    assert [mixture.operator.A(x).shape[-1] for _ in range(2)] == [32, 16]
+    mixture(mixture.operator.A(x)).square().mean().backward()  # x2's turn
+    assert all(p.grad is not None for p in mixture.base.parameters())
+    assert mixture.nets[1].steps.mu.raw.grad is None and mixture.nets[0].steps.mu.raw.grad is not None
+    record = phase1.run("sr", data, tmp_path / "work", minutes=5, chunk_minutes=5, steps=2)
+    assert [step for step, _ in record["curve"]] == [0, 2] and record["tasks"] == list(phase1.ARMS["sr"])
+    assert set(record["curve"][-1][1]) == {"sr-x2-k0", "sr-x2-k4", "sr-x4-k0", "sr-x4-k4"}
+    table = phase1.curves(tmp_path / "work", tmp_path / "sr.png")
+    assert table.splitlines()[0] == "| arm | step | sr-x2-k0 | sr-x2-k4 | sr-x4-k0 | sr-x4-k4 | mean |"
+    assert len(table.splitlines()) == 4 and (tmp_path / "sr.png").stat().st_size > 0
