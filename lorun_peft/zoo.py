@@ -83,12 +83,13 @@ def bundle_path(name: str, root: str | os.PathLike = ROOT) -> Path:
     return Path(root) / name
 
 
-def verify(name: str | None, root: str | os.PathLike = ROOT) -> None:
+def verify(name: str | None, root: str | os.PathLike = ROOT, *, base: bool = True) -> None:
     """Check the SHA-256 of every file of bundle ``name`` and of the base it loads over (None: the
-    shared base alone) against ``SHA256SUMS``."""
+    shared base alone) against ``SHA256SUMS``; ``base=False``: the bundle's files only (its base is
+    already in memory, checked when :func:`load_base` read it)."""
     root = Path(root)
-    base = base_path(root, name)
-    _verify_folders(root, [base] if name is None else [base, bundle_path(name, root)])
+    folders = [base_path(root, name)] if base or name is None else []
+    _verify_folders(root, folders if name is None else [*folders, bundle_path(name, root)])
 
 
 def _verify_folders(root: Path, folders: builtins.list[Path]) -> None:

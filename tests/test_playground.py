@@ -40,6 +40,20 @@ def test_swaps_keep_one_base_and_one_network_per_unfolding(play, tmp_path):
     assert play.net is first and play.base is base and len(play.networks) == 2
 
 
+def test_a_zoo_base_is_checked_once_and_each_bundle_on_every_swap(monkeypatch):
+    from lorun_peft import zoo
+
+    checked = []
+    verify_folders = zoo._verify_folders
+    monkeypatch.setattr(zoo, "_verify_folders", lambda root, folders: checked.extend(f.name for f in folders)
+                        or verify_folders(root, folders))
+    fresh = Playground()
+    fresh.select("cs-0.25")
+    fresh.select("cs-0.10")
+    fresh.select("cs-0.25")
+    assert sorted(checked) == ["base", "cs-0.10", "cs-0.25", "cs-0.25"]
+
+
 def test_restore_degrades_and_scores(play):
     play.select("cs-0.25")
     image = play.built_in("camera")[:, :96, :80]

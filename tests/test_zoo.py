@@ -68,6 +68,23 @@ def test_a_damaged_base_is_a_clear_error(small_zoo, tmp_path) -> None:
         zoo.load("cs-0.50", root)
 
 
+def test_verify_without_the_base_checks_the_bundle_only(small_zoo, tmp_path) -> None:
+    root = copy(small_zoo, tmp_path)
+    target = root / "base" / "model.safetensors"
+    target.write_bytes(target.read_bytes()[:-4] + b"\0\0\0\0")
+    zoo.verify("cs-0.50", root, base=False)  # a base already in memory is not read again
+    with pytest.raises(CorruptFileError, match="base/model.safetensors is damaged"):
+        zoo.verify("cs-0.50", root)
+    with pytest.raises(CorruptFileError, match="base/model.safetensors is damaged"):
+        zoo.verify(None, root, base=False)  # the base alone is always checked
+    bundle = root / "cs-0.25" / "stage_1" / "adapter_model.safetensors"
+    data = bytearray(bundle.read_bytes())
+    data[-1] ^= 0xFF
+    bundle.write_bytes(bytes(data))
+    with pytest.raises(CorruptFileError, match="stage_1/adapter_model.safetensors is damaged"):
+        zoo.verify("cs-0.25", root, base=False)
+
+
 def test_a_missing_checksum_file_is_a_clear_error(small_zoo, tmp_path) -> None:
     root = copy(small_zoo, tmp_path)
     (root / zoo.SUMS).unlink()

@@ -110,7 +110,7 @@ class Playground:
         start = time.perf_counter()
         if source.removeprefix(zoo.PREFIX) in self.zoo_tasks():
             name = source.removeprefix(zoo.PREFIX)
-            zoo.verify(name)
+            zoo.verify(name, base=False)  # the base: checked by load_base when first read, then kept
             self._new_base(lambda: zoo.load_base(name), f"zoo:{zoo.base_name(name)}")  # one base per zoo family
             return self._swap(read_bundle(zoo.bundle_path(name)), name, start)
         if Path(source).exists() or not hub.is_repo_id(source):
