@@ -318,6 +318,8 @@ def test_figures(net, data: Path, sets: tuple[str, ...]) -> dict:
 
 PHASE_1 = ("then trained as Block-1 under block CS at the five ratios, the paper's phase 1:\n"
            "`python -m benchmarks.phase1 run mixed`, then `save`")
+PHASE_1_SR = ("then trained on as Block-1 under the four SR bundles' operators, phase 1 for super-resolution:\n"
+              "`python -m benchmarks.phase1 run sr`, then `save sr`")
 
 
 def write_zoo_card(root: Path) -> None:
@@ -336,15 +338,15 @@ def write_zoo_card(root: Path) -> None:
             sr_rows.append("| " + " | ".join([name] + [
                 f"{m.get(f'{s}_cubic_psnr', '')} | **{m.get(f'{s}_psnr', '')}** / {m.get(f'{s}_ssim', '')}" for s in TEST_SETS["sr"]]
                 + [str(paper), str(m.get("train_steps", "")), str(m.get("train_cpu_minutes", ""))]) + " |")
-    family = lorun_peft.zoo.base_name("cs", root) != lorun_peft.zoo.BASE  # the CS bundles have a base of their own
+    sr_own = lorun_peft.zoo.base_name("sr", root) != lorun_peft.zoo.BASE  # the SR bundles have a base of their own
     unet = f"a noise-level-conditioned U-Net, {BASE}, pretrained as a Gaussian denoiser on Train400"
-    bases = (f"One shared base denoiser (`base/`: {unet},\n{PHASE_1})" if not family else
-             f"Two base denoisers: `base/` ({unet}: the SR bundles' base and a new task's start) and `base-cs/`\n"
-             f"(the same U-Net, {PHASE_1}: the CS bundles' base)")
+    bases = (f"One shared base denoiser (`base/`: {unet},\n{PHASE_1})" if not sr_own else
+             f"Two base denoisers: `base/` ({unet},\n{PHASE_1}: the CS bundles' base and a new task's start) and\n"
+             f"`base-sr/` (that base {PHASE_1_SR}: the SR bundles' base)")
     sharing = ("The SR bundles run over the same base as the CS\nones: one base serves every task (`lorun_peft.zoo.load(\"sr-x4-k4\")`)."
-               if not family else
-               "Each family's bundles share one base and swap into\none live network: the CS bundles over `base-cs/` "
-               "(`python -m benchmarks.phase1`), the SR bundles over `base/`.")
+               if not sr_own else
+               "Each family's bundles share one base and swap into\none live network: the CS bundles over `base/`, "
+               "the SR bundles over `base-sr/`.")
     sr_table = "" if not sr_rows else (
         "\n\nSuper-resolution, Set5 and Set14 on the luma channel, BSD68 gray (border = scale shaved, noiseless;\n"
         "cubic interpolation computed in the same run), beside the paper's U-Net LoRun-9 on gray BSD68 (Table V,\n"
@@ -435,7 +437,7 @@ def without_stored_estimate(net) -> None:
 
 
 def export(task: str, data: Path, work: Path, root: Path = ZOO, base_folder: str = "base") -> dict:
-    """Score a trained bundle, then write base (into ``root/base_folder``: ``base-cs`` for the CS
+    """Score a trained bundle, then write base (into ``root/base_folder``: ``base-sr`` for the SR
     bundles' own base) and bundle (float16) into the zoo folder."""
     trained = work / task / "bundle"
     if not trained.exists():
@@ -626,7 +628,7 @@ def main(argv: list[str] | None = None) -> None:
     out.add_argument("--work", type=Path, default=Path("runs/zoo"))
     out.add_argument("--root", type=Path, default=ZOO, help="the zoo folder to write")
     out.add_argument("--threads", type=int, default=1)
-    out.add_argument("--base-folder", default="base", help="the zoo folder the base goes into (base-cs: the CS bundles' own)")
+    out.add_argument("--base-folder", default="base", help="the zoo folder the base goes into (base-sr: the SR bundles' own)")
     ab = sub.add_parser("ablate", help="side-by-side short runs: the PCA matrix fixed or trained (ratio 0.10 unless --ratio)")
     ab.add_argument("variants", nargs="+", help="fixed or matrix-<lr>, e.g. fixed matrix-1e-4 matrix-1e-5")
     ab.add_argument("--data", type=Path, required=True)

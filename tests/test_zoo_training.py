@@ -83,3 +83,18 @@ def test_the_zoo_card_puts_the_papers_figures_beside_ours(tmp_path):
     card = (tmp_path / "README.md").read_text()
     assert "| cs-0.25 |  | 31.27 | **33.37** / " in card and "/  | 34.75 |" in card  # paper Set11 (Table II)
     assert "| 24.52 | **24.95** / 0.69 | 24.74 |" in card  # gray BSD68 beside the paper's Table V (K1)
+
+
+def test_the_zoo_card_names_the_sr_family_base_where_the_zoo_has_one(tmp_path):
+    from lorun_peft.persistence.schema import BASE_CONFIG_NAME
+
+    (tmp_path / "sr-x4-k0").mkdir()
+    (tmp_path / "sr-x4-k0" / "lorun_config.json").write_text(json.dumps({"metrics": {"set5_psnr": 29.3}}))
+    zoo_script.write_zoo_card(tmp_path)
+    assert "One shared base denoiser (`base/`" in (tmp_path / "README.md").read_text()
+    (tmp_path / "base-sr").mkdir()
+    (tmp_path / "base-sr" / BASE_CONFIG_NAME).write_text("{}")
+    zoo_script.write_zoo_card(tmp_path)
+    card = (tmp_path / "README.md").read_text()
+    assert "Two base denoisers: `base/`" in card and "`base-sr/` (that base then trained on as Block-1 under the four SR" in card
+    assert "the CS bundles over `base/`, the SR bundles over `base-sr/`." in card
