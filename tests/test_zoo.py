@@ -35,6 +35,13 @@ def copy(root, tmp_path):
     return shutil.copytree(root, tmp_path / "zoo")
 
 
+def damage(path) -> None:
+    """Flip every bit of a file's last byte (always a change, unlike overwriting it)."""
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
 def test_list_names_the_bundles(small_zoo) -> None:
     assert zoo.list(small_zoo) == ["cs-0.25", "cs-0.50"]
 
@@ -52,9 +59,7 @@ def test_load_gives_the_bundle_on_the_base(small_zoo) -> None:
 def test_a_damaged_file_is_a_clear_error(small_zoo, tmp_path) -> None:
     root = copy(small_zoo, tmp_path)
     target = root / "cs-0.25" / "stage_1" / "adapter_model.safetensors"
-    data = bytearray(target.read_bytes())
-    data[-1] ^= 0xFF
-    target.write_bytes(bytes(data))
+    damage(target)
     with pytest.raises(CorruptFileError, match="stage_1/adapter_model.safetensors is damaged"):
         zoo.load("cs-0.25", root)
     zoo.load("cs-0.50", root)  # the other bundle is untouched
@@ -63,7 +68,7 @@ def test_a_damaged_file_is_a_clear_error(small_zoo, tmp_path) -> None:
 def test_a_damaged_base_is_a_clear_error(small_zoo, tmp_path) -> None:
     root = copy(small_zoo, tmp_path)
     target = root / "base" / "model.safetensors"
-    target.write_bytes(target.read_bytes()[:-4] + b"\0\0\0\0")
+    damage(target)
     with pytest.raises(CorruptFileError, match="base/model.safetensors is damaged"):
         zoo.load("cs-0.50", root)
 
@@ -71,16 +76,14 @@ def test_a_damaged_base_is_a_clear_error(small_zoo, tmp_path) -> None:
 def test_verify_without_the_base_checks_the_bundle_only(small_zoo, tmp_path) -> None:
     root = copy(small_zoo, tmp_path)
     target = root / "base" / "model.safetensors"
-    target.write_bytes(target.read_bytes()[:-4] + b"\0\0\0\0")
+    damage(target)
     zoo.verify("cs-0.50", root, base=False)  # a base already in memory is not read again
     with pytest.raises(CorruptFileError, match="base/model.safetensors is damaged"):
         zoo.verify("cs-0.50", root)
     with pytest.raises(CorruptFileError, match="base/model.safetensors is damaged"):
         zoo.verify(None, root, base=False)  # the base alone is always checked
     bundle = root / "cs-0.25" / "stage_1" / "adapter_model.safetensors"
-    data = bytearray(bundle.read_bytes())
-    data[-1] ^= 0xFF
-    bundle.write_bytes(bytes(data))
+    damage(bundle)
     with pytest.raises(CorruptFileError, match="stage_1/adapter_model.safetensors is damaged"):
         zoo.verify("cs-0.25", root, base=False)
 
@@ -183,7 +186,7 @@ def test_a_family_base_serves_its_bundles_and_the_shared_base_the_rest(family_zo
 def test_a_damaged_family_base_stops_its_bundles_only(family_zoo, tmp_path) -> None:
     root = shutil.copytree(family_zoo, tmp_path / "zoo")
     target = root / "base-cs" / "model.safetensors"
-    target.write_bytes(target.read_bytes()[:-4] + b"\0\0\0\0")
+    damage(target)
     with pytest.raises(CorruptFileError, match="base-cs/model.safetensors is damaged"):
         zoo.load("cs-0.25", root)
     zoo.load("dn-0.25", root)  # over the shared base, untouched
