@@ -455,9 +455,9 @@ def export(task: str, data: Path, work: Path, root: Path = ZOO, base_folder: str
     summary = json.loads((work / task / "summary.json").read_text())
     first = TEST_SETS[kind][0]
     baseline = "linear_mmse" if kind == "cs" else "cubic"
-    metrics = {"dataset": "Set5 / Set14 (luma) / BSD68 (gray), border = scale shaved"}
+    metrics = {"dataset": "Set11 / BSD68 (full size) / photos: scikit-image's " + ", ".join(HELD_OUT) if kind == "cs"
+               else "Set5 / Set14 (luma) / BSD68 (gray), border = scale shaved"}
     if kind == "cs":
-        metrics["dataset"] = "Set11 / BSD68 (full size) / photos: scikit-image's " + ", ".join(HELD_OUT)
         metrics["sampling"] = (f"PCA of Train400's {net.operator.block} x {net.operator.block} blocks: rows 1-{net.operator.measurements} "
                                f"of basis {pca_basis_fingerprint(data)}; this matrix {net.operator.sampling_fingerprint}")
     for name, f in figures.items():
