@@ -98,9 +98,10 @@ def train400(data: Path) -> tuple[list[Path], list[Path]]:
     return files[:-held], files[-held:]
 
 
-def train_base(data: Path, work: Path, steps: int | None = None, device: str = "cpu", time_limit: float | None = None) -> dict:
+def train_base(data: Path, work: Path, steps: int | None = None, device: str = "cpu", time_limit: float | None = None,
+               patch_size: int | None = None) -> dict:
     training, validation = train400(data)
-    recipe = {**BASE_RECIPE, "steps": steps or BASE_RECIPE["steps"]}
+    recipe = {**BASE_RECIPE, "steps": steps or BASE_RECIPE["steps"], "patch_size": patch_size or BASE_RECIPE["patch_size"]}
     base = UNet(**BASE).to(device)
     patches = ImageFolder(training, patch_size=recipe["patch_size"])
     val = ImageFolder(validation)
@@ -244,15 +245,18 @@ def train_task(name: str, net, recipe: dict, data: Path, work: Path, steps_grid:
     return summary
 
 
-def train_cs(ratio: float, data: Path, work: Path, steps: int | None = None, **budget) -> dict:
-    recipe = {**CS_RECIPE, "steps": steps or CS_RECIPE["steps"]}
+def train_cs(ratio: float, data: Path, work: Path, steps: int | None = None, patch_size: int | None = None,
+             **budget) -> dict:
+    recipe = {**CS_RECIPE, "steps": steps or CS_RECIPE["steps"], "patch_size": patch_size or CS_RECIPE["patch_size"]}
     operator = cs_operator(ratio, training_images(data), recipe["matrix_lr"] is not None)
     net = lorun_peft.unfold(load_base(work), operator, K, gamma=recipe["gamma"], noise_level=True)
     return train_task(f"cs-{ratio:.2f}", net, recipe, data, work, firsts=WIDE_SIGMA_FIRST, lasts=WIDE_SIGMA_LAST, **budget)
 
 
-def train_sr(name: str, data: Path, work: Path, steps: int | None = None, **budget) -> dict:
-    recipe = {**SR_RECIPE, "steps": steps or SR_SHORT_STEPS.get(name, SR_RECIPE["steps"])}
+def train_sr(name: str, data: Path, work: Path, steps: int | None = None, patch_size: int | None = None,
+             **budget) -> dict:
+    recipe = {**SR_RECIPE, "steps": steps or SR_SHORT_STEPS.get(name, SR_RECIPE["steps"]),
+              "patch_size": patch_size or SR_RECIPE["patch_size"]}
     scale, kernel = SR_SETTINGS[name]
     operator = BlurDownsample(kernel_bank()[kernel], scale=scale, channels=1)
     net = lorun_peft.unfold(load_base(work), operator, K, algorithm="hqs", gamma=recipe["gamma"], noise_level=True)
@@ -620,6 +624,7 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--work", type=Path, default=Path("runs/zoo"), help="checkpoints and outputs")
     run.add_argument("--threads", type=int, default=1)
     run.add_argument("--steps", type=int, default=None, help="override the recipe's steps (quick checks)")
+    run.add_argument("--patch-size", type=int, default=None, help="override the recipe's training patch size")
     run.add_argument("--device", default="cpu", help="where to train: cpu, cuda, cuda:1, ...")
     run.add_argument("--minutes", type=float, default=None, help="stop after this many minutes, checkpointed; run again to continue")
     out = sub.add_parser("export", help="score a trained task on the test sets and write it into the zoo folder")
@@ -678,7 +683,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(export(args.task, args.data, args.work, args.root, args.base_folder), indent=1))
         return
     start = time.perf_counter()
-    summary = TASKS[args.task](args.data, args.work, args.steps, device=args.device,
+    summary = TASKS[args.task](args.data, args.work, args.steps, device=args.device, patch_size=args.patch_size,
                                time_limit=None if args.minutes is None else args.minutes * 60)
     print(json.dumps(summary, indent=1))
     print(f"{args.task}: {time.perf_counter() - start:.0f} s in this run")
