@@ -8,6 +8,21 @@ from torch import nn
 
 torch.set_num_threads(1)  # tiny tensors: one thread is as fast and immune to oversubscription
 
+# Files whose tests fork children that train, then the files that export to ONNX, in this order, in
+# one process: a process that has exported aborts the autograd of children it forks ("Invalid
+# thread pool" from torch's pthreadpool).
+FORKS_THEN_EXPORTS = ("tests/test_bundle.py", "tests/test_faults.py", "tests/test_onnx_export.py", "lorun_peft/export/")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist's ``--dist loadgroup`` (the addopts) every file runs whole in one worker,
+    module fixtures built once, as ``--dist loadfile`` would run it; FORKS_THEN_EXPORTS share one
+    worker, in collection order (tests/ before the package's doctests)."""
+    for item in items:
+        path = item.path.relative_to(config.rootpath).as_posix()
+        item.add_marker(pytest.mark.xdist_group("forks-then-exports" if path.startswith(FORKS_THEN_EXPORTS) else path))
+
 
 class TinyDenoiser(nn.Module):
     """conv-relu-conv-relu-conv with a residual; 3 adaptable Conv2d layers."""
