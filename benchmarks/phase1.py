@@ -7,6 +7,8 @@
     python -m benchmarks.phase1 run mixed --init benchmarks/results/phase1/mixed.safetensors --work runs/phase1b ...  # go on elsewhere
     python -m benchmarks.phase1 sr --base benchmarks/results/phase1/mixed.safetensors --data ../shared/data   # SR over it
     python -m benchmarks.phase1 run sr --data ../shared/data --work runs/phase1-sr --steps 1500 --minutes 60   # SR's own
+    python -m benchmarks.phase1 run mixed --device cuda --batch-size 16 --patch-size 128 --steps 20000 --minutes 8 \
+        --init benchmarks/results/phase1/mixed-step4000.safetensors --work runs/phase1-gpu --data ../shared/data   # on a GPU
 
 Algorithm 1's phase 1: every stage calls ONE trainable denoiser (Block-1, ``share="base"``),
 trained end to end with the L2 loss under the task. It starts from the zoo's shipped Gaussian-
@@ -110,12 +112,13 @@ def validate(base: nn.Module, images: list[torch.Tensor], nets: dict[str, nn.Mod
     """Mean PSNR of Block-1 over ``base`` for every task (keyed by :func:`label`), with the shipped
     bundles' steps."""
     was_training = base.training
+    device = next(base.parameters()).device
     scores = {}
     for task, net in nets.items():
         net.eval()
         values = []
         for x in images:
-            x = x[None]
+            x = x[None].to(device)
             with fit_operator(net.operator, x.shape[-2:]):
                 values.append(float(psnr(net(net.operator.A(x)).clamp(0, 1), x)))
         scores[label(task)] = sum(values) / len(values)
@@ -132,21 +135,27 @@ def start_base(init: Path | None) -> nn.Module:
 
 
 def run(arm: str, data: Path, work: Path, minutes: float, chunk_minutes: float = 10.0, steps: int = RECIPE["steps"],
-        init: Path | None = None) -> dict:
-    """Train ``arm`` for ``minutes`` (resumable), validating every ``chunk_minutes``; ``init``: start
-    from a base ``save`` wrote instead of the zoo's (a new schedule, a new curve)."""
+        init: Path | None = None, device: str = "cpu", batch_size: int = RECIPE["batch_size"],
+        patch_size: int = RECIPE["patch_size"]) -> dict:
+    """Train ``arm`` for ``minutes`` (resumable, with the recipe it started with), validating every
+    ``chunk_minutes``; ``init``: start from a base ``save`` wrote instead of the zoo's (a new
+    schedule, a new curve); ``device``, ``batch_size``, ``patch_size``: a GPU's recipe."""
     folder = work / arm
     folder.mkdir(parents=True, exist_ok=True)
-    training, validation = train400(data)
-    val = [ImageFolder(validation).full(i) for i in range(len(validation))]
-    patches = ImageFolder(training, patch_size=RECIPE["patch_size"])
-    mixture = TaskMixture(start_base(init), ARMS[arm])
-    family = ARMS["sr"] if arm == "sr" else ARMS["mixed"]  # every CS arm is measured at all five ratios
-    yardstick = {t: block1(mixture.base, t) for t in family}
+    recipe = {**RECIPE, "steps": steps, "batch_size": batch_size, "patch_size": patch_size}
     curve_file = folder / "curve.json"
     record = json.loads(curve_file.read_text()) if curve_file.exists() else {
-        "arm": arm, "tasks": list(ARMS[arm]), "recipe": {**RECIPE, "steps": steps}, "init": str(init or "the zoo's base"),
+        "arm": arm, "tasks": list(ARMS[arm]), "recipe": recipe, "init": str(init or "the zoo's base"),
         "curve": [], "train_seconds": 0.0}
+    started = {k: v for k, v in record["recipe"].items() if k != "steps"}  # (a schedule may be lengthened)
+    if started != {k: v for k, v in recipe.items() if k != "steps"}:
+        raise SystemExit(f"{folder} was started with the recipe {started}; go on with it or choose another --work")
+    training, validation = train400(data)
+    val = [ImageFolder(validation).full(i) for i in range(len(validation))]
+    patches = ImageFolder(training, patch_size=patch_size)
+    mixture = TaskMixture(start_base(init), ARMS[arm]).to(device)
+    family = ARMS["sr"] if arm == "sr" else ARMS["mixed"]  # every CS arm is measured at all five ratios
+    yardstick = {t: block1(mixture.base, t).to(device) for t in family}
     if not record["curve"]:  # the start: the Gaussian base as plug-and-play with the shipped steps
         record["curve"].append([0, validate(mixture.base, val, yardstick)])
         curve_file.write_text(json.dumps(record, indent=1))
@@ -154,7 +163,7 @@ def run(arm: str, data: Path, work: Path, minutes: float, chunk_minutes: float =
     step = record["curve"][-1][0]
     while step < steps and time.perf_counter() < deadline:
         chunk = min(chunk_minutes * 60, deadline - time.perf_counter())
-        result = lorun_peft.train(mixture, patches, steps=steps, batch_size=RECIPE["batch_size"], lr=RECIPE["lr"],
+        result = lorun_peft.train(mixture, patches, steps=steps, batch_size=batch_size, lr=RECIPE["lr"],
                                   precision=RECIPE["precision"], checkpoint_dir=folder, checkpoint_every=50,
                                   time_limit=chunk, desc=arm)
         step = result.step
@@ -242,6 +251,9 @@ def main(argv: list[str] | None = None) -> None:
     go.add_argument("--steps", type=int, default=RECIPE["steps"], help="the cosine schedule's length")
     go.add_argument("--threads", type=int, default=1)
     go.add_argument("--init", type=Path, default=None, help="start from a base written by `save` (default the zoo's)")
+    go.add_argument("--device", default="cpu", help="where to train: cpu, cuda, cuda:1, ...")
+    go.add_argument("--batch-size", type=int, default=RECIPE["batch_size"])
+    go.add_argument("--patch-size", type=int, default=RECIPE["patch_size"])
     keep = sub.add_parser("save", help="write an arm's base in float16")
     keep.add_argument("arm", choices=sorted(ARMS))
     keep.add_argument("--work", type=Path, default=Path("runs/phase1"))
@@ -259,7 +271,8 @@ def main(argv: list[str] | None = None) -> None:
         print(sr_over(args.base, args.data))
     elif args.command == "run":
         torch.set_num_threads(args.threads)
-        run(args.arm, args.data, args.work, args.minutes, args.chunk_minutes, args.steps, args.init)
+        run(args.arm, args.data, args.work, args.minutes, args.chunk_minutes, args.steps, args.init, args.device,
+            args.batch_size, args.patch_size)
     elif args.command == "save":
         print(save(args.arm, args.work, args.out))
     else:

@@ -43,6 +43,8 @@ def test_a_run_in_pieces_resumes_then_saves_and_goes_on(tmp_path, data):
     assert first["curve"][0][0] == 0 and set(first["curve"][0][1]) == {"0.01", "0.04", "0.10", "0.25", "0.50"}
     stopped = first["curve"][-1][0]
     assert 0 < stopped <= 3
+    with pytest.raises(SystemExit, match="was started with the recipe .*'batch_size': 4.*choose another --work"):
+        phase1.run("fixed-0.50", data, work, minutes=5, chunk_minutes=5, steps=stopped + 1, batch_size=2)
     done = phase1.run("fixed-0.50", data, work, minutes=5, chunk_minutes=5, steps=stopped + 1)
     assert done["curve"][-1][0] == stopped + 1 and json.loads((work / "fixed-0.50" / "curve.json").read_text()) == done
     saved = phase1.save("fixed-0.50", work, tmp_path / "base.safetensors")
@@ -66,8 +68,9 @@ def test_the_sr_arm_trains_one_base_under_every_sr_bundle_in_turn(tmp_path, data
     mixture(mixture.operator.A(x)).square().mean().backward()  # x2's turn
     assert all(p.grad is not None for p in mixture.base.parameters())
     assert mixture.nets[1].steps.mu.raw.grad is None and mixture.nets[0].steps.mu.raw.grad is not None
-    record = phase1.run("sr", data, tmp_path / "work", minutes=5, chunk_minutes=5, steps=2)
+    record = phase1.run("sr", data, tmp_path / "work", minutes=5, chunk_minutes=5, steps=2, batch_size=2, patch_size=48)
     assert [step for step, _ in record["curve"]] == [0, 2] and record["tasks"] == list(phase1.ARMS["sr"])
+    assert (record["recipe"]["batch_size"], record["recipe"]["patch_size"]) == (2, 48)
     assert set(record["curve"][-1][1]) == {"sr-x2-k0", "sr-x2-k4", "sr-x4-k0", "sr-x4-k4"}
     table = phase1.curves(tmp_path / "work", tmp_path / "sr.png")
     assert table.splitlines()[0] == "| arm | step | sr-x2-k0 | sr-x2-k4 | sr-x4-k0 | sr-x4-k4 | mean |"
