@@ -217,6 +217,11 @@ def train_task(name: str, net, recipe: dict, data: Path, work: Path, steps_grid:
     run at most, then checkpointed), then save the bundle."""
     folder = work / name
     folder.mkdir(parents=True, exist_ok=True)
+    summary_file = folder / "summary.json"
+    if summary_file.exists():  # a run to go on: the recipe it started with (its schedule may be lengthened)
+        started = {k: v for k, v in json.loads(summary_file.read_text())["recipe"].items() if k != "steps"}
+        if started != {k: v for k, v in json.loads(json.dumps(recipe)).items() if k != "steps"}:
+            raise SystemExit(f"{folder} was started with the recipe {started}; go on with it or choose another --work")
     training, validation = train400(data)
     val = [ImageFolder(validation).full(i) for i in range(len(validation))]
     start = time.perf_counter()
@@ -229,7 +234,6 @@ def train_task(name: str, net, recipe: dict, data: Path, work: Path, steps_grid:
         batch_size=recipe["batch_size"], lr=recipe["lr"], operator_lr=recipe.get("matrix_lr"),
         checkpoint_dir=folder, checkpoint_every=50, val_data=val, val_every=100, time_limit=time_limit, desc=name,
     )
-    summary_file = folder / "summary.json"
     before = json.loads(summary_file.read_text()).get("cpu_seconds", 0.0) if summary_file.exists() else 0.0
     summary = {
         "task": name, "recipe": recipe, "step_init": init, "val_psnr_curve": result.val_psnr,

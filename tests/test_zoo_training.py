@@ -42,10 +42,13 @@ def test_all_trains_base_and_bundles_into_one_zoo_folder(tmp_path, data, capsys)
 
 def test_a_task_stopped_by_its_time_limit_resumes(tmp_path, data, capsys):
     work = tmp_path / "work"
-    first = zoo_script.train_cs(0.25, data, work, steps=10**6, time_limit=1.0)
+    first = zoo_script.train_cs(0.25, data, work, steps=10**6, time_limit=1.0, patch_size=64)
     assert 0 < first["steps"] < 10**6 and not (work / "cs-0.25" / "bundle").exists()
     assert "run again to continue" in capsys.readouterr().out
-    done = zoo_script.train_cs(0.25, data, work, steps=first["steps"] + 1)
+    assert first["recipe"]["patch_size"] == 64
+    with pytest.raises(SystemExit, match="was started with the recipe .*'patch_size': 64.*choose another --work"):
+        zoo_script.train_cs(0.25, data, work, steps=first["steps"] + 1)  # the recipe's 96 x 96
+    done = zoo_script.train_cs(0.25, data, work, steps=first["steps"] + 1, patch_size=64)
     assert done["steps"] == first["steps"] + 1 and (work / "cs-0.25" / "bundle").is_dir()
     assert done["cpu_seconds"] > first["cpu_seconds"]
 
