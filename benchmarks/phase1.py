@@ -49,7 +49,7 @@ from lorun_peft.operators.base import fit_operator
 from lorun_peft.persistence.atomic import permit
 from lorun_peft.training.loop import CHECKPOINT_NAME
 
-from .zoo import CS_RATIOS, K, SR_SETTINGS, train400
+from .zoo import CS_RATIOS, K, SR_SETTINGS, check_same_recipe, train400
 
 ARMS = {"fixed-0.50": ("cs-0.50",), "mixed": tuple(f"cs-{r:.2f}" for r in CS_RATIOS), "sr": tuple(SR_SETTINGS)}
 RECIPE = {"steps": 4000, "batch_size": 4, "patch_size": 96, "lr": 2e-4, "precision": "fp32"}  # bf16 autocast: 10x slower on a CPU without AVX-512 BF16
@@ -147,9 +147,7 @@ def run(arm: str, data: Path, work: Path, minutes: float, chunk_minutes: float =
     record = json.loads(curve_file.read_text()) if curve_file.exists() else {
         "arm": arm, "tasks": list(ARMS[arm]), "recipe": recipe, "init": str(init or "the zoo's base"),
         "curve": [], "train_seconds": 0.0}
-    started = {k: v for k, v in record["recipe"].items() if k != "steps"}  # (a schedule may be lengthened)
-    if started != {k: v for k, v in recipe.items() if k != "steps"}:
-        raise SystemExit(f"{folder} was started with the recipe {started}; go on with it or choose another --work")
+    check_same_recipe(folder, record["recipe"], recipe)
     training, validation = train400(data)
     val = [ImageFolder(validation).full(i) for i in range(len(validation))]
     patches = ImageFolder(training, patch_size=patch_size)

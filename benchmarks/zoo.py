@@ -209,6 +209,16 @@ def choose_schedule(net, val: list[torch.Tensor], init_file: Path, steps_grid: t
     return init
 
 
+def check_same_recipe(folder: Path, started: dict, recipe: dict) -> None:
+    """A run that goes on in ``folder`` must keep the recipe it ``started`` with, but for the length
+    of its schedule ("steps"): SystemExit otherwise."""
+    def without_steps(r: dict) -> dict:
+        return {k: v for k, v in json.loads(json.dumps(r)).items() if k != "steps"}  # (JSON: tuples as lists)
+
+    if without_steps(started) != without_steps(recipe):
+        raise SystemExit(f"{folder} was started with the recipe {without_steps(started)}; go on with it or choose another --work")
+
+
 def train_task(name: str, net, recipe: dict, data: Path, work: Path, steps_grid: tuple[float, ...] = (1.0,),
                firsts: tuple[float, ...] = SIGMA_FIRST, lasts: tuple[float, ...] = SIGMA_LAST, device: str = "cpu",
                time_limit: float | None = None) -> dict:
@@ -218,10 +228,8 @@ def train_task(name: str, net, recipe: dict, data: Path, work: Path, steps_grid:
     folder = work / name
     folder.mkdir(parents=True, exist_ok=True)
     summary_file = folder / "summary.json"
-    if summary_file.exists():  # a run to go on: the recipe it started with (its schedule may be lengthened)
-        started = {k: v for k, v in json.loads(summary_file.read_text())["recipe"].items() if k != "steps"}
-        if started != {k: v for k, v in json.loads(json.dumps(recipe)).items() if k != "steps"}:
-            raise SystemExit(f"{folder} was started with the recipe {started}; go on with it or choose another --work")
+    if summary_file.exists():
+        check_same_recipe(folder, json.loads(summary_file.read_text())["recipe"], recipe)
     training, validation = train400(data)
     val = [ImageFolder(validation).full(i) for i in range(len(validation))]
     start = time.perf_counter()
