@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -20,7 +23,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     module fixtures built once, as ``--dist loadfile`` would run it; FORKS_THEN_EXPORTS share one
     worker, in collection order (tests/ before the package's doctests)."""
     for item in items:
-        path = item.path.relative_to(config.rootpath).as_posix()
+        path = Path(os.path.relpath(item.path, config.rootpath)).as_posix()  # (a file outside the root: "../...")
         item.add_marker(pytest.mark.xdist_group("forks-then-exports" if path.startswith(FORKS_THEN_EXPORTS) else path))
 
 
