@@ -2,9 +2,10 @@
 says what it restores; wrong inputs are refused with a message; `lorun export`, `lorun restore`
 and `lorun eval` on an .onnx file; SR's data step is the same with the real-valued tiling.
 
-Named to run after tests/test_faults.py and test_bundle.py (and the package's doctests after all
-tests): a process that has exported leaves a state that aborts the autograd of children it forks
-("Invalid thread pool" from torch's pthreadpool), and those two fork children that train."""
+Runs after tests/test_faults.py and test_bundle.py, in their worker (tests/conftest.py's
+FORKS_THEN_EXPORTS; the package's export doctests after it): a process that has exported leaves a
+state that aborts the autograd of children it forks ("Invalid thread pool" from torch's
+pthreadpool), and those two fork children that train."""
 
 from __future__ import annotations
 
