@@ -98,10 +98,26 @@ def train400(data: Path) -> tuple[list[Path], list[Path]]:
     return files[:-held], files[-held:]
 
 
+def check_same_recipe(folder: Path, started: dict, recipe: dict) -> None:
+    """A run that goes on in ``folder`` must keep the recipe it ``started`` with, but for the length
+    of its schedule ("steps"): SystemExit otherwise."""
+    def without_steps(r: dict) -> dict:
+        return {k: v for k, v in json.loads(json.dumps(r)).items() if k != "steps"}  # (JSON: tuples as lists)
+
+    if without_steps(started) != without_steps(recipe):
+        raise SystemExit(f"{folder} was started with the recipe {without_steps(started)}; go on with it or choose another --work")
+
+
 def train_base(data: Path, work: Path, steps: int | None = None, device: str = "cpu", time_limit: float | None = None,
                patch_size: int | None = None) -> dict:
     training, validation = train400(data)
     recipe = {**BASE_RECIPE, "steps": steps or BASE_RECIPE["steps"], "patch_size": patch_size or BASE_RECIPE["patch_size"]}
+    started = work / "base" / "recipe.json"  # (summary.json is written at the end)
+    if started.is_file():
+        check_same_recipe(work / "base", json.loads(started.read_text()), recipe)
+    else:
+        started.parent.mkdir(parents=True, exist_ok=True)
+        started.write_text(json.dumps(recipe, indent=1))
     base = UNet(**BASE).to(device)
     patches = ImageFolder(training, patch_size=recipe["patch_size"])
     val = ImageFolder(validation)
@@ -207,16 +223,6 @@ def choose_schedule(net, val: list[torch.Tensor], init_file: Path, steps_grid: t
         init_file.write_text(json.dumps(init, indent=1))
     net.steps.initialise(step=init["step"], sigma=geometric(init["sigma_first"], init["sigma_last"], K))
     return init
-
-
-def check_same_recipe(folder: Path, started: dict, recipe: dict) -> None:
-    """A run that goes on in ``folder`` must keep the recipe it ``started`` with, but for the length
-    of its schedule ("steps"): SystemExit otherwise."""
-    def without_steps(r: dict) -> dict:
-        return {k: v for k, v in json.loads(json.dumps(r)).items() if k != "steps"}  # (JSON: tuples as lists)
-
-    if without_steps(started) != without_steps(recipe):
-        raise SystemExit(f"{folder} was started with the recipe {without_steps(started)}; go on with it or choose another --work")
 
 
 def train_task(name: str, net, recipe: dict, data: Path, work: Path, steps_grid: tuple[float, ...] = (1.0,),

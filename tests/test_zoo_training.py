@@ -53,6 +53,14 @@ def test_a_task_stopped_by_its_time_limit_resumes(tmp_path, data, capsys):
     assert done["cpu_seconds"] > first["cpu_seconds"]
 
 
+def test_the_base_goes_on_only_with_the_recipe_it_started_with(tmp_path, data):
+    work = tmp_path / "work"
+    first = zoo_script.train_base(data, work, steps=10**6, time_limit=0.5, patch_size=32)
+    assert first["steps"] < 10**6 and json.loads((work / "base" / "recipe.json").read_text())["patch_size"] == 32
+    with pytest.raises(SystemExit, match="was started with the recipe .*'patch_size': 32.*choose another --work"):
+        zoo_script.train_base(data, work, steps=10**6, time_limit=0.5)  # the recipe's 64 x 64
+
+
 def test_goals_table_reads_the_bundles_metrics(tmp_path):
     for name, metrics in {"cs-0.10": {"set11_psnr": 28.7, "set11_linear_mmse_psnr": 26.97, "set11_random_linear_psnr": 23.5},
                           "cs-0.25": {"set11_psnr": 31.9, "set11_linear_mmse_psnr": 31.27}}.items():
