@@ -108,16 +108,27 @@ def check_same_recipe(folder: Path, started: dict, recipe: dict) -> None:
         raise SystemExit(f"{folder} was started with the recipe {without_steps(started)}; go on with it or choose another --work")
 
 
+def keep_recipe(folder: Path, recipe: dict) -> None:
+    """Record ``recipe`` in ``folder/recipe.json`` when a run starts there; a run that goes on
+    must keep it (:func:`check_same_recipe`)."""
+    started = folder / "recipe.json"
+    if started.is_file():
+        check_same_recipe(folder, json.loads(started.read_text()), recipe)
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        started.write_text(json.dumps(recipe, indent=1))
+
+
+def overridden(recipe: dict, **overrides) -> dict:
+    """``recipe`` with the overrides that are given (None or 0: the recipe's own)."""
+    return {**recipe, **{k: v for k, v in overrides.items() if v}}
+
+
 def train_base(data: Path, work: Path, steps: int | None = None, device: str = "cpu", time_limit: float | None = None,
                patch_size: int | None = None) -> dict:
     training, validation = train400(data)
-    recipe = {**BASE_RECIPE, "steps": steps or BASE_RECIPE["steps"], "patch_size": patch_size or BASE_RECIPE["patch_size"]}
-    started = work / "base" / "recipe.json"  # (summary.json is written at the end)
-    if started.is_file():
-        check_same_recipe(work / "base", json.loads(started.read_text()), recipe)
-    else:
-        started.parent.mkdir(parents=True, exist_ok=True)
-        started.write_text(json.dumps(recipe, indent=1))
+    recipe = overridden(BASE_RECIPE, steps=steps, patch_size=patch_size)
+    keep_recipe(work / "base", recipe)
     base = UNet(**BASE).to(device)
     patches = ImageFolder(training, patch_size=recipe["patch_size"])
     val = ImageFolder(validation)
@@ -233,9 +244,7 @@ def train_task(name: str, net, recipe: dict, data: Path, work: Path, steps_grid:
     run at most, then checkpointed), then save the bundle."""
     folder = work / name
     folder.mkdir(parents=True, exist_ok=True)
-    summary_file = folder / "summary.json"
-    if summary_file.exists():
-        check_same_recipe(folder, json.loads(summary_file.read_text())["recipe"], recipe)
+    keep_recipe(folder, recipe)
     training, validation = train400(data)
     val = [ImageFolder(validation).full(i) for i in range(len(validation))]
     start = time.perf_counter()
@@ -248,6 +257,7 @@ def train_task(name: str, net, recipe: dict, data: Path, work: Path, steps_grid:
         batch_size=recipe["batch_size"], lr=recipe["lr"], operator_lr=recipe.get("matrix_lr"),
         checkpoint_dir=folder, checkpoint_every=50, val_data=val, val_every=100, time_limit=time_limit, desc=name,
     )
+    summary_file = folder / "summary.json"
     before = json.loads(summary_file.read_text()).get("cpu_seconds", 0.0) if summary_file.exists() else 0.0
     summary = {
         "task": name, "recipe": recipe, "step_init": init, "val_psnr_curve": result.val_psnr,
@@ -265,7 +275,7 @@ def train_task(name: str, net, recipe: dict, data: Path, work: Path, steps_grid:
 
 def train_cs(ratio: float, data: Path, work: Path, steps: int | None = None, patch_size: int | None = None,
              **budget) -> dict:
-    recipe = {**CS_RECIPE, "steps": steps or CS_RECIPE["steps"], "patch_size": patch_size or CS_RECIPE["patch_size"]}
+    recipe = overridden(CS_RECIPE, steps=steps, patch_size=patch_size)
     operator = cs_operator(ratio, training_images(data), recipe["matrix_lr"] is not None)
     net = lorun_peft.unfold(load_base(work), operator, K, gamma=recipe["gamma"], noise_level=True)
     return train_task(f"cs-{ratio:.2f}", net, recipe, data, work, firsts=WIDE_SIGMA_FIRST, lasts=WIDE_SIGMA_LAST, **budget)
@@ -273,8 +283,7 @@ def train_cs(ratio: float, data: Path, work: Path, steps: int | None = None, pat
 
 def train_sr(name: str, data: Path, work: Path, steps: int | None = None, patch_size: int | None = None,
              **budget) -> dict:
-    recipe = {**SR_RECIPE, "steps": steps or SR_SHORT_STEPS.get(name, SR_RECIPE["steps"]),
-              "patch_size": patch_size or SR_RECIPE["patch_size"]}
+    recipe = overridden(SR_RECIPE, steps=steps or SR_SHORT_STEPS.get(name), patch_size=patch_size)
     scale, kernel = SR_SETTINGS[name]
     operator = BlurDownsample(kernel_bank()[kernel], scale=scale, channels=1)
     net = lorun_peft.unfold(load_base(work), operator, K, algorithm="hqs", gamma=recipe["gamma"], noise_level=True)
