@@ -1,4 +1,5 @@
-"""Degradation operators for the paper's three tasks, all following one small protocol.
+"""Degradation operators for the paper's three tasks (and deblurring, inpainting), all following one
+small protocol.
 
 >>> import torch
 >>> from lorun_peft.operators import BlockCS
@@ -16,8 +17,10 @@ from .base import (
     rebuild_operator,
     register_operator,
 )
+from .blur import Blur
 from .cassi import CASSI
 from .cs import BlockCS
+from .inpainting import Inpainting
 from .sr import BlurDownsample
 
 __all__ = [
@@ -25,6 +28,8 @@ __all__ = [
     "BlockCS",
     "BlurDownsample",
     "CASSI",
+    "Blur",
+    "Inpainting",
     "OPERATORS",
     "operator_from_config",
     "rebuild_operator",

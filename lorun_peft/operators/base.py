@@ -15,8 +15,9 @@ from torch import nn
 
 from ..errors import IncompatibleBundleError, InvalidArgumentError
 from .linalg import conjugate_gradient
+from .physics import is_deepinv_physics, physics_config, physics_from_config
 
-__all__ = ["LinearOperator", "register_operator", "operator_from_config", "OPERATORS"]
+__all__ = ["LinearOperator", "register_operator", "operator_from_config", "describe_operator", "OPERATORS"]
 
 OPERATORS: dict[str, type["LinearOperator"]] = {}
 
@@ -27,8 +28,10 @@ def register_operator(cls: type["LinearOperator"]) -> type["LinearOperator"]:
     return cls
 
 
-def operator_from_config(config: dict[str, Any]) -> "LinearOperator":
+def operator_from_config(config: dict[str, Any], state: Mapping[str, torch.Tensor] | None = None) -> "LinearOperator":
     """Rebuild an operator from ``op.config()`` (its learnable state comes from its state_dict).
+    A deepinv physics (``"type": "deepinv"``, see :mod:`lorun_peft.operators.physics`) is built
+    from its config and ``state``, its saved state_dict.
 
     >>> from lorun_peft.operators import BlockCS
     >>> op = BlockCS(0.25, block=8)
@@ -38,9 +41,12 @@ def operator_from_config(config: dict[str, Any]) -> "LinearOperator":
     if not isinstance(config, dict) or "type" not in config:
         raise InvalidArgumentError(f"operator config must be a dict with a 'type' key, got {config!r}")
     kind = config["type"]
+    if kind == "deepinv":
+        return physics_from_config(config, state)
     if kind not in OPERATORS:
         raise InvalidArgumentError(
-            f"operator config names unknown type {kind!r}; known: {sorted(OPERATORS)}"
+            f"operator config names unknown type {kind!r}; known: {sorted(OPERATORS)} (an operator of a task "
+            "package registers when the package is installed: pip install it)"
         )
     kwargs = {k: v for k, v in config.items() if k != "type"}
     try:
@@ -69,21 +75,38 @@ def fit_operator(operator: Any, size: Sequence[int]) -> Iterator[Any]:
         operator.image_size = before
 
 
-def rebuild_operator(config: Mapping[str, Any] | None, where: str) -> "LinearOperator":
-    """:func:`operator_from_config` for a saved configuration: any failure to rebuild it (an unknown
-    type, bad keys or values, an error of the operator's own) is an IncompatibleBundleError naming
-    ``where``, the saved folder or bundle.
+def describe_operator(operator: Any) -> dict[str, Any]:
+    """The config an operator is saved with: its ``config()``, or a deepinv physics' ``physics_config``
+    (unverified: for comparing a live operator with a saved one).
 
-    >>> rebuild_operator({"type": "Teleporter"}, "bundle cs-x")
+    >>> from lorun_peft.operators import BlockCS
+    >>> describe_operator(BlockCS(0.25, block=8))["type"]
+    'BlockCS'
+    """
+    if is_deepinv_physics(operator):
+        return physics_config(operator, verify=False)
+    return operator.config()
+
+
+def rebuild_operator(
+    config: Mapping[str, Any] | None, where: str, state: Mapping[str, torch.Tensor] | None = None
+) -> "LinearOperator":
+    """:func:`operator_from_config` for a saved configuration (and ``state``, the saved operator
+    tensors, which a deepinv physics is built from): any failure to rebuild it (an unknown type, bad
+    keys or values, an error of the operator's own) is an IncompatibleBundleError naming ``where``,
+    the saved folder or bundle.
+
+    >>> rebuild_operator({"type": "Teleporter"}, "bundle cs-x")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    lorun_peft.errors.IncompatibleBundleError: bundle cs-x: its operator 'Teleporter' cannot be rebuilt here: operator config names unknown type 'Teleporter'; known: ['BlockCS', 'BlurDownsample', 'CASSI']
+    lorun_peft.errors.IncompatibleBundleError: bundle cs-x: its operator 'Teleporter' cannot be rebuilt here: operator config names unknown type 'Teleporter'; known: ['BlockCS', ...] (an operator of a task package registers when the package is installed: pip install it)
     """
     config = dict(config or {})
+    name = f"deepinv.physics.{config.get('class')}" if config.get("type") == "deepinv" else config.get("type")
     try:
-        return operator_from_config(config)
+        return operator_from_config(config, state)
     except Exception as err:  # noqa: BLE001 - any failure to rebuild is the saved configuration's problem
-        raise IncompatibleBundleError(f"{where}: its operator {config.get('type')!r} cannot be rebuilt here: {err}") from None
+        raise IncompatibleBundleError(f"{where}: its operator {name!r} cannot be rebuilt here: {err}") from None
 
 
 class LinearOperator(nn.Module):
@@ -108,6 +131,15 @@ class LinearOperator(nn.Module):
     def initial_estimate(self, y: torch.Tensor) -> torch.Tensor:
         """The first estimate x_0 handed to stage 0 (A^T y unless a subclass knows better)."""
         return self.A_adjoint(y)
+
+    def _check_image(self, x: torch.Tensor, name: str = "x") -> None:
+        """``x`` must be an (N, C, H, W) tensor (with ``self.channels`` channels where that is set)."""
+        channels = getattr(self, "channels", None)
+        if not torch.is_tensor(x) or x.dim() < 2:
+            got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+            raise InvalidArgumentError(f"{name} must be a tensor shaped (N, C, H, W), got {got}")
+        if channels is not None and (x.dim() < 3 or x.shape[-3] != channels):
+            raise InvalidArgumentError(f"{name} must have {channels} channels (dimension -3), got shape {tuple(x.shape)}")
 
     def forward(
         self,

@@ -128,15 +128,6 @@ class BlurDownsample(LinearOperator):
         self._spectra: dict[tuple, dict[str, Any]] = {}
 
     # ----------------------------------------------------------------- checks and cached spectra
-    def _check_image(self, x: torch.Tensor, name: str = "x") -> None:
-        if not torch.is_tensor(x) or x.dim() < 2:
-            got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
-            raise InvalidArgumentError(f"{name} must be a tensor shaped (N, C, H, W), got {got}")
-        if self.channels is not None and (x.dim() < 3 or x.shape[-3] != self.channels):
-            raise InvalidArgumentError(
-                f"{name} must have {self.channels} channels (dimension -3), got shape {tuple(x.shape)}"
-            )
-
     def _check_divisible(self, x: torch.Tensor, name: str = "x") -> None:
         self._check_image(x, name)
         H, W = x.shape[-2:]

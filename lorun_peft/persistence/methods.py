@@ -152,7 +152,7 @@ class BundleMethods(Network):
             raise IncompatibleBundleError(
                 f"bundle {bundle.label} was trained on another base (fingerprint {config['base_fingerprint'][:19]}..., given base {found[:19]}...)"
             )
-        operator = rebuild_operator(config["operator"], f"bundle {bundle.label}")
+        operator = rebuild_operator(config["operator"], f"bundle {bundle.label}", bundle.operator_state)
         settings = UnfoldConfig(
             K=config["K"], algorithm=config["algorithm"], gamma=config["gamma"], adapter=config["adapter"],
             target_modules=config.get("target_modules"), noise_level=config["noise_level"],

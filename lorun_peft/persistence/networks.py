@@ -145,12 +145,15 @@ def read_pretrained(cls: type, source: str | os.PathLike, *, subfolder: str | No
         net = cls.from_bundle(place.folder / BASE_DIR, place.folder / BUNDLE_DIR, module=module)
         net.config = net.config.replace(checkpoint=config.checkpoint)  # the one setting a bundle does not hold
         return net
-    operator = rebuild_operator(config.operator, place.label)
-    net = cls(_denoiser(denoiser, config.denoiser, place.label), operator, config)
-    dtype = getattr(torch, str(header["dtype"]), None)
-    if isinstance(dtype, torch.dtype):
-        net.to(dtype)
     state = parse_safetensors(read_bytes(place, NETWORK_WEIGHTS), f"{NETWORK_WEIGHTS} of {place.label}")
+    dtype = getattr(torch, str(header["dtype"]), None)
+    operator_state = {k.removeprefix("operator."): v for k, v in state.items() if k.startswith("operator.")}
+    if isinstance(dtype, torch.dtype):
+        operator_state = cast(operator_state, dtype)  # a deepinv physics is built from its saved tensors
+    operator = rebuild_operator(config.operator, place.label, operator_state)
+    net = cls(_denoiser(denoiser, config.denoiser, place.label), operator, config)
+    if isinstance(dtype, torch.dtype):  # the floating tensors only: .to(dtype) would make a physics' complex ones real
+        net._apply(lambda t: t.to(dtype) if t.is_floating_point() else t)
     live = net.state_dict()
     check_tensors(state, live, f"{place.label}: the weights do not fit the network its configuration builds", dtypes=False)
     net.load_state_dict({k: v.to(live[k].dtype) for k, v in state.items()})

@@ -32,6 +32,7 @@ from .fingerprint import base_module, base_state, fingerprint, live_fingerprint,
 from .protocol import Network
 from .atomic import atomic_folder
 from ..operators.base import OPERATORS
+from ..operators.physics import is_deepinv_physics, physics_config
 from .schema import (
     ADAPTER_CONFIG_NAME,
     ADAPTER_WEIGHTS_NAME,
@@ -53,7 +54,10 @@ __all__ = ["save_adapters", "save_base", "operator_config", "denoiser_info"]
 
 
 def operator_config(operator: Any) -> dict[str, Any]:
-    """The operator's ``config()``, checked to rebuild a registered operator and to be plain JSON."""
+    """The operator's ``config()``, checked to rebuild a registered operator and to be plain JSON; a
+    deepinv physics' :func:`~lorun_peft.operators.physics.physics_config` (checked to rebuild it bit-exact)."""
+    if is_deepinv_physics(operator):
+        return json.loads(to_json(physics_config(operator), f"deepinv physics {type(operator).__name__}'s config"))
     config_fn = getattr(operator, "config", None)
     if not callable(config_fn):
         raise InvalidArgumentError(

@@ -30,11 +30,13 @@ from torch import nn
 
 from . import _hub as hub
 from ..adapters.stages import adapter_config_mismatch, adapter_structure, canonical, stage_configs
-from ..errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError
+from ..errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError, LorunError
 from .fingerprint import live_fingerprint, net_cache, require_lora
 from .protocol import Network
 from ..config import UnfoldConfig
 from ..operators import rebuild_operator
+from ..operators.base import describe_operator
+from ..operators.physics import is_deepinv_physics
 from .reading import read_bundle
 from .schema import Bundle, check_tensors
 
@@ -93,23 +95,34 @@ def plan_swap(net: Network, bundle: Bundle) -> Swap:
     return _plan_operator(net, bundle, copies)
 
 
+def _same_operator(live_op: Any, saved: Any) -> bool:
+    """Whether the live operator has the saved settings (its tensors' shapes are checked apart)."""
+    if not isinstance(live_op, nn.Module):
+        return False
+    if is_deepinv_physics(live_op):
+        with contextlib.suppress(LorunError):  # one that cannot be described is replaced by the saved one
+            return describe_operator(live_op) == saved  # exactly: sorted sizes could match another shape
+        return False
+    return callable(getattr(live_op, "config", None)) and canonical(live_op.config()) == canonical(saved)
+
+
 def _plan_operator(net: Network, bundle: Bundle, copies: list[tuple[torch.Tensor, torch.Tensor]]) -> Swap:
     """Update the live operator in place when its settings and shapes agree; else rebuild it from the bundle."""
     config, label = bundle.config, bundle.label
     device = next(net.steps.parameters()).device
     live_op = net.operator
-    same_kind = callable(getattr(live_op, "config", None)) and isinstance(live_op, nn.Module)
-    if same_kind and canonical(live_op.config()) == canonical(config["operator"]):
+    if _same_operator(live_op, config["operator"]):
         live_state = live_op.state_dict()
         with contextlib.suppress(IncompatibleBundleError):
             check_tensors(bundle.operator_state, live_state, "operator")
             return Swap(copies + [(live_state[k], t) for k, t in bundle.operator_state.items()], None)
-    operator = rebuild_operator(config["operator"], f"bundle {label}")
+    operator = rebuild_operator(config["operator"], f"bundle {label}", bundle.operator_state)
     if not isinstance(operator, nn.Module):
         raise IncompatibleBundleError(f"bundle {label}: the operator is not a torch module")
     operator.to(device)
     check_tensors(bundle.operator_state, operator.state_dict(), f"bundle {label}, operator state vs its config", CorruptFileError, dtypes=False)
-    operator.load_state_dict({k: v.to(device) for k, v in bundle.operator_state.items()}, strict=True, assign=True)
+    if not is_deepinv_physics(operator):  # a physics is built from its state, in deepinv's own memory layout
+        operator.load_state_dict({k: v.to(device) for k, v in bundle.operator_state.items()}, strict=True, assign=True)
     operator.train(net.training)
     return Swap(copies, operator)
 
