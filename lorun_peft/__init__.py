@@ -72,8 +72,8 @@ MOVED = {
     "persistence.networks", "methods": "persistence.methods", "bundle": "persistence.bundle", "models":
     "resolve", "hub": "persistence._hub", "files": "persistence._files", "io": "persistence.atomic",
     "train": "training.loop", "pretrain": "training.pretrain", "recipe": "training.recipe", "evaluation":
-    "training.evaluation", "spectral": "data.spectral", "commands": "cli.commands", "tasks": "cli.inputs",
-    "demo": "cli.demo", "playground": "app.playground"
+    "training.evaluation", "spectral": "data.spectral", "commands": "cli.commands",
+    "demo": "cli.demo", "playground": "app.playground", "report": "adapters.report"
 }
 
 

@@ -39,13 +39,13 @@ from .operators import operator_from_config
 from .persistence import _hub as hub
 from .persistence.networks import NETWORK_CONFIG
 from .persistence.schema import BASE_CONFIG_NAME, CONFIG_NAME, check_tensors
+from .tasks import task_of
 from .unfold import UnfoldedNetwork, load
 
-__all__ = ["load_network", "describe", "load_legacy", "run_model_folder", "RUN_MODEL", "LEGACY_FILE", "TASK_OF_OPERATOR"]
+__all__ = ["load_network", "describe", "load_legacy", "run_model_folder", "RUN_MODEL", "LEGACY_FILE"]
 
 RUN_MODEL = "model"  # `lorun train --out DIR` saves its network in DIR/model/
 LEGACY_FILE, LEGACY_FORMAT = "model.safetensors", "lorun-model"
-TASK_OF_OPERATOR = {"BlockCS": "cs", "BlurDownsample": "sr", "CASSI": "cassi"}
 
 
 def describe(net: UnfoldedNetwork) -> dict[str, Any]:
@@ -53,10 +53,10 @@ def describe(net: UnfoldedNetwork) -> dict[str, Any]:
     config) and the unfolding settings."""
     config = net.unfold_config()
     operator, denoiser = dict(config.operator or {}), dict(config.denoiser or {})
-    task = TASK_OF_OPERATOR.get(operator.get("type"), "custom")
+    task = task_of(net.operator)
     return {
-        "task": task,
-        "channels": operator.get("bands") if task == "cassi" else operator.get("channels", 1),
+        "task": task.name,
+        "channels": task.channels(net.operator, (denoiser.get("config") or {}).get("in_channels", 1)),
         "operator": operator,
         "denoiser": {"name": denoiser.get("registry_name") or denoiser.get("qualname"), "config": denoiser.get("config")},
         "unfold": config.settings(),

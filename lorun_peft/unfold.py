@@ -27,9 +27,10 @@ from .config import UnfoldConfig
 from .errors import InvalidArgumentError
 from .operators.base import fit_operator, initial_estimate
 from .persistence.methods import BundleMethods
-from .report import ParameterReport, count
+from .adapters.report import ParameterReport, count
 from .adapters.sharing import IndependentDenoisers, SharedDenoiser
 from .steps import STEPS
+from .tasks import task_of
 
 __all__ = ["unfold", "load", "measure_and_restore", "UnfoldedNetwork"]
 
@@ -262,8 +263,9 @@ def measure_and_restore(
     net: nn.Module, x: torch.Tensor | None, noise_sigma: float = 0.0, generator: torch.Generator | None = None, *,
     y: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-    """Measure images ``x`` with the network's own operator (sized to them), add Gaussian noise of
-    ``noise_sigma`` drawn from ``generator``, and restore: ``(y, x_0, x_hat, stages)``, not clamped.
+    """Measure images ``x`` with the network's own operator (sized to them) as its task simulates it
+    (:meth:`lorun_peft.tasks.Task.simulate`: Gaussian noise of ``noise_sigma`` drawn from
+    ``generator``; a deepinv physics adds its own noise model), and restore: ``(y, x_0, x_hat, stages)``, not clamped.
     With ``x=None`` the measurement ``y=`` is given (noise is still added). Evaluation, the demo and
     the app all restore through here.
 
@@ -277,10 +279,10 @@ def measure_and_restore(
     operator = net.operator
     with fit_operator(operator, x.shape[-2:]) if x is not None else contextlib.nullcontext():
         if x is not None:
-            y = operator.A(x)
-        if y is None:
+            y = task_of(operator).simulate(operator, x, noise_sigma, generator)
+        elif y is None:
             raise InvalidArgumentError("measure_and_restore needs images x or a measurement y=")
-        if noise_sigma:
+        elif noise_sigma:
             y = y + noise_sigma * torch.randn(y.shape, generator=generator, dtype=y.dtype).to(y.device)
         x0 = initial_estimate(operator, y)
         x_hat, stages = net(y, return_stages=True)

@@ -257,7 +257,7 @@ def test_model_and_input_errors(cs_model, tmp_path, capsys):
     expect_error(capsys, "must end in .png or .npy", "restore", "--model", cs_model, tmp_path / "bad.png", tmp_path / "o.jpg")
     assert not (tmp_path / "o.png").exists()
     with pytest.raises(SystemExit) as exit_info:  # argparse's own errors also exit with 2
-        main(["train", "--task", "deblur", "--out", str(tmp_path)])
+        main(["train", "--task", "teleport", "--out", str(tmp_path)])
     assert exit_info.value.code == 2
 
 

@@ -148,7 +148,7 @@ def test_no_task_chosen():
 
 
 def test_compressive_sensing_measurement_is_not_an_image(play):
-    with pytest.raises(InvalidArgumentError, match="a compressive-sensing measurement is a vector per block"):
+    with pytest.raises(InvalidArgumentError, match=r"a cs measurement is not an image \(block compressive sensing: m random or learned projections of every B x B block\): choose 'degrade' for this task"):
         play.restore(torch.rand(1, 32, 32), mode=MEASUREMENT)
 
 

@@ -30,10 +30,11 @@ import torch
 from ..persistence import _hub as hub
 from .. import zoo
 from ..config import UnfoldConfig
-from ..data.images import load_image, modcrop, photographs
+from ..data.images import load_image, photographs
 from ..errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError, LorunError
 from ..metrics import psnr, ssim
 from ..resolve import load_network
+from ..tasks import task_of
 from ..persistence.reading import read_bundle
 from ..persistence.schema import CONFIG_NAME, Bundle
 from ..unfold import UnfoldedNetwork, measure_and_restore
@@ -218,13 +219,14 @@ class Playground:
             raise InvalidArgumentError(f"measurement noise must be between 0 and 0.5, got {noise_sigma}")
         net, operator = self.net, self.net.operator
         self._check_size(image.shape[-2], image.shape[-1], "the image")
-        if mode == MEASUREMENT and type(operator).__name__ == "BlockCS":
-            raise InvalidArgumentError("a compressive-sensing measurement is a vector per block, not an image: "
+        task = task_of(operator)
+        if mode == MEASUREMENT and not task.measurement_is_image:
+            raise InvalidArgumentError(f"a {task.name} measurement is not an image ({task.summary}): "
                                        "choose 'degrade' for this task")
         start = time.perf_counter()
         colour = image.shape[0] == 3 and getattr(operator, "channels", None) == 1
         batch = image[:, None] if colour else image[None]  # the colour channels as a batch of gray images
-        truth = modcrop(batch, int(getattr(operator, "scale", 1))) if mode == DEGRADE else None
+        truth = torch.stack([task.fit_image(operator, x) for x in batch]) if mode == DEGRADE else None
         try:
             _, initial, restored, stages = measure_and_restore(net, truth, noise_sigma, torch.Generator().manual_seed(seed),
                                                                y=batch if truth is None else None)

@@ -23,12 +23,12 @@ import torch
 
 from ..persistence import bundle
 from .. import zoo
-from ..data.images import load_cube, load_image
+from ..data.images import load_image
 from ..denoisers import DENOISERS, build_denoiser
 from ..errors import CorruptFileError, InvalidArgumentError
 from ..training.evaluation import Evaluation, evaluate
 from ..persistence.atomic import atomic_write
-from ..operators import BlockCS, fit_operator, operator_from_config
+from ..operators import fit_operator, operator_from_config
 from ..plots import lora_norm_figure, lora_update_figure, stage_chart
 from ..training.pretrain import choose_noise_schedule
 from ..training.recipe import PAPER, RECIPE, train_two_phase
@@ -55,6 +55,7 @@ from ..persistence.networks import NETWORK_CONFIG
 from ..unfold import UnfoldedNetwork, unfold
 from ..export import OnnxNetwork, is_onnx, to_int8, to_onnx
 from ..data.images import center_crop, modcrop
+from ..tasks import task_of
 
 ONNX_COMMANDS = ("eval", "restore")  # the commands that run an exported .onnx file
 
@@ -284,9 +285,7 @@ def cmd_restore(args: argparse.Namespace) -> None:
             from ..data.spectral import scale_real_measurement
 
             y = scale_real_measurement(y, bands=config["channels"]).to(reference)
-        size = getattr(operator, "image_size", None)
-        if isinstance(operator, BlockCS):
-            size = (y.shape[-2] * operator.block, y.shape[-1] * operator.block)
+        size = task_of(operator).measurement_size(operator, y) or getattr(operator, "image_size", None)
         with fit_operator(operator, size) if size else contextlib.nullcontext():
             try:
                 x_hat = net(y).clamp(0, 1)
@@ -295,12 +294,7 @@ def cmd_restore(args: argparse.Namespace) -> None:
         write_output(args.output, as_input(x_hat[0], args.input, config))
         print(f"restored {args.input} ({tuple(y.shape[1:])}) -> {args.output} ({tuple(x_hat.shape[1:])})")
         return
-    if config["task"] == "cassi":
-        x = load_cube(args.input) if args.input.suffix.lower() in (".npy", ".mat") else None
-        if x is None:
-            raise InvalidArgumentError(f"a cassi model restores cubes (.npy/.mat); {args.input} is not one (use --measurement for a snapshot)")
-    else:
-        x = load_image(args.input, config["channels"])
+    x = task_of(operator).load_input(args.input, config["channels"])
     x = _onnx_fit(net, fit_images(config, operator, [x]))[0].to(reference)[None]
     result = evaluate(net, x, names=[args.input.name], noise_sigma=args.noise_sigma, seed=args.seed,
                       keep_outputs=True, **metric_options(config, operator, args))
@@ -311,14 +305,17 @@ def cmd_restore(args: argparse.Namespace) -> None:
 
 
 def _onnx_fit(net: Any, images: list[torch.Tensor]) -> list[torch.Tensor]:
-    """An ONNX block-CS file restores whole blocks: other images are cropped to them (a PyTorch
-    network pads instead; the two differ at the border, so the crop is said)."""
-    if not isinstance(net, OnnxNetwork) or not isinstance(net.operator, BlockCS):
+    """An ONNX file of a dynamic size (block CS) restores whole blocks: other images are cropped to
+    them (a PyTorch network pads instead; the two differ at the border, so the crop is said)."""
+    if not isinstance(net, OnnxNetwork):
         return images
-    block = net.operator.block
-    cropped = [modcrop(x, block) for x in images]
+    task = task_of(net.operator)
+    if task.dynamic_axes(net.operator, simulate=False) is None:
+        return images
+    multiple, what = task.size_multiple(net.operator)
+    cropped = [modcrop(x, multiple) for x in images]
     if any(c.shape != x.shape for c, x in zip(cropped, images)):
-        say(f"note: cropped to multiples of the block ({block} px), which the ONNX file restores")
+        say(f"note: cropped to multiples of the {what} ({multiple} px), which the ONNX file restores")
     return cropped
 
 
@@ -333,10 +330,10 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(report)
     if args.int8 is None:
         return
-    images, _ = folder_images(config, args.int8)
+    images, _ = folder_images(config, args.int8, operator=net.operator)
     fixed = [d for d in report.input_shape[2:] if isinstance(d, int)]
-    if isinstance(net.operator, BlockCS) and not fixed:  # dynamic: whole blocks of any size
-        images = [modcrop(x, net.operator.block) for x in images]
+    if not fixed:  # dynamic: whole blocks of any size
+        images = [modcrop(x, task_of(net.operator).size_multiple(net.operator)[0]) for x in images]
     else:  # the file's own size: larger images are cropped to it, smaller ones left out
         height, width = report.image_size
         images = [center_crop(x, height, width) for x in images if x.shape[-2] >= height and x.shape[-1] >= width]
@@ -351,14 +348,13 @@ def cmd_export(args: argparse.Namespace) -> None:
 @torch.no_grad()
 def cmd_measure(args: argparse.Namespace) -> None:
     net, config = _load_args_model(args, _device(args.device))
-    if config["task"] == "cassi":
-        raise InvalidArgumentError("lorun measure simulates block CS and SR measurements; a cassi model restores real snapshots")
     operator = net.operator
+    task = task_of(operator)
+    if not task.simulates_files:
+        raise InvalidArgumentError(f"lorun measure does not simulate {task.name} measurements: a {task.name} model restores real ones")
     x = fit_images(config, operator, [load_image(args.input, config["channels"])])[0].to(next(net.parameters()))[None]
     with fit_operator(operator, x.shape[-2:]):
-        y = operator.A(x)
-    if args.noise_sigma:
-        y = y + args.noise_sigma * torch.randn(y.shape, generator=torch.Generator().manual_seed(args.seed)).to(y)
+        y = task.simulate(operator, x, args.noise_sigma, torch.Generator().manual_seed(args.seed))
     write_measurement(args.output, y, operator)
     sampling = getattr(operator, "sampling_fingerprint", None)
     print(f"measured {args.input} ({tuple(x.shape[1:])}) -> {args.output} ({tuple(y.shape[1:])})"
@@ -370,12 +366,10 @@ def cmd_inspect(args: argparse.Namespace) -> None:
         net, config = _load_args_model(args)
         print(f"model {args.model}: task {config['task']}, operator {config['operator']['type']}, "
               f"denoiser {config['denoiser']['name']}, {json.dumps(config['unfold'])}")
-        sampling = getattr(net.operator, "sampling_fingerprint", None)
-        if sampling is not None:
-            op = net.operator
-            print(f"sampling: {sampling} ({op.measurements} patterns of {op.block} x {op.block} pixels)")
+        for line in task_of(net.operator).describe(net.operator):
+            print(line)
         if getattr(args, "export_sampling", None) is not None:
-            if sampling is None:
+            if not hasattr(net.operator, "export_sampling"):
                 raise InvalidArgumentError(f"--export-sampling needs a block CS model; {args.model} measures with {config['operator']['type']}")
             print(f"wrote {net.operator.export_sampling(args.export_sampling)} ({net.operator.measurements} x "
                   f"{net.operator.block} x {net.operator.block})")

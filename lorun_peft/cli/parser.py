@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import LorunError
+from ..tasks.plugins import plugin_failures
+from ..tasks import Option, registered_tasks, task_named, task_names
 
-__all__ = ["main", "build_parser", "add_bundle_commands", "TASKS", "DENOISER_NAMES"]
+__all__ = ["main", "build_parser", "add_bundle_commands", "DENOISER_NAMES"]
 
-TASKS = ("cs", "sr", "cassi")
 DENOISER_NAMES = ("transformer", "unet")  # lorun_peft.denoisers.DENOISERS, named here so --help needs no torch
 MODEL_HELP = ("a `lorun train --out` folder, a folder written by save_pretrained, a task bundle folder (with its base: "
               "--base, or base/ beside it), a Hub repo id (with --subfolder, --revision), or a shipped zoo bundle: "
@@ -48,23 +49,24 @@ def _model_options(p: argparse.ArgumentParser, required: bool = True, sources: b
 
 
 # =============================================================================== the parser
+def _task_options(group: Any) -> None:
+    """Every registered task's options, each flag once; the help says which tasks use it."""
+    users: dict[str, list[tuple[str, Option]]] = {}
+    for name in registered_tasks():
+        for option in task_named(name).options:
+            users.setdefault(option.flag, []).append((name, option))
+    for flag, used in users.items():
+        option = used[0][1]
+        texts = {o.help for _, o in used}
+        helps = [f"{', '.join(n for n, o in used if o.help == text)}: {text}" for text in texts] if len(texts) > 1 else None
+        option.add_to(group, [n for n, _ in used], help="; ".join(sorted(helps)) if helps else None)
+
+
 def _network_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("network")
-    g.add_argument("--task", choices=TASKS, default="cs", help="cs: block compressive sensing; sr: blur + downsampling; cassi: spectral snapshot")
-    g.add_argument("--ratio", type=float, default=0.25, help="cs: sampling ratio in (0, 1] (default 0.25)")
-    g.add_argument("--block", type=int, default=32, help="cs: block size in pixels (default 32)")
-    g.add_argument("--linear-estimate", action=argparse.BooleanOptionalAction, default=True,
-                   help="cs: start from the linear MMSE estimate x0 = Q y, Q fitted by least squares on the training "
-                        "images (default on; off: x0 = A^T y)")
-    g.add_argument("--learn-matrix", action=argparse.BooleanOptionalAction, default=True,
-                   help="cs: train the sampling matrix with the network (default on, as the paper; off: a fixed matrix "
-                        "with orthonormal rows, as the zoo)")
-    g.add_argument("--scale", type=int, default=4, help="sr: downsampling factor (default 4)")
-    g.add_argument("--kernel", type=int, default=0, help="sr: kernel index, 0-11 of the built-in bank or of --kernel-file (default 0)")
-    g.add_argument("--kernel-file", type=Path, help="sr: kernels from a .mat/.npy/.png file (e.g. USRNet's kernels_12.mat)")
-    g.add_argument("--mask", type=Path, help="cassi: coded aperture, .mat (key 'mask') or .npy; default a random binary mask")
-    g.add_argument("--bands", type=int, default=28, help="cassi: spectral bands (default 28)")
-    g.add_argument("--dispersion", type=int, default=2, help="cassi: shift per band in pixels (default 2)")
+    g.add_argument("--task", choices=task_names(), default="cs",
+                   help="; ".join(f"{name}: {task_named(name).summary}" for name in task_names()))
+    _task_options(g)
     g.add_argument("--channels", type=int, choices=(1, 3), help="image channels: 1 gray, 3 RGB (default: what --data holds, 3 if any image is colour; on built-in images 1 for cs, 3 for sr)")
     g.add_argument("--denoiser", choices=DENOISER_NAMES, default="unet", help="reference denoiser (default unet)")
     g.add_argument("--width", type=int, default=16, help="denoiser width (U-Net channels / Transformer dim; default 16)")
@@ -253,7 +255,10 @@ def add_bundle_commands(subparsers: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the command; returns the exit status (2 for a reported error)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    for failure in plugin_failures():  # the other tasks work; say once which plugin did not load
+        print(f"lorun: warning: {failure}; its task is unavailable", file=sys.stderr)
+    args = parser.parse_args(argv)
     if getattr(args, "threads", None) is not None and args.threads < 1:
         print(f"lorun {args.command}: error: --threads must be >= 1", file=sys.stderr)
         return 2

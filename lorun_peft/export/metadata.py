@@ -25,8 +25,9 @@ from safetensors.torch import save as save_tensors
 
 from .. import __version__
 from ..errors import CorruptFileError
-from ..operators import BlockCS, CASSI, operator_from_config
+from ..operators import operator_from_config
 from ..resolve import describe
+from ..tasks import task_of
 
 __all__ = ["IMAGE", "MEASUREMENT", "file_metadata", "input_channels", "read_config", "read_operator"]
 
@@ -35,10 +36,7 @@ IMAGE, MEASUREMENT = "image", "measurement"
 
 def input_channels(operator: Any, net: torch.nn.Module) -> int:
     """The channels of the images ``net`` restores."""
-    if isinstance(operator, CASSI):
-        return operator.bands
-    channels = getattr(operator, "channels", None)
-    return channels or net.unfold_config().denoiser["config"].get("in_channels", 1)
+    return task_of(operator).channels(operator, net.unfold_config().denoiser["config"].get("in_channels", 1))
 
 
 def file_metadata(net: torch.nn.Module, plain: torch.nn.Module, *, simulate: bool, image_size: tuple[int, int],
@@ -47,13 +45,12 @@ def file_metadata(net: torch.nn.Module, plain: torch.nn.Module, *, simulate: boo
     operator = plain.operator
     config = describe(net)
     config["channels"] = input_channels(operator, plain)
-    state = {k: v.detach().float().contiguous() for k, v in operator.state_dict().items()}
-    dynamic = isinstance(operator, BlockCS) and not simulate
+    state = {k: (v.detach().float() if v.is_floating_point() else v.detach()).contiguous() for k, v in operator.state_dict().items()}
     meta = {
         "lorun_peft_version": __version__,
         "task": config["task"],
         "input": IMAGE if simulate else MEASUREMENT,
-        "image_size": f"any multiple of {operator.block}" if dynamic else json.dumps(list(image_size)),
+        "image_size": json.dumps(list(image_size)),
         "value_range": "[0, 1]",
         "outputs": "restored: N x C x H x W; stages: N x K x C x H x W (every stage's output)"
                    + ("; measurement: the simulated y" if simulate else ""),
@@ -61,8 +58,7 @@ def file_metadata(net: torch.nn.Module, plain: torch.nn.Module, *, simulate: boo
         "operator_state": base64.b64encode(save_tensors(state)).decode("ascii"),
         "source": source or "",
     }
-    if isinstance(operator, BlockCS):
-        meta["sampling"] = operator.sampling_fingerprint
+    meta.update(task_of(operator).export_metadata(operator, simulate))
     return meta
 
 
@@ -83,7 +79,7 @@ def read_operator(metadata: dict[str, str], where: str) -> torch.nn.Module:
         state = load_tensors(base64.b64decode(metadata["operator_state"], validate=True))
     except Exception as err:  # noqa: BLE001 - any damage reads the same
         raise CorruptFileError(f"{where}: the operator's tensors in its metadata cannot be read: {err}") from err
-    operator = operator_from_config(config["operator"])
+    operator = operator_from_config(config["operator"], state)
     try:
         operator.load_state_dict(state)
     except RuntimeError as err:

@@ -24,7 +24,9 @@ import copy
 import gc
 import logging
 import os
+import re
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -34,8 +36,8 @@ import torch
 from torch import nn
 
 from ..errors import ExportError, InvalidArgumentError, check_int, check_number
-from ..operators import BlockCS, BlurDownsample, CASSI
 from ..persistence.atomic import atomic_write
+from ..tasks import task_of
 from ..unfold import UnfoldedNetwork
 from .metadata import IMAGE, MEASUREMENT, file_metadata, input_channels
 
@@ -90,33 +92,37 @@ def plain_network(net: UnfoldedNetwork) -> UnfoldedNetwork:
 
 
 def export_size(operator: Any, image_size: Sequence[int] | None) -> tuple[int, int]:
-    """The sample image's size: checked against what the operator can measure."""
-    if isinstance(operator, CASSI):
-        mask = (operator.height, operator.width)
-        if image_size is not None and tuple(image_size) != mask:
-            raise InvalidArgumentError(f"a CASSI network restores cubes of its mask's size {mask[0]} x {mask[1]}, "
-                                       f"not {image_size[0]} x {image_size[1]} (operator.use_mask puts in another mask)")
-        return mask
-    if image_size is None:
-        return DEFAULT_SIZE
-    if isinstance(image_size, (str, bytes)) or len(image_size) != 2:
+    """The sample image's size: checked against what the operator can measure (the task's
+    :meth:`~lorun_peft.tasks.Task.export_size`)."""
+    if image_size is not None and (isinstance(image_size, (str, bytes)) or len(image_size) != 2):
         raise InvalidArgumentError(f"image_size must be (height, width), got {image_size!r}")
-    height, width = (check_int(v, "image_size") for v in image_size)
-    multiple = operator.block if isinstance(operator, BlockCS) else operator.scale if isinstance(operator, BlurDownsample) else 1
-    if height % multiple or width % multiple:
-        what = "block" if isinstance(operator, BlockCS) else "scale"
-        raise InvalidArgumentError(f"image_size must be multiples of the operator's {what} {multiple}, got {height} x {width}")
-    return height, width
+    if image_size is not None:
+        image_size = tuple(check_int(v, "image_size") for v in image_size)
+    return task_of(operator).export_size(operator, image_size) or DEFAULT_SIZE
 
 
 def dynamic_shapes(operator: Any, simulate: bool) -> dict[str, dict[int, Any]]:
-    """The batch is always dynamic; block CS keeps its grid dynamic too (any multiple of the block)."""
+    """The batch is always dynamic; the height and width where the task keeps them so (block CS:
+    any multiple of the block)."""
     from torch.export import Dim
 
     shapes = {0: Dim("batch", min=1, max=1024)}
-    if isinstance(operator, BlockCS) and not simulate:
-        shapes.update({2: Dim("rows", min=1, max=1024), 3: Dim("cols", min=1, max=1024)})
+    axes = task_of(operator).dynamic_axes(operator, simulate)
+    if axes is not None:
+        shapes.update({2: Dim(axes[0], min=1, max=1024), 3: Dim(axes[1], min=1, max=1024)})
     return {"data": shapes}
+
+
+def unsupported_op(error: BaseException) -> str | None:
+    """What in the graph an exporter's error blames: the ATen op with no ONNX conversion
+    (``aten.convolution.default``), or the line of code that branches on a tensor's values."""
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__, chain=True))
+    call = re.search(r'The following call raised this error:\s*File "([^"]+)", line (\d+), in \w+\s*\n\s*(.+)', text)
+    if call:
+        where = call.group(1).split("site-packages/")[-1]
+        return f"the code at {where}:{call.group(2)} ({call.group(3).strip()}) depends on tensor values, which an ONNX graph cannot"
+    found = re.search(r"aten(?:::|\.)[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)?", text)
+    return f"its op {found.group(0)} has no ONNX conversion" if found else None
 
 
 @contextlib.contextmanager
@@ -192,7 +198,8 @@ def to_onnx(net: UnfoldedNetwork, path: str | os.PathLike, *, image_size: Sequen
     height, width = export_size(operator, image_size)
     dynamic = dynamic_shapes(operator, simulate)
     if len(dynamic["data"]) > 1:  # torch.export would fix a dimension of size 1: trace a grid of at least 2 x 2 blocks
-        height, width = max(height, 2 * operator.block), max(width, 2 * operator.block)
+        multiple = task_of(operator).size_multiple(operator)[0]
+        height, width = max(height, 2 * multiple), max(width, 2 * multiple)
     generator = torch.Generator().manual_seed(seed)
     image = torch.rand(2, input_channels(operator, plain), height, width, generator=generator)  # batch 2: see above
     with torch.no_grad():
@@ -200,9 +207,13 @@ def to_onnx(net: UnfoldedNetwork, path: str | os.PathLike, *, image_size: Sequen
     sample = image if simulate else measurement
     graph = ExportGraph(plain, simulate).eval()
     names = ([IMAGE] if simulate else [MEASUREMENT]), ["restored", "stages", *(["measurement"] if simulate else [])]
-    with _quiet():
-        program = torch.onnx.export(graph, (sample,), dynamo=True, dynamic_shapes=dynamic,
-                                    input_names=names[0], output_names=names[1], opset_version=opset, verbose=False)
+    try:
+        with _quiet():
+            program = torch.onnx.export(graph, (sample,), dynamo=True, dynamic_shapes=dynamic,
+                                        input_names=names[0], output_names=names[1], opset_version=opset, verbose=False)
+    except Exception as err:  # noqa: BLE001 - torch.onnx raises several kinds; all say the graph does not convert
+        what = unsupported_op(err) or f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+        raise ExportError(f"{type(operator).__name__} does not convert to ONNX: {what}; {path} was not written") from err
     model = program.model_proto
     # The export leaves reference cycles behind. Left to a later collection, they made a forked
     # child's training abort ("Invalid thread pool") in one measured case: collect them now. (A

@@ -1,4 +1,4 @@
-"""Parameter accounting for an unfolded network.
+"""Parameter accounting for an unfolded network: base, adapters, steps, operator, and the Block-K equivalent.
 
 >>> r = ParameterReport(K=9, share="lora", base=1000, adapters={"stage_0": 30}, step=18, operator=0,
 ...                     trainable=48, total=1048, block_k=9018)
