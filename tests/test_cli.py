@@ -265,10 +265,10 @@ def test_demo_quick(tmp_path, capsys, images):  # images: 24 x 32, too small for
     code, out, _ = run(capsys, "demo", "--steps", "2", "--K", "2", "--out", tmp_path / "demo", "--no-progress")
     assert code == 0
     assert "pretrained zoo" in out and all(f"cs-{r}" in out for r in ("0.01", "0.04", "0.10", "0.25", "0.50"))
-    assert "a new task over the zoo's CS base: block CS at ratio 0.3 (307 rows of the zoo's sampling basis)" in out
-    for method in ("linear estimate x0 = Q y", "plug-and-play", "Block-1", "LoRun-2", "Block-2 equivalent"):
+    assert "a task the zoo's base has never seen: inpainting, 80% of the pixels missing at random" in out
+    for method in ("x0: holes filled", "plug-and-play", "Block-1", "LoRun-2", "Block-2 equivalent"):
         assert method in out
-    assert "test PSNR after 0, 1, 2 steps: plug-and-play" in out
+    assert "test PSNR after 0, 1, 2 steps: x0 (holes filled)" in out and "; plug-and-play" in out
     for name in ("zoo.png", "demo.png", "training.png", "stages.png", "lora_updates.png", f"model/{NETWORK_CONFIG}"):
         assert (tmp_path / "demo" / name).is_file()
     assert not (tmp_path / "demo" / "checkpoints").exists()
@@ -283,9 +283,10 @@ def test_demo_quick(tmp_path, capsys, images):  # images: 24 x 32, too small for
     assert code == 2 and "part 2 needs images of at least 32 x 32 pixels" in err
 
 
-def test_demo_part_2_refuses_a_ratio_beyond_the_zoo_basis(tmp_path, capsys):
-    code, _, err = run(capsys, "demo", "--steps", "1", "--K", "2", "--ratio", "0.75", "--out", tmp_path / "demo", "--no-progress")
-    assert code == 2 and "--ratio 0.75 needs 768 rows; the zoo's basis is stored up to 512 (cs-0.50)" in err
+def test_demo_part_2_refuses_a_share_of_missing_pixels_out_of_range(tmp_path, capsys):
+    code, out, err = run(capsys, "demo", "--steps", "1", "--K", "2", "--missing", "1.5", "--out", tmp_path / "demo", "--no-progress")
+    assert code == 2 and "missing must be the fraction of pixels removed, a number in [0, 1), got 1.5" in err
+    assert "Part 1" not in out  # refused before any work
 
 
 def test_console_script_reports_errors_without_traceback(tmp_path):

@@ -130,8 +130,10 @@ def test_a_fixed_mask_refuses_other_sizes_and_a_following_mask_is_drawn_per_size
     with fit_operator(follow, (6, 7)):
         assert follow.mask.shape == (6, 7)
     assert follow.A_adjoint(y).shape == y.shape  # drawn again for 12 x 10: the same mask
+    assert "mask" not in follow.state_dict()  # the seed redraws it: nothing to save
     twin = operator_from_config(follow.config())
     twin.load_state_dict(follow.state_dict())
+    twin.A(torch.rand(1, 1, 12, 10))
     assert torch.equal(twin.mask, follow.mask)
 
 

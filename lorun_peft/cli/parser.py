@@ -189,9 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("out", type=Path, help="the folder to write")
     _common(c)
 
-    d = sub.add_parser("demo", help="the pretrained zoo on a photograph (no training), then a new task over its base: plug-and-play, Block-1 and LoRun at equal steps")
+    d = sub.add_parser("demo", help="the pretrained zoo on a photograph (no training), then a task its base has never seen (inpainting) trained over it: plug-and-play, Block-1 and LoRun at equal steps")
     d.add_argument("--out", type=Path, default=Path("lorun_demo"), help="output folder (default lorun_demo)")
-    d.add_argument("--ratio", type=float, default=0.30, help="part 2: the new task's CS ratio (default 0.30, one the zoo lacks; up to 0.50)")
+    d.add_argument("--missing", type=float, default=0.8, help="part 2: the share of pixels missing in the new task, inpainting (default 0.8)")
     d.add_argument("--K", type=int, default=9, help="number of stages (default 9)")
     d.add_argument("--gamma", type=float, default=10.0, help="LoRA rank rule percentage (default 10)")
     d.add_argument("--steps", type=int, default=60, help="part 2: training steps of each method (default 60)")
@@ -276,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "demo":
             from .demo import demo
 
-            demo(args.out, ratio=args.ratio, K=args.K, gamma=args.gamma, steps=20 if args.quick else args.steps,
+            demo(args.out, missing=args.missing, K=args.K, gamma=args.gamma, steps=20 if args.quick else args.steps,
                  seed=args.seed, data=args.data, progress=not args.no_progress, image=args.image)
         else:
             from . import commands

@@ -148,7 +148,8 @@ class Inpainting(LinearOperator):
                 H, W = tensor.shape
                 raise InvalidArgumentError(f"mask of size {H} x {W} does not fit image_size {size[0]} x {size[1]}")
             self.missing = 1.0 - float(tensor.mean())
-        self.register_buffer("mask", None if tensor is None else tensor.to(torch.get_default_dtype()))
+        # a mask drawn from the seed for each image size is not saved (the seed redraws it); a fixed one is
+        self.register_buffer("mask", None if tensor is None else tensor.to(torch.get_default_dtype()), persistent=not self.follow)
 
     def _draw(self, size: tuple[int, int]) -> torch.Tensor:
         mask = random_mask(self.missing, size, self.seed)
@@ -162,7 +163,7 @@ class Inpainting(LinearOperator):
         """Measure with ``mask`` (H x W, 0/1, any size) from now on; images must then be its size. Returns self."""
         tensor = _check_mask(mask)
         like = self.mask if self.mask is not None else torch.empty(0)
-        self.mask = tensor.to(dtype=like.dtype, device=like.device)
+        self.register_buffer("mask", tensor.to(dtype=like.dtype, device=like.device))  # fixed now: saved
         self.follow, self.missing = False, 1.0 - float(tensor.mean())
         return self
 
@@ -199,16 +200,6 @@ class Inpainting(LinearOperator):
     def _checked_mask(self, x: Any, name: str = "x") -> torch.Tensor:
         self._check_image(x, name)
         return self._mask_for(tuple(x.shape[-2:]), x)
-
-    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
-        """A mask that follows the images takes a saved mask of any size (or none)."""
-        saved = state_dict.get(prefix + "mask")
-        if self.follow and torch.is_tensor(saved) and (self.mask is None or self.mask.shape != saved.shape):
-            like = self.mask if self.mask is not None else saved
-            self.mask = torch.zeros(saved.shape, dtype=like.dtype, device=like.device)
-        elif self.follow and saved is None:
-            self.mask = None
-        super()._load_from_state_dict(state_dict, prefix, *args)
 
     # ---------------------------------------------------------------- the operator
     def A(self, x: torch.Tensor) -> torch.Tensor:  # noqa: N802
