@@ -222,13 +222,16 @@ def ablate(data: Path, work: Path, variants: list[str], steps: int = 150, ratio:
 
 
 def choose_schedule(net, val: list[torch.Tensor], init_file: Path, steps_grid: tuple[float, ...] = (1.0,),
-                    firsts: tuple[float, ...] = SIGMA_FIRST, lasts: tuple[float, ...] = SIGMA_LAST) -> dict:
+                    firsts: tuple[float, ...] = SIGMA_FIRST, lasts: tuple[float, ...] = SIGMA_LAST,
+                    noise_sigma: float = 0.0) -> dict:
     """Initialise ``net``'s steps with the step size and noise schedule that restore the validation
-    images best untrained (plug-and-play), chosen once and kept in ``init_file``."""
+    images (measured with noise of ``noise_sigma``) best untrained (plug-and-play), chosen once and
+    kept in ``init_file``."""
     if init_file.exists():  # chosen in an earlier run
         init = json.loads(init_file.read_text())
     else:
-        choices = [choose_noise_schedule(net, val, step=step, firsts=firsts, lasts=lasts) for step in steps_grid]
+        choices = [choose_noise_schedule(net, val, step=step, firsts=firsts, lasts=lasts, noise_sigma=noise_sigma)
+                   for step in steps_grid]
         init = max(choices, key=lambda c: c["psnr"])
         init["val_psnr_untrained"] = init.pop("psnr")
         init_file.write_text(json.dumps(init, indent=1))
@@ -249,13 +252,15 @@ def train_task(name: str, net, recipe: dict, data: Path, work: Path, steps_grid:
     val = [ImageFolder(validation).full(i) for i in range(len(validation))]
     start = time.perf_counter()
     net.to(device)
-    init = choose_schedule(net, val, folder / "step_init.json", steps_grid, firsts, lasts)
+    noise = recipe.get("noise_sigma", 0.0)  # measurement noise, in training and validation alike
+    init = choose_schedule(net, val, folder / "step_init.json", steps_grid, firsts, lasts, noise)
     print(f"{name}: step init {init['step']}, sigma {init['sigma_first']} -> {init['sigma_last']} "
           f"(validation {init['val_psnr_untrained']:.2f} dB untrained)", flush=True)
     result = lorun_peft.train(
         net, ImageFolder(training, patch_size=recipe["patch_size"]), steps=recipe["steps"],
         batch_size=recipe["batch_size"], lr=recipe["lr"], operator_lr=recipe.get("matrix_lr"),
         checkpoint_dir=folder, checkpoint_every=50, val_data=val, val_every=100, time_limit=time_limit, desc=name,
+        noise_sigma=noise,
     )
     summary_file = folder / "summary.json"
     before = json.loads(summary_file.read_text()).get("cpu_seconds", 0.0) if summary_file.exists() else 0.0
@@ -355,10 +360,15 @@ PHASE_1_SR = ("then trained on as Block-1 under the four SR bundles' operators, 
 
 def write_zoo_card(root: Path) -> None:
     """The zoo folder's own model card: every bundle's test figures in one table."""
-    rows, sr_rows = [], []
+    rows, sr_rows, new_rows = [], [], []
     for name in lorun_peft.zoo.list(root):
         m = json.loads((root / name / "lorun_config.json").read_text())["metrics"]
-        if name.startswith("cs-"):
+        if not name.startswith(("cs-", "sr-")):  # the families of benchmarks.families: deblurring, inpainting
+            classical = next(k.split("_")[1] for k in m if k.startswith("set12_") and k.endswith(("wiener_psnr", "biharmonic_psnr")))
+            new_rows.append("| " + " | ".join([name, classical] + [
+                f"{m.get(f'{s}_{classical}_psnr', '')} | {m.get(f'{s}_plug_and_play_psnr', '')} | **{m.get(f'{s}_psnr', '')}** / {m.get(f'{s}_ssim', '')}"
+                for s in ("set12", "bsd68")] + [str(m.get("train_steps", "")), str(m.get("train_cpu_minutes", ""))]) + " |")
+        elif name.startswith("cs-"):
             rows.append("| " + " | ".join([name] + [
                 f"{m.get(f'{s}_random_linear_psnr', '')} | {m.get(f'{s}_linear_mmse_psnr', '')} | **{m.get(f'{s}_psnr', '')}** / {m.get(f'{s}_ssim', '')}"
                 for s in ("set11", "bsd68", "photos")]
@@ -385,6 +395,16 @@ def write_zoo_card(root: Path) -> None:
         "| bundle | Set5 cubic | Set5 LoRun-9 | Set14 cubic | Set14 LoRun-9 | BSD68 cubic | BSD68 LoRun-9 | paper BSD68 | steps | CPU minutes |\n"
         "|---|---|---|---|---|---|---|---|---|---|\n"
         + "\n".join(sr_rows)
+    )
+    new_table = "" if not new_rows else (
+        "\n\nDeblurring (a known kernel of KAIR's kernels_12.mat, noise 2.55/255) and inpainting (pixels missing at\n"
+        "random), gray, whole images, each beside the simple alternative (Wiener deconvolution with the true kernel\n"
+        "and noise level, or scikit-image's biharmonic inpainting) and plug-and-play with the same base, computed in\n"
+        "the same run (`python -m benchmarks.families`); a family with a base of its own loads over `base-<family>/`:\n\n"
+        "| bundle | alternative | Set12 alternative | Set12 plug-and-play | Set12 LoRun-9 | BSD68 alternative | "
+        "BSD68 plug-and-play | BSD68 LoRun-9 | steps | CPU minutes |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
+        + "\n".join(new_rows)
     )
     text = f"""---
 library_name: lorun_peft
@@ -425,7 +445,7 @@ LoRun-9 (Table II):
 
 | bundle | Set11 random | Set11 PCA | Set11 LoRun-9 | BSD68 random | BSD68 PCA | BSD68 LoRun-9 | photos random | photos PCA | photos LoRun-9 | paper Set11 | steps | CPU minutes |
 |---|---|---|---|---|---|---|---|---|---|---|---|---|
-""" + "\n".join(rows) + sr_table + """
+""" + "\n".join(rows) + sr_table + new_table + """
 
 Trained by `python -m benchmarks.zoo train base|cs-R|sr-xS-kN --data DATA` (Train400 images 1-390;
 391-400 validate; the test sets are never used to train or choose settings) and written here by

@@ -98,3 +98,23 @@ def test_gpu_script_commands_are_valid(tmp_path):
     assert [line.split(":")[0] for line in steps] == ["== run_quick", "== compile", "== train_bf16"]
     assert "--backend inductor" in steps[1] and "--precision bf16" in steps[2] and "--device cpu" in steps[2]
     assert not (tmp_path / "gpu").exists()
+
+
+def test_families_simple_alternatives_are_right():
+    """benchmarks.families' yardsticks: Wiener with a tiny noise-to-signal ratio undoes a noiseless
+    blur, and biharmonic inpainting beats the zero-filled measurement by far."""
+    import torch
+
+    from benchmarks.families import biharmonic, wiener
+    from lorun_peft.metrics import psnr
+    from lorun_peft.operators import Blur, Inpainting
+    from lorun_peft.operators.kernels import gaussian_kernel
+
+    pytest.importorskip("skimage")
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 32), torch.linspace(0, 1, 32), indexing="ij")
+    x = (0.5 + 0.25 * torch.sin(6 * xx) * torch.cos(4 * yy))[None, None]
+    blur = Blur(gaussian_kernel(7, 1.0))
+    assert float(psnr(wiener(blur, blur.A(x), 1e-8).clamp(0, 1), x)) > 60
+    holes = Inpainting(missing=0.5, seed=1)
+    y = holes.A(x)
+    assert float(psnr(biharmonic(holes, y), x)) > float(psnr(y, x)) + 20

@@ -165,10 +165,12 @@ def choose_noise_schedule(
     step: float = 1.0,
     firsts: tuple[float, ...] = SIGMA_FIRST,
     lasts: tuple[float, ...] = SIGMA_LAST,
+    noise_sigma: float = 0.0,
 ) -> dict[str, Any]:
     """Set ``net``'s steps to step size ``step`` and the geometric noise schedule (sigma_0 ->
     sigma_{K-1}, from the grid ``firsts`` x ``lasts``, falling) that restores ``images`` best,
-    untrained (plug-and-play). Use validation images, never test images. Returns the choice
+    untrained (plug-and-play), from measurements with noise of ``noise_sigma`` (the same draws for
+    every point of the grid). Use validation images, never test images. Returns the choice
     (``sigma_first``, ``sigma_last``, ``psnr``) and every score (``grid``).
 
     >>> import torch
@@ -185,7 +187,7 @@ def choose_noise_schedule(
     for first in firsts:
         for last in (v for v in lasts if v <= first):
             net.steps.initialise(step=step, sigma=geometric(first, last, K))
-            scores[(first, last)] = evaluate(net, images).mean()["psnr"]
+            scores[(first, last)] = evaluate(net, images, noise_sigma=noise_sigma).mean()["psnr"]
     if not scores:
         raise InvalidArgumentError(f"no falling schedule in the grid firsts={firsts} x lasts={lasts}")
     first, last = max(scores, key=scores.__getitem__)
