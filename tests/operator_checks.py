@@ -60,3 +60,34 @@ def check_half_precision(op, x: torch.Tensor, dtype: torch.dtype, tolerance: flo
         assert (out.float() - reference).abs().max() < tolerance
     finally:
         op.float()
+
+
+def check_onnx_export(op, size: tuple[int, int], path: str):
+    """Export an unfolded HQS network (K = 2) over ``op`` at ``size`` and check onnxruntime against
+    PyTorch on a batch of three; returns the file's runner. Run it in a child process (a process that
+    has exported breaks the autograd of children it forks later: tests/conftest.py)."""
+    import lorun_peft
+    from lorun_peft.denoisers import UNet
+    from lorun_peft.export import OnnxNetwork, to_onnx
+
+    net = lorun_peft.unfold(UNet(in_channels=1, width=4, depth=1), op, K=2, algorithm="hqs").eval()
+    report = to_onnx(net, path, image_size=size)
+    runner = OnnxNetwork(report.path)
+    x = torch.rand(3, 1, *size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = net(op.A(x)).clamp(0, 1)
+    assert report.max_abs_diff <= 1e-4 and float((runner(op.A(x)) - expected).abs().max()) <= 1e-4
+    return runner
+
+
+def run_in_child(code: str, cwd) -> None:
+    """Run Python ``code`` in a child process with tests/ and the repository on its path; fail with its stderr."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests), str(tests.parent), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr[-3000:]

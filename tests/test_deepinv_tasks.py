@@ -74,6 +74,7 @@ def test_export_a_deepinv_physics_and_run_the_file(saved, tmp_path, capsys):
     assert "deepinv model" in lorun(capsys, "eval", "--model", tmp_path / "inpaint.onnx", "--data", images)
 
 
+@pytest.mark.filterwarnings("ignore:Function 'gaussian_blur' is deprecated:DeprecationWarning")  # deepinv 0.5's own helper
 def test_an_export_that_cannot_convert_names_the_code(tmp_path, capsys):
     """deepinv's Blur solves its prox with a solver that branches on tensor values: the export says
     where, and writes nothing."""

@@ -4,15 +4,11 @@ unfolded networks, agreement with deepinv's BlurFFT and ONNX export."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from conftest import TinyDenoiser
-from operator_checks import check_adjoint, check_half_precision, check_prox, check_vjp, relative_error
+from operator_checks import check_adjoint, check_half_precision, check_onnx_export, check_prox, check_vjp, relative_error, run_in_child
 
 import lorun_peft
 from lorun_peft.errors import InvalidArgumentError
@@ -171,31 +167,15 @@ def test_matches_deepinv_blur_fft(kernel_shape, size):
 
 # ------------------------------------------------------------------------------------ ONNX export
 def export_and_compare(path: str) -> None:
-    """Export an unfolded HQS network over Blur (odd width) and check onnxruntime against PyTorch;
-    run in a child process (a process that has exported breaks the autograd of children it forks,
-    see tests/conftest.py), so this test's worker stays clean."""
-    from lorun_peft.denoisers import UNet
-    from lorun_peft.export import OnnxNetwork, to_onnx
-
+    """The export check of tests/operator_checks.py over Blur (odd width), in a child process."""
     op = Blur(gaussian_kernel(7, 1.2), channels=1)
-    net = lorun_peft.unfold(UNet(in_channels=1, width=4, depth=1), op, K=2, algorithm="hqs").eval()
-    report = to_onnx(net, path, image_size=(24, 31))
-    runner = OnnxNetwork(report.path)
-    x = torch.rand(3, 1, 24, 31, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        expected = net(op.A(x)).clamp(0, 1)
-    assert report.max_abs_diff <= 1e-4 and float((runner(op.A(x)) - expected).abs().max()) <= 1e-4
-    assert torch.equal(runner.operator.kernel, op.kernel)
+    assert torch.equal(check_onnx_export(op, (24, 31), path).operator.kernel, op.kernel)
 
 
 def test_onnx_export(tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    tests = Path(__file__).resolve().parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests), str(tests.parent), os.environ.get("PYTHONPATH", "")])}
-    code = f"import test_operator_blur as t; t.export_and_compare({str(tmp_path / 'blur.onnx')!r})"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_in_child(f"import test_operator_blur as t; t.export_and_compare({str(tmp_path / 'blur.onnx')!r})", tmp_path)
     assert (tmp_path / "blur.onnx").is_file()
 
 

@@ -4,15 +4,11 @@ sized), the hole-filling first estimate, errors, unfolded networks, deepinv and 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from conftest import TinyDenoiser
-from operator_checks import check_adjoint, check_prox, check_vjp, relative_error
+from operator_checks import check_adjoint, check_onnx_export, check_prox, check_vjp, relative_error, run_in_child
 
 import lorun_peft
 from lorun_peft.data.images import photographs
@@ -173,30 +169,15 @@ def test_matches_deepinv_inpainting(size):
 
 # ------------------------------------------------------------------------------------ ONNX export
 def export_and_compare(path: str) -> None:
-    """Export an unfolded HQS network over Inpainting (odd width) and check onnxruntime against
-    PyTorch; run in a child process (see tests/test_operator_blur.py's twin)."""
-    from lorun_peft.denoisers import UNet
-    from lorun_peft.export import OnnxNetwork, to_onnx
-
+    """The export check of tests/operator_checks.py over Inpainting (odd width), in a child process."""
     op = Inpainting(missing=0.7, image_size=(24, 31), channels=1)
-    net = lorun_peft.unfold(UNet(in_channels=1, width=4, depth=1), op, K=2, algorithm="hqs").eval()
-    report = to_onnx(net, path, image_size=(24, 31))
-    runner = OnnxNetwork(report.path)
-    x = torch.rand(3, 1, 24, 31, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        expected = net(op.A(x)).clamp(0, 1)
-    assert report.max_abs_diff <= 1e-4 and float((runner(op.A(x)) - expected).abs().max()) <= 1e-4
-    assert torch.equal(runner.operator.mask, op.mask)
+    assert torch.equal(check_onnx_export(op, (24, 31), path).operator.mask, op.mask)
 
 
 def test_onnx_export(tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    tests = Path(__file__).resolve().parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests), str(tests.parent), os.environ.get("PYTHONPATH", "")])}
-    code = f"import test_operator_inpainting as t; t.export_and_compare({str(tmp_path / 'inpaint.onnx')!r})"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_in_child(f"import test_operator_inpainting as t; t.export_and_compare({str(tmp_path / 'inpaint.onnx')!r})", tmp_path)
     assert (tmp_path / "inpaint.onnx").is_file()
 
 
