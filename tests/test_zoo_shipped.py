@@ -19,7 +19,7 @@ from lorun_peft.training.loop import fit_operator
 
 CS_NAMES = ["cs-0.01", "cs-0.04", "cs-0.10", "cs-0.25", "cs-0.50"]
 SR_NAMES = ["sr-x2-k0", "sr-x2-k4", "sr-x4-k0", "sr-x4-k4"]
-NEW_NAMES = ["deblur-gauss", "inpaint-80"]  # benchmarks.families (issue #32): deblurring and inpainting
+NEW_NAMES = ["deblur-gauss", "deblur-motion", "inpaint-50", "inpaint-80"]  # benchmarks.families (issue #32): deblurring and inpainting
 NAMES = CS_NAMES + NEW_NAMES + SR_NAMES
 
 
@@ -111,9 +111,9 @@ def test_one_base_serves_every_bundle_and_each_family_swaps_in_one_live_network(
     """The CS, SR and deblurring bundles all load over base/ (trained on block CS: the paper's phase
     1), inpainting over base-inpaint/ (the Gaussian denoiser base/ started from); a bundle of another
     family is refused by the live network (PGD into HQS), not by its base."""
-    assert {zoo.base_name(n) for n in CS_NAMES + SR_NAMES + ["deblur-gauss"]} == {"base"}
+    assert {zoo.base_name(n) for n in CS_NAMES + SR_NAMES + ["deblur-gauss", "deblur-motion"]} == {"base"}
     assert [p.name for p in zoo.ROOT.iterdir() if p.name.startswith("base-")] == ["base-inpaint"]
-    assert zoo.base_name("inpaint-80") == "base-inpaint"
+    assert {zoo.base_name(n) for n in ("inpaint-50", "inpaint-80")} == {"base-inpaint"}
     for names in (CS_NAMES, SR_NAMES):
         live = zoo.load(names[-1])
         for name in names:
