@@ -29,7 +29,7 @@ import torch
 
 from ..errors import InvalidArgumentError
 from .base import LinearOperator, register_operator
-from .sr import BlurDownsample, _check_channels
+from .sr import BlurDownsample, _check_channels, cached_spectrum, centred_psf
 
 __all__ = ["Blur", "check_blur_kernel", "KERNEL_SUM_TOLERANCE"]
 
@@ -90,20 +90,6 @@ def check_blur_kernel(kernel: Any, normalize: bool = False) -> torch.Tensor:
     return torch.from_numpy(k)
 
 
-def kernel_rotf(
-    kernel: torch.Tensor, H: int, W: int, dtype: torch.dtype, device: torch.device  # noqa: N803
-) -> torch.Tensor:
-    """rfft2 of ``kernel`` placed on an H x W grid with its centre (kh//2, kw//2) on (0, 0); a
-    kernel larger than the grid wraps around (its overlapping taps add up)."""
-    k = kernel.detach().to(device=device, dtype=dtype)
-    kh, kw = k.shape
-    rows = (torch.arange(kh, device=device) - kh // 2) % H
-    cols = (torch.arange(kw, device=device) - kw // 2) % W
-    psf = k.new_zeros(H, W)
-    psf.index_put_((rows[:, None], cols[None, :]), k, accumulate=True)
-    return torch.fft.rfft2(psf)
-
-
 @register_operator
 class Blur(LinearOperator):
     """Circular blur with a known kernel: ``A x = k * x`` per channel; ``A^T`` correlates with k.
@@ -131,25 +117,12 @@ class Blur(LinearOperator):
         super().__init__()
         self.channels = _check_channels(channels)
         self.register_buffer("kernel", check_blur_kernel(kernel, normalize).to(torch.get_default_dtype()))
-        self._otfs: dict[tuple, tuple[torch.Tensor, Any, torch.Tensor]] = {}
+        self._otfs: dict[tuple, dict[str, Any]] = {}
 
     def _otf(self, H: int, W: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:  # noqa: N803
-        """The kernel's transfer function on an H x W grid (rfft2 half), cached as BlurDownsample's:
-        an entry serves only the same kernel tensor at the same version, and entries made under
-        ``torch.inference_mode`` only inside it; under ``torch.compile``/export it is computed in the graph."""
-        if torch.compiler.is_compiling():
-            return kernel_rotf(self.kernel, H, W, dtype, device)
-        k = self.kernel
-        version = None if k.is_inference() else k._version
-        key = (H, W, dtype, device)
-        entry = self._otfs.get(key)
-        if (entry is None or entry[0] is not k or entry[1] != version
-                or (entry[2].is_inference() and not torch.is_inference_mode_enabled())):
-            if len(self._otfs) > 8:
-                self._otfs.clear()
-            entry = (k, version, kernel_rotf(k, H, W, dtype, device))
-            self._otfs[key] = entry
-        return entry[2]
+        """The kernel's transfer function on an H x W grid (rfft2 half), cached as BlurDownsample's."""
+        return cached_spectrum(self._otfs, self.kernel, (H, W, dtype, device),
+                               lambda: {"rotf": torch.fft.rfft2(centred_psf(self.kernel, H, W, dtype, device))})["rotf"]
 
     def _filter(self, x: torch.Tensor, adjoint: bool) -> torch.Tensor:
         dtype = _work_dtype(x)

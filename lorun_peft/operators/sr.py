@@ -25,7 +25,7 @@ Everything is done with FFTs on the last two dimensions, so any batch and channe
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ import torch
 from ..errors import InvalidArgumentError
 from .base import LinearOperator, register_operator
 
-__all__ = ["BlurDownsample"]
+__all__ = ["BlurDownsample", "centred_psf", "cached_spectrum"]
 
 
 def _check_scale(scale: Any) -> int:
@@ -70,6 +70,47 @@ def _check_kernel(kernel: Any) -> torch.Tensor:
             f"kernel must sum to a positive value (it is normalised to sum 1), got sum {total:g}"
         )
     return k
+
+
+def centred_psf(kernel: torch.Tensor, H: int, W: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:  # noqa: N803
+    """``kernel`` placed on an H x W grid with its centre (kh // 2, kw // 2) on (0, 0), for circular
+    convolution by FFT; a kernel larger than the grid wraps around (its overlapping taps add up)."""
+    kernel = kernel.detach().to(device=device, dtype=dtype)
+    kh, kw = kernel.shape
+    rows = (torch.arange(kh, device=device) - kh // 2) % H
+    cols = (torch.arange(kw, device=device) - kw // 2) % W
+    psf = kernel.new_zeros(H, W)
+    psf.index_put_((rows[:, None], cols[None, :]), kernel, accumulate=True)
+    return psf
+
+
+def cached_spectrum(cache: dict[tuple, dict[str, Any]], kernel: torch.Tensor, key: tuple,
+                    build: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """``build()``'s spectra of ``kernel`` (a dict holding at least ``"rotf"``), kept in ``cache``
+    under ``key``.
+
+    An entry is reused only for the very same kernel tensor at the same version, so
+    ``load_state_dict``, ``.to()`` or an in-place edit of the kernel all rebuild it; entries made
+    under ``torch.inference_mode`` are not reused outside it (autograd refuses them). Under
+    ``torch.compile`` the spectra are computed in the graph instead (the cache's checks would break
+    it, and the compiled graph does not keep Python-side state anyway).
+    """
+    if torch.compiler.is_compiling():
+        return build()
+    version = None if kernel.is_inference() else kernel._version
+    entry = cache.get(key)
+    fresh = (
+        entry is not None
+        and entry["source"] is kernel
+        and entry["version"] == version
+        and (torch.is_inference_mode_enabled() or not entry["rotf"].is_inference())
+    )
+    if not fresh:
+        if len(cache) > 8:
+            cache.clear()
+        entry = {"source": kernel, "version": version, **build()}
+        cache[key] = entry
+    return entry
 
 
 def _alias_mean(v: torch.Tensor, s: int) -> torch.Tensor:
@@ -142,40 +183,13 @@ class BlurDownsample(LinearOperator):
         return x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
 
     def _spectrum(self, H: int, W: int, dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
-        """The kernel's transfer function on an H x W grid, and what the prox needs (cached).
-
-        An entry is reused only for the very same kernel tensor at the same version, so
-        ``load_state_dict``, ``.to()`` or an in-place edit of ``op.kernel`` all rebuild it; entries
-        made under ``torch.inference_mode`` are not reused outside it (autograd refuses them).
-        Under ``torch.compile`` the spectrum is computed in the graph instead (the cache's checks
-        would break it, and the compiled graph does not keep Python-side state anyway).
-        """
-        if torch.compiler.is_compiling():
-            return self._build_spectrum(H, W, dtype, device)
-        k = self.kernel
-        version = None if k.is_inference() else k._version
-        entry = self._spectra.get((H, W, dtype, device))
-        fresh = (
-            entry is not None
-            and entry["source"] is k
-            and entry["version"] == version
-            and (torch.is_inference_mode_enabled() or not entry["rotf"].is_inference())
-        )
-        if not fresh:
-            if len(self._spectra) > 8:
-                self._spectra.clear()
-            entry = {"source": k, "version": version, **self._build_spectrum(H, W, dtype, device)}
-            self._spectra[(H, W, dtype, device)] = entry
-        return entry
+        """The kernel's transfer function on an H x W grid, and what the prox needs (cached: see
+        :func:`cached_spectrum`)."""
+        return cached_spectrum(self._spectra, self.kernel, (H, W, dtype, device),
+                               lambda: self._build_spectrum(H, W, dtype, device))
 
     def _build_spectrum(self, H: int, W: int, dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
-        kernel = self.kernel.detach().to(device=device, dtype=dtype)
-        kh, kw = kernel.shape
-        rows = (torch.arange(kh, device=device) - kh // 2) % H  # centre (kh//2, kw//2) -> (0, 0)
-        cols = (torch.arange(kw, device=device) - kw // 2) % W  # larger kernels wrap around
-        psf = kernel.new_zeros(H, W)
-        psf.index_put_((rows[:, None], cols[None, :]), kernel, accumulate=True)
-        otf = torch.fft.fft2(psf)
+        otf = torch.fft.fft2(centred_psf(self.kernel, H, W, dtype, device))
         spectra = {"rotf": otf[:, : W // 2 + 1].contiguous()}
         s = self.scale
         if H % s == 0 and W % s == 0:
