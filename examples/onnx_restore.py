@@ -17,5 +17,6 @@ y = np.load(measurement)  # lorun measure's .npz: y (N x m x H/32 x W/32 for blo
 if "sampling" in meta and str(y["sampling"]) != meta["sampling"]:
     sys.exit(f"{measurement} was measured with sampling {y['sampling']}, {model} expects {meta['sampling']}")
 restored, stages = session.run(None, {"measurement": y["y"].astype(np.float32)})
-np.save(output, restored[0])  # C x H x W, values in meta["value_range"] ([0, 1])
+colour = int(y.get("colour_channels", 1)) == 3  # a colour photograph: R, G and B measured one by one
+np.save(output, restored[:, 0] if colour else restored[0])  # C x H x W, values in meta["value_range"] ([0, 1])
 print(f"{meta['task']}: measurement {y['y'].shape} -> restored {restored.shape}")

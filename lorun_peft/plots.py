@@ -37,11 +37,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "save_png", "save_figure", "to_display",
-    "draw_grid", "image_grid", "draw_lines", "line_chart", "stage_chart", "draw_bars", "draw_heatmap",
+    "inset_box", "draw_grid", "image_grid", "draw_lines", "line_chart", "draw_stages", "stage_chart", "draw_bars",
+    "draw_heatmap",
     "lora_deltas", "draw_lora_updates", "lora_update_figure", "lora_norm_figure",
 ]
 
 DPI = 100
+# Line styles of a chart's series, in turn: curves that lie on top of each other stay told apart
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+LINESTYLES = ("-", "--", "-.", ":")
 
 
 def _figure(width: float, height: float) -> "Figure":
@@ -103,6 +107,45 @@ def _show(ax: "Axes", image: np.ndarray) -> None:
     ax.set_yticks([])
 
 
+Box = tuple[float, float, float]  # (top, left, side) of a square region, fractions of the image
+
+
+def inset_box(tiles: Sequence[torch.Tensor], side: float = 0.22, margin: float = 0.05) -> Box:
+    """Where to zoom: the square (``side`` of the shorter image side, at least ``margin`` from the
+    border) where the C x H x W ``tiles`` (the truth and the methods' outputs of one image) differ
+    most, the spread max - min across the tiles averaged over the square. Returns (top, left, side)
+    as fractions of the image, for :func:`draw_grid`'s ``inset``; the centre if nothing differs.
+
+    >>> truth = torch.zeros(1, 64, 64)
+    >>> truth[:, 40:56, 8:24] = torch.arange(16.0).remainder(2)  # stripes in one place, flat elsewhere
+    >>> inset_box([truth, torch.zeros(1, 64, 64)], side=0.25)   # a method that lost them
+    (0.625, 0.125, 0.25)
+    """
+    if not tiles or any(t.shape != tiles[0].shape for t in tiles) or tiles[0].dim() != 3:
+        raise InvalidArgumentError("inset_box needs C x H x W tiles of one shape (at least one)")
+    if not (0 < side <= 0.5 and 0 <= margin and 2 * margin + side <= 1):
+        raise InvalidArgumentError(f"inset side must be in (0, 0.5] and fit inside the margins, got side {side}, margin {margin}")
+    stack = torch.stack([t.detach().float().cpu().clamp(0, 1) for t in tiles])
+    spread = (stack.amax(0) - stack.amin(0)).mean(0)  # H x W
+    h, w = spread.shape
+    s = max(4, round(side * min(h, w)))
+    if s > min(h, w):
+        return 0.0, 0.0, side
+    scores = torch.nn.functional.avg_pool2d(spread[None, None], s, stride=1)[0, 0]  # window means, by top-left corner
+    m_y, m_x = min(round(margin * h), h - s), min(round(margin * w), w - s)
+    inner = torch.full_like(scores, -1.0)
+    inner[m_y : h - s - m_y + 1, m_x : w - s - m_x + 1] = scores[m_y : h - s - m_y + 1, m_x : w - s - m_x + 1]
+    if float(inner.max()) <= 0:  # nothing differs: the centre
+        return (h - s) // 2 / h, (w - s) // 2 / w, side
+    y0, x0 = divmod(int(inner.argmax()), inner.shape[1])
+    return y0 / h, x0 / w, side
+
+
+def _check_box(box: Any) -> None:
+    if not (isinstance(box, Sequence) and len(box) == 3 and 0 <= box[0] < 1 and 0 <= box[1] < 1 and 0 < box[2] <= 0.5):
+        raise InvalidArgumentError(f"inset is (top, left, side) as fractions of the tile, side <= 0.5, got {box}")
+
+
 def _inset(ax: "Axes", image: np.ndarray, box: tuple[float, float, float]) -> None:
     """An inset (0.42 of the panel) of the region ``box`` = (top, left, side), fractions of the
     image, in the corner opposite the region, the region boxed and joined to it."""
@@ -129,15 +172,17 @@ def draw_grid(
     scale: float = 1,
     reference: int | None = None,
     row_labels: Sequence[str] | None = None,
-    inset: tuple[float, float, float] | None = None,
+    inset: Box | Sequence[Box] | None = None,
     stretch: Sequence[int] = (),
 ) -> "Figure":
     """One column per method (``labels`` above the first row), one row per image (``row_labels``
     on the left); tiles are C x H x W tensors in [0, 1], shown ``scale`` times their pixel size.
     With ``reference`` (the index of the ground-truth column) every other panel says its PSNR and
     SSIM against the truth of its row; ``inset`` = (top, left, side), fractions of each tile, adds
-    a zoomed inset of that region to every panel. Columns in ``stretch`` are shown contrast-stretched
-    to each tile's own range (said under the panel); metrics still use the tile clamped to [0, 1]."""
+    a zoomed inset of that region to every panel, or one such box per row (e.g. from
+    :func:`inset_box`, where the row's methods differ most). Columns in ``stretch`` are shown
+    contrast-stretched to each tile's own range (said under the panel); metrics still use the tile
+    clamped to [0, 1]."""
     _require(title=title)
     if len(columns) != len(labels) or not columns:
         raise InvalidArgumentError(f"got {len(columns)} columns for {len(labels)} labels")
@@ -148,8 +193,11 @@ def draw_grid(
         raise InvalidArgumentError(f"reference must index one of the {len(columns)} columns, got {reference}")
     if row_labels is not None and len(row_labels) != rows:
         raise InvalidArgumentError(f"got {len(row_labels)} row labels for {rows} rows")
-    if inset is not None and not (0 <= inset[0] < 1 and 0 <= inset[1] < 1 and 0 < inset[2] <= 0.5):
-        raise InvalidArgumentError(f"inset is (top, left, side) as fractions of the tile, side <= 0.5, got {inset}")
+    boxes = None if inset is None else [inset] * rows if inset and not isinstance(inset[0], Sequence) else list(inset)
+    if boxes is not None and len(boxes) != rows:
+        raise InvalidArgumentError(f"got {len(boxes)} inset boxes for {rows} rows (give one box, or one per row)")
+    for box in boxes or ():
+        _check_box(box)
     side = max(max(t.shape[-2:]) for col in columns for t in col) * scale / DPI
     panel = min(3.2, max(1.8, side))
     width = len(columns) * panel + 0.6
@@ -176,8 +224,8 @@ def draw_grid(
                     a, b = tile.float().clamp(0, 1)[None], truth.float().clamp(0, 1)[None]
                     note = f"{float(psnr(a, b)):.2f} dB, SSIM {float(ssim(a, b)):.3f}"
                 ax.set_xlabel(note + (f"\nshown stretched from [{lo:.2g}, {hi:.2g}]" if j in stretch else ""), fontsize=8)
-            if inset is not None:
-                _inset(ax, image, inset)
+            if boxes is not None:
+                _inset(ax, image, boxes[i])
     fig.suptitle(title, fontsize=10)
     return fig
 
@@ -200,8 +248,10 @@ def draw_lines(
     ylabel: str,
     size: tuple[int, int] = (640, 420),
 ) -> "Figure":
-    """Lines with markers, a grid, and the legend below the plot. ``x`` defaults to
-    1, 2, ...; strings make one labelled tick per value (e.g. stage names). ``size`` in pixels."""
+    """Lines with markers, a grid, and the legend below the plot; each series has its own marker
+    and line style (:data:`MARKERS`, :data:`LINESTYLES`), so that lines on top of each other stay
+    told apart. ``x`` defaults to 1, 2, ...; strings make one labelled tick per value (e.g. stage
+    names). ``size`` in pixels."""
     _require(title=title, xlabel=xlabel, ylabel=ylabel)
     if not series or any(len(v) == 0 for v in series.values()):
         raise InvalidArgumentError("a line chart needs at least one non-empty series")
@@ -215,15 +265,25 @@ def draw_lines(
     positions = list(range(len(xs))) if names else [float(v) for v in xs]
     fig = _figure(size[0] / DPI, size[1] / DPI)
     ax = fig.subplots()
-    for name, ys in series.items():
-        ax.plot(positions[: len(ys)], [v if math.isfinite(v) else np.nan for v in ys], marker="o", label=name)
-    if names:
-        long = sum(len(s) + 1 for s in names) * 6.5 > size[0] - 100
-        ax.set_xticks(positions, names, rotation=45 if long else 0, ha="right" if long else "center")
+    _plot_series(ax, series, positions)
+    _ticks(ax, positions, names, size[0])
     ax.set(title=_wrap(title, size[0] / DPI - 0.8, 12), xlabel=xlabel, ylabel=ylabel)
     ax.grid(alpha=0.3)
     fig.legend(loc="outside lower center", ncols=1 if max(map(len, series)) > 30 else min(3, len(series)), fontsize=8)
     return fig
+
+
+def _plot_series(ax: "Axes", series: dict[str, Sequence[float]], positions: Sequence[float], labels: bool = True) -> None:
+    """One line per series, each with its own marker and line style, in turn."""
+    for i, (name, ys) in enumerate(series.items()):
+        ax.plot(positions[: len(ys)], [v if math.isfinite(v) else np.nan for v in ys], marker=MARKERS[i % len(MARKERS)],
+                linestyle=LINESTYLES[i % len(LINESTYLES)], markersize=6 - 0.5 * (i % 3), label=name if labels else None)
+
+
+def _ticks(ax: "Axes", positions: Sequence[float], names: list[str] | None, width_px: int) -> None:
+    if names:
+        long = sum(len(s) + 1 for s in names) * 6.5 > width_px - 100
+        ax.set_xticks(positions, names, rotation=45 if long else 0, ha="right" if long else "center")
 
 
 def line_chart(path: str | os.PathLike, series: dict[str, Sequence[float]], **options: Any) -> None:
@@ -231,14 +291,54 @@ def line_chart(path: str | os.PathLike, series: dict[str, Sequence[float]], **op
     save_figure(path, draw_lines(series, **options))
 
 
-def stage_chart(path: str | os.PathLike, series: dict[str, Sequence[float]], *, title: str,
-                ylabel: str = "PSNR (dB)") -> None:
-    """A value per stage, the stages named as the adapters are (stage_0 ... stage_{K-1})."""
+STAGE_AXIS = "stage (after its denoiser; named like its adapter)"
+
+
+def draw_stages(series: dict[str, Sequence[float]], *, title: str, ylabel: str = "PSNR (dB)",
+                reference: str | None = None, size: tuple[int, int] = (640, 420)) -> "Figure":
+    """A value per stage, the stages named as the adapters are (stage_0 ... stage_{K-1}). With
+    ``reference`` (one of the series) a second panel below draws every other series minus it, so
+    that curves within a fraction of a dB of each other, one on top of the other above, read apart;
+    the legend gives each series' value after the last stage.
+
+    >>> fig = draw_stages({"plug-and-play": [20.0, 24.0], "LoRun-2": [20.5, 24.25]}, title="t", reference="plug-and-play")
+    >>> [ax.get_ylabel() for ax in fig.axes]
+    ['PSNR (dB)', 'minus plug-and-play (dB)']
+    >>> [line.get_ydata().tolist() for line in fig.axes[1].get_lines()]  # the reference: its zero line
+    [[0.0, 0.0], [0.5, 0.25]]
+    """
     from .adapters.stages import stage_name
 
-    n = max((len(v) for v in series.values()), default=0)
-    line_chart(path, series, x=[stage_name(k) for k in range(n)], title=title,
-               xlabel="stage (after its denoiser; named like its adapter)", ylabel=ylabel)
+    _require(title=title, ylabel=ylabel)
+    if reference is None or len(series) < 2:
+        n = max((len(v) for v in series.values()), default=0)
+        return draw_lines(series, x=[stage_name(k) for k in range(n)], title=title, xlabel=STAGE_AXIS, ylabel=ylabel, size=size)
+    if reference not in series:
+        raise InvalidArgumentError(f"reference {reference!r} is none of the series {list(series)}")
+    if len({len(v) for v in series.values()}) != 1 or not series[reference]:
+        raise InvalidArgumentError("a stage chart with a reference needs series of one length, at least one stage")
+    n = len(series[reference])
+    positions, names = list(range(n)), [stage_name(k) for k in range(n)]
+    unit = re.search(r"\(([^)]*)\)\s*$", ylabel)
+    fig = _figure(size[0] / DPI, 1.5 * size[1] / DPI)
+    top, bottom = fig.subplots(2, 1, height_ratios=(3, 2))
+    labelled = {f"{name}: {ys[-1]:.2f} after the last stage": ys for name, ys in series.items()}
+    _plot_series(top, labelled, positions)
+    differences = {name: [a - b for a, b in zip(ys, series[reference])] for name, ys in series.items()}
+    _plot_series(bottom, differences, positions, labels=False)  # the reference itself: the zero line
+    for ax in (top, bottom):
+        _ticks(ax, positions, names, size[0])
+        ax.grid(alpha=0.3)
+    top.set(title=_wrap(title, size[0] / DPI - 0.8, 12), ylabel=ylabel)
+    bottom.set(xlabel=STAGE_AXIS, ylabel=f"minus {reference}" + (f" ({unit.group(1)})" if unit else ""))
+    fig.legend(loc="outside lower center", ncols=1, fontsize=8)
+    return fig
+
+
+def stage_chart(path: str | os.PathLike, series: dict[str, Sequence[float]], *, title: str,
+                ylabel: str = "PSNR (dB)", reference: str | None = None) -> None:
+    """Write :func:`draw_stages`'s chart to ``path``."""
+    save_figure(path, draw_stages(series, title=title, ylabel=ylabel, reference=reference))
 
 
 def draw_bars(values: dict[str, float], *, title: str, xlabel: str, reference: float | None = None) -> "Figure":

@@ -24,15 +24,16 @@ from torch import nn
 
 from .adapters.stages import RankTable, StageAdapters, plan_ranks
 from .config import UnfoldConfig
+from .data.colour import as_gray_batch, check_policy, from_gray_batch, rgb_to_ycbcr, ycbcr_to_rgb
 from .errors import InvalidArgumentError
 from .operators.base import fit_operator, initial_estimate
 from .persistence.methods import BundleMethods
 from .adapters.report import ParameterReport, count
-from .adapters.sharing import IndependentDenoisers, SharedDenoiser
+from .adapters.sharing import IndependentDenoisers, InferenceStages, SharedDenoiser
 from .steps import STEPS
 from .tasks import task_of
 
-__all__ = ["unfold", "load", "measure_and_restore", "UnfoldedNetwork"]
+__all__ = ["unfold", "load", "measure_and_restore", "colour_policy", "network_channels", "UnfoldedNetwork"]
 
 
 def unfold(denoiser: nn.Module, operator: Any, K: int = 9, *, config: UnfoldConfig | None = None, **options: Any) -> "UnfoldedNetwork":  # noqa: N803
@@ -72,7 +73,11 @@ class UnfoldedNetwork(BundleMethods, nn.Module):
             plan_ranks(denoiser, config.gamma, config.adapter, config.target_modules)
         self.config = config.replace(operator=None, denoiser=None)  # those two are read live: unfold_config()
         self.operator = operator
-        self.inference = "merged"  # eval-mode LoRun stages: "merged" (W0 + delta_k) or "peft" (adapter branches)
+        # inference (eval mode, gradients off): "fast" (the stages prepared once, adapters merged, on
+        # onnxruntime or channels-last copies: adapters.sharing.InferenceStages), "merged" (W0 + delta_k
+        # computed on the fly) or "peft" (PEFT's adapter branches)
+        self.inference = "fast"
+        self._fast = InferenceStages()
         self.steps = STEPS[config.algorithm](config.K, config.noise_level)
         denoiser = copy.deepcopy(denoiser)
         if config.share == "lora":
@@ -113,6 +118,12 @@ class UnfoldedNetwork(BundleMethods, nn.Module):
     def compile_stages(self, value: bool) -> None:
         self.denoisers.compile_region = bool(value)
 
+    def train(self, mode: bool = True) -> "UnfoldedNetwork":
+        """nn.Module.train; training also drops the prepared inference copies (``inference``)."""
+        if mode:
+            self._fast.clear()
+        return super().train(mode)
+
     # ---- the stage loop -------------------------------------------------------------------
     def forward(self, y: torch.Tensor, return_stages: bool = False):
         """Restore from measurement ``y``; with ``return_stages`` also the K per-stage outputs."""
@@ -129,7 +140,10 @@ class UnfoldedNetwork(BundleMethods, nn.Module):
         if self.checkpoint and self.training and torch.is_grad_enabled():
             # The adapter is switched inside the checkpointed call, so recomputation uses stage k.
             out = torch.utils.checkpoint.checkpoint(self.denoisers, k, *args, use_reentrant=False)
-        elif not self.training and self.inference == "merged" and getattr(self.denoisers, "can_merge", False):
+        elif (not self.training and self.inference == "fast" and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+              and getattr(self.denoisers, "can_merge", True)):
+            out = self._fast(self.denoisers, k, *args)
+        elif not self.training and self.inference in ("fast", "merged") and getattr(self.denoisers, "can_merge", False):
             out = self.denoisers.merged_forward(k, *args)
         else:
             out = self.denoisers(k, *args)
@@ -261,13 +275,18 @@ def load(base: nn.Module | str, bundle: Any, **options: Any) -> UnfoldedNetwork:
 
 def measure_and_restore(
     net: nn.Module, x: torch.Tensor | None, noise_sigma: float = 0.0, generator: torch.Generator | None = None, *,
-    y: torch.Tensor | None = None,
+    y: torch.Tensor | None = None, stages: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """Measure images ``x`` with the network's own operator (sized to them) as its task simulates it
     (:meth:`lorun_peft.tasks.Task.simulate`: Gaussian noise of ``noise_sigma`` drawn from
     ``generator``; a deepinv physics adds its own noise model), and restore: ``(y, x_0, x_hat, stages)``, not clamped.
     With ``x=None`` the measurement ``y=`` is given (noise is still added). Evaluation, the demo and
-    the app all restore through here.
+    the app all restore through here. ``stages=False`` returns no stage outputs (and keeps none in
+    memory: a large image's restore).
+
+    A gray network given colour images (N x 3 x H x W, or such a measurement) follows the task's
+    colour policy (:mod:`lorun_peft.data.colour`, :func:`colour_policy`): x_0, x_hat and the stages
+    come back in colour; y holds the gray measurements the network saw, R, G, B of each image in turn.
 
     >>> from lorun_peft.operators import BlockCS
     >>> net = unfold(nn.Sequential(nn.Conv2d(1, 1, 3, padding=1)), BlockCS(0.25, block=8), K=2).eval()
@@ -275,18 +294,59 @@ def measure_and_restore(
     ...     y, x0, x_hat, stages = measure_and_restore(net, torch.rand(1, 1, 16, 16), 0.01, torch.Generator().manual_seed(0))
     >>> tuple(y.shape), tuple(x0.shape), tuple(x_hat.shape), len(stages)
     ((1, 16, 2, 2), (1, 1, 16, 16), (1, 1, 16, 16), 2)
+    >>> with torch.no_grad():  # a colour image: R, G and B measured and restored
+    ...     y, x0, x_hat, stages = measure_and_restore(net, torch.rand(1, 3, 16, 16))
+    >>> tuple(y.shape), tuple(x_hat.shape)
+    ((3, 16, 2, 2), (1, 3, 16, 16))
     """
     operator = net.operator
+    task = task_of(operator)
+    policy = colour_policy(net, x if x is not None else y if task.measurement_is_image else None)
     with fit_operator(operator, x.shape[-2:]) if x is not None else contextlib.nullcontext():
         if x is not None:
-            y = task_of(operator).simulate(operator, x, noise_sigma, generator)
+            y = task.simulate(operator, as_gray_batch(x) if policy else x, noise_sigma, generator)
         elif y is None:
             raise InvalidArgumentError("measure_and_restore needs images x or a measurement y=")
-        elif noise_sigma:
-            y = y + noise_sigma * torch.randn(y.shape, generator=generator, dtype=y.dtype).to(y.device)
-        x0 = initial_estimate(operator, y)
-        x_hat, stages = net(y, return_stages=True)
-    return y, x0, x_hat, stages
+        else:
+            y = as_gray_batch(y) if policy else y
+            if noise_sigma:
+                y = y + noise_sigma * torch.randn(y.shape, generator=generator, dtype=y.dtype).to(y.device)
+        seen, chroma = y, None
+        if policy == "luma":  # the network restores Y; Cb and Cr are the operator's estimate from theirs
+            ycbcr = rgb_to_ycbcr(from_gray_batch(y))
+            seen = ycbcr[:, :1]
+            chroma = from_gray_batch(initial_estimate(operator, as_gray_batch(ycbcr[:, 1:])), 2)
+        x0 = initial_estimate(operator, seen)
+        x_hat, outputs = net(seen, return_stages=True) if stages else (net(seen), [])
+    if policy == "luma":
+        def colour(image: torch.Tensor) -> torch.Tensor:
+            return ycbcr_to_rgb(torch.cat([image, chroma], dim=1))
+    else:
+        colour = from_gray_batch if policy else (lambda image: image)
+    return y, colour(x0), colour(x_hat), [colour(stage) for stage in outputs]
+
+
+def colour_policy(net: nn.Module, images: torch.Tensor | None) -> str | None:
+    """How ``net`` restores ``images``: its task's colour policy ("channels" or "luma", see
+    :mod:`lorun_peft.data.colour`) when a gray network meets N x 3 x H x W colour images, else None
+    (the network takes them as they are)."""
+    if images is None or images.dim() != 4 or images.shape[1] != 3 or network_channels(net) != 1:
+        return None
+    policy = check_policy(task_of(net.operator).colour)
+    return None if policy == "none" else policy
+
+
+def network_channels(net: nn.Module) -> int | None:
+    """The channels of the images ``net`` restores (None where neither its operator nor its
+    denoiser's configuration says)."""
+    config = getattr(net, "config", None)
+    if isinstance(config, dict):  # an exported file (lorun_peft.export.OnnxNetwork) describes itself
+        return config.get("channels")
+    channels = getattr(net.operator, "channels", None)
+    if channels:
+        return channels
+    spec = net.unfold_config().denoiser if hasattr(net, "unfold_config") else None
+    return ((spec or {}).get("config") or {}).get("in_channels")
 
 
 def _check_modules(denoiser: Any, operator: Any) -> None:

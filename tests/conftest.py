@@ -10,11 +10,16 @@ import torch
 from torch import nn
 
 torch.set_num_threads(1)  # tiny tensors: one thread is as fast and immune to oversubscription
+# Inference runs in PyTorch (channels-last copies) unless a test asks for the onnxruntime engine:
+# preparing it exports every test network once (seconds each) and writes into the user's cache.
+# tests/test_onnx_engine.py covers the engine, the default outside the tests.
+os.environ.setdefault("LORUN_ENGINE", "eager")
 
 # Files whose tests fork children that train, then the files that export to ONNX, in this order, in
 # one process: a process that has exported aborts the autograd of children it forks ("Invalid
 # thread pool" from torch's pthreadpool).
-FORKS_THEN_EXPORTS = ("tests/test_bundle.py", "tests/test_faults.py", "tests/test_onnx_export.py", "lorun_peft/export/")
+FORKS_THEN_EXPORTS = ("tests/test_bundle.py", "tests/test_faults.py", "tests/test_onnx_export.py", "tests/test_onnx_engine.py",
+                      "lorun_peft/export/")
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups

@@ -272,7 +272,15 @@ def test_demo_quick(tmp_path, capsys, images):  # images: 24 x 32, too small for
     for name in ("zoo.png", "demo.png", "training.png", "stages.png", "lora_updates.png", f"model/{NETWORK_CONFIG}"):
         assert (tmp_path / "demo" / name).is_file()
     assert not (tmp_path / "demo" / "checkpoints").exists()
-    assert run(capsys, "eval", "--model", tmp_path / "demo")[0] == 0
+    # the command the demo suggests measures its own test photographs: it gives the demo's number
+    assert sorted(p.name for p in (tmp_path / "demo" / "test_images").iterdir()) == [
+        "astronaut.png", "camera.png", "chelsea.png", "coffee.png"]
+    printed = next(line.split()[1:3] for line in out.splitlines() if line.strip().startswith("LoRun-2 "))
+    suggested = out.split("dB again: lorun ")[1].splitlines()[0].split()
+    assert suggested == ["eval", "--model", str(tmp_path / "demo"), "--data", str(tmp_path / "demo" / "test_images")]
+    code, evaluated, _ = run(capsys, *suggested)
+    assert code == 0 and "camera.png" in evaluated
+    assert next(line.split()[3:5] for line in evaluated.splitlines() if line.startswith("mean")) == printed
     photos = tmp_path / "photos"
     photos.mkdir()
     for i in range(5):

@@ -46,7 +46,7 @@ def test_luma_protocol_matches_the_benchmark_protocol(tmp_path, colour, capsys):
 def test_luma_is_not_the_gray_conversion(colour):
     config = {"task": "sr", "channels": 1}
     luma, _ = folder_images(config, colour, luma=True)
-    gray, _ = folder_images(config, colour)
+    gray, _ = folder_images(config, colour, gray=True)
     assert luma[0].shape == gray[0].shape == (1, 50, 66)
     assert float(luma[0].min()) >= 16 / 255 - 1e-6 and float(luma[0].max()) <= 235 / 255 + 1e-6
     assert not torch.allclose(luma[0], gray[0], atol=1e-3)

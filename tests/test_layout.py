@@ -67,3 +67,27 @@ def test_unknown_names_still_raise():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert lorun_peft.operators.BlockCS  # not moved: no warning
+
+
+def test_walking_the_package_sets_off_no_future_warning():
+    """What doctest collection does (pytest reads every name of dir(); doctest's finder walks each
+    module but the __main__ ones, which pytest skips too) and ``from lorun_peft import *`` touch no
+    moved module (a fresh interpreter: no moved module imported yet)."""
+    code = ("import doctest, importlib, pkgutil, warnings\n"
+            "warnings.simplefilter('error', FutureWarning)\n"
+            "import lorun_peft\n"
+            "for name in dir(lorun_peft): getattr(lorun_peft, name)\n"
+            "exec('from lorun_peft import *', {})\n"
+            "finder = doctest.DocTestFinder()\n"
+            "for info in pkgutil.walk_packages(lorun_peft.__path__, 'lorun_peft.'):\n"
+            "    if not info.name.endswith('__main__'): finder.find(importlib.import_module(info.name))\n"
+            "finder.find(lorun_peft)\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+def test_collecting_the_package_doctests_warns_of_no_moved_module():
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-o", "addopts=", "-p", "no:xdist", "-p", "no:cacheprovider", "-q",
+                           "--co", "-rw", "--doctest-modules", str(PACKAGE / "__init__.py")],
+                          capture_output=True, text=True, timeout=300, cwd=PACKAGE.parent, check=False)
+    assert proc.returncode == 0 and "lorun_peft/__init__.py::lorun_peft" in proc.stdout, proc.stdout + proc.stderr
+    assert "FutureWarning" not in proc.stdout + proc.stderr, proc.stdout

@@ -275,7 +275,7 @@ def test_the_numpy_onnxruntime_example_restores_as_the_network(tmp_path, capsys,
     from lorun_peft.cli.inputs import write_measurement
 
     example = Path(__file__).resolve().parents[1] / "examples" / "onnx_restore.py"
-    readme = (example.parents[1] / "README.md").read_text()
+    readme = (example.parents[1] / "docs/guides/export.md").read_text().replace(f'--8<-- "examples/{example.name}"', example.read_text())
     assert example.read_text().split('"""\n\n', 1)[1] in readme  # the README shows this very script
     operator, channels, algorithm, _ = TASKS["cs"]()
     net = trained_like(operator, channels, algorithm, K=2)
@@ -294,3 +294,27 @@ def test_the_numpy_onnxruntime_example_restores_as_the_network(tmp_path, capsys,
     monkeypatch.setattr(sys, "argv", ["onnx_restore.py", str(path), str(tmp_path / "other.npz"), str(tmp_path / "x.npy")])
     with pytest.raises(SystemExit, match="was measured with sampling sha256:"):
         runpy.run_path(str(example), run_name="__main__")
+
+
+def test_the_numpy_onnxruntime_example_restores_a_colour_photograph(tmp_path, capsys, monkeypatch):
+    """`lorun measure` of a colour image records its R, G, B measurements (colour_channels = 3);
+    the numpy-only example gives back a 3 x H x W image equal to the network's per-channel restoration."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    from lorun_peft.cli.inputs import write_measurement
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "onnx_restore.py"
+    operator, channels, algorithm, _ = TASKS["cs"]()
+    net = trained_like(operator, channels, algorithm, K=2)
+    path = to_onnx(net, tmp_path / "cs.onnx", image_size=(32, 32)).path
+    x = torch.cat([smooth(1, 64, 96, seed=s) for s in range(3)])  # R, G, B as a gray batch
+    with torch.no_grad():
+        y = operator.A(x)
+        expected = net(y).clamp(0, 1)[:, 0].numpy()
+    write_measurement(tmp_path / "y.npz", y, operator, colour=True)
+    monkeypatch.setattr(sys, "argv", ["onnx_restore.py", str(path), str(tmp_path / "y.npz"), str(tmp_path / "x.npy")])
+    runpy.run_path(str(example), run_name="__main__")
+    restored = np.load(tmp_path / "x.npy")
+    assert restored.shape == (3, 64, 96) and np.abs(restored - expected).max() <= 1e-4

@@ -53,6 +53,42 @@ def test_grid_has_titles_scores_and_insets(tmp_path):
     assert_png(tmp_path / "grid.png")
 
 
+def textured(side: int = 96, top: int = 60, left: int = 12, size: int = 24, seed: int = 0) -> torch.Tensor:
+    """A flat grey image with one square of random texture at (top, left)."""
+    x = torch.full((1, side, side), 0.4)
+    x[:, top : top + size, left : left + size] = torch.rand(1, size, size, generator=torch.Generator().manual_seed(seed))
+    return x
+
+
+def test_inset_lands_on_the_one_textured_region():
+    truth = textured()
+    smooth = truth.clone()
+    smooth[:, 60:84, 12:36] = truth[:, 60:84, 12:36].mean()  # a method that smoothed the texture away
+    noisy = (truth + 0.05 * torch.randn(truth.shape, generator=torch.Generator().manual_seed(1)) * (truth != 0.4)).clamp(0, 1)
+    top, left, side = plots.inset_box([truth, smooth, noisy], side=0.25)
+    s = round(side * 96)
+    assert 60 <= round(top * 96) and round(top * 96) + s <= 84 and 12 <= round(left * 96) and round(left * 96) + s <= 36
+    assert plots.inset_box([torch.zeros(1, 40, 40)] * 2, side=0.25) == (15 / 40, 15 / 40, 0.25)  # nothing differs: the centre
+
+
+def test_inset_stays_away_from_the_border():
+    truth = textured(top=0, left=0, size=16)  # texture in the very corner
+    top, left, _ = plots.inset_box([truth, torch.full_like(truth, 0.4)], side=0.25, margin=0.1)
+    assert (round(top * 96), round(left * 96)) == (10, 10)  # as near as the margin allows
+
+
+def test_grid_takes_one_inset_box_per_row():
+    rows = [textured(top=60, left=12), textured(top=8, left=60)]
+    restored = [x.clamp(0.4, 0.4) for x in rows]
+    boxes = [plots.inset_box([t, r]) for t, r in zip(rows, restored)]
+    fig = plots.draw_grid([rows, restored], ["truth", "flat"], title="t", inset=boxes)
+    for ax, (top, left, side) in zip((fig.axes[0], fig.axes[2]), boxes):  # each row's inset shows its own box
+        inset = ax.child_axes[0]
+        assert inset.get_xlim()[0] == pytest.approx(left * 96 - 0.5) and inset.get_ylim()[1] == pytest.approx(top * 96 - 0.5)
+    with pytest.raises(InvalidArgumentError, match="1 inset boxes for 2 rows"):
+        plots.draw_grid([rows, restored], ["truth", "flat"], title="t", inset=boxes[:1])
+
+
 def test_grid_stretched_column_says_its_range():
     x0 = [3 * x for x in images()]
     fig = plots.draw_grid([images(), x0], ["truth", "x0"], title="t", reference=0, stretch=[1])
@@ -96,6 +132,28 @@ def test_stage_chart_names_stages_like_the_adapters(lorun_net, tmp_path, monkeyp
     ax = drawn[0].axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == lorun_net.adapter_names == ["stage_0", "stage_1", "stage_2"]
     assert ax.get_ylabel() == "PSNR (dB)" and "stage" in ax.get_xlabel() and ax.get_title() == "per stage"
+
+
+def test_lines_on_top_of_each_other_stay_told_apart():
+    fig = plots.draw_lines({"a": [1.0, 2.0], "b": [1.0, 2.0], "c": [1.0, 2.0]}, title="t", xlabel="x", ylabel="y")
+    styles = {(line.get_marker(), line.get_linestyle()) for line in fig.axes[0].get_lines()}
+    assert len(styles) == 3
+
+
+def test_stage_chart_with_a_reference_draws_the_differences(tmp_path):
+    series = {"plug-and-play": [25.0, 26.0, 26.5], "Block-1": [25.0, 26.1, 26.7], "LoRun-3": [25.0, 26.2, 26.9]}
+    fig = plots.draw_stages(series, title="per stage", reference="plug-and-play")
+    top, bottom = fig.axes
+    assert top.get_title() == "per stage" and bottom.get_ylabel() == "minus plug-and-play (dB)" and "stage" in bottom.get_xlabel()
+    assert [line.get_ydata().tolist() for line in bottom.get_lines()] == [
+        [0.0, 0.0, 0.0], pytest.approx([0.0, 0.1, 0.2]), pytest.approx([0.0, 0.2, 0.4])]
+    styles = [(line.get_marker(), line.get_linestyle()) for line in top.get_lines()]
+    assert len(set(styles)) == 3 and styles == [(line.get_marker(), line.get_linestyle()) for line in bottom.get_lines()]
+    assert [t.get_text() for t in fig.legends[0].get_texts()][2] == "LoRun-3: 26.90 after the last stage"
+    with pytest.raises(InvalidArgumentError, match="reference 'x' is none of the series"):
+        plots.draw_stages(series, title="t", reference="x")
+    plots.stage_chart(tmp_path / "s.png", series, title="t", reference="plug-and-play")
+    assert_png(tmp_path / "s.png")
 
 
 @pytest.mark.parametrize("series, x, message", [

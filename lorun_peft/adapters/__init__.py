@@ -1,6 +1,7 @@
 """Everything that touches PEFT, as PEFT itself splits it: the rank rule (:mod:`.ranks`), how the K
-stages share their denoiser (:mod:`.sharing`) and the per-stage adapters with their configs and
-saved state (:mod:`.stages`). No other module of the library imports PEFT.
+stages share their denoiser (:mod:`.sharing`), the per-stage adapters with their configs and
+saved state (:mod:`.stages`), and the stages prepared for inference on onnxruntime (:mod:`.engine`).
+No other module of the library imports PEFT.
 
 >>> from lorun_peft.adapters import gamma_rank
 >>> gamma_rank(64, 64, 10)

@@ -29,7 +29,8 @@ __all__ = ["build", "serve"]
 
 INTRO = """# lorun_peft: try a task bundle
 One shared base denoiser, one LoRA adapter per stage: choose a task, give a photograph, restore it.
-The zoo's networks are gray: a colour image is restored channel by channel. Switching task swaps
+The zoo's networks are gray. A colour image stays colour: CS, deblurring and inpainting restore R, G and B
+one by one; super-resolution restores the luma and takes the chroma from its cubic estimate. Switching task swaps
 the bundle into the live network; the base is never reloaded."""
 MODES = {"degrade it with the task's operator (truth known: PSNR/SSIM)": DEGRADE,
          "it is the measurement (e.g. a low-resolution image)": MEASUREMENT}
@@ -50,7 +51,7 @@ def build(play: Playground) -> Any:
     out_dir = Path(tempfile.mkdtemp(prefix="lorun_app_"))
 
     def run(task: str, source: str, subfolder: str, revision: str, upload: str | None, builtin: str,
-            mode: str, sigma: float, switch: bool) -> tuple:
+            mode: str, sigma: float, switch: bool, progress: Any = gr.Progress(track_tqdm=True)) -> tuple:
         status = []
         try:
             wanted = (source or "").strip() or task
@@ -60,7 +61,7 @@ def build(play: Playground) -> Any:
             result = play.restore(image, MODES.get(mode, DEGRADE), float(sigma))
         except (LorunError, FileNotFoundError, ImportError) as err:
             return (f"**Error:** {err}", *[gr.update()] * 7)  # the last restoration stays on the page
-        status.append(f"restored {play.task} in {result.seconds:.2f} s")
+        status.append(f"restored {play.task} in {result.seconds:.2f} s" + (f" ({result.colour})" if result.colour else ""))
         path = out_dir / f"restored-{play.task.replace('/', '_')}.png"
         _save_png(result.restored, path)
         return ("  \n".join(status), *_views(result), play.report(), str(path))

@@ -31,13 +31,15 @@ from ..persistence import _hub as hub
 from .. import zoo
 from ..config import UnfoldConfig
 from ..data.images import load_image, photographs
+from ..export.tiles import TiledNetwork, may_need_tiles, tiling_refusal
 from ..errors import CorruptFileError, IncompatibleBundleError, InvalidArgumentError, LorunError
-from ..metrics import psnr, ssim
+from ..data.colour import POLICY_TEXT
+from ..metrics import psnr, rgb_to_y, shave, ssim
 from ..resolve import load_network
 from ..tasks import task_of
 from ..persistence.reading import read_bundle
 from ..persistence.schema import CONFIG_NAME, Bundle
-from ..unfold import UnfoldedNetwork, measure_and_restore
+from ..unfold import UnfoldedNetwork, colour_policy, measure_and_restore
 
 __all__ = ["Limits", "Restoration", "Playground", "BUILT_IN"]
 
@@ -69,6 +71,7 @@ class Restoration:
     stages: list[tuple[np.ndarray, str]] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    colour: str = ""  # what was done to a colour image (lorun_peft.data.colour.POLICY_TEXT), "" for none
 
 
 def _unfolding(config: dict) -> tuple[str, ...]:
@@ -210,7 +213,8 @@ class Playground:
     def restore(self, image: torch.Tensor, mode: str = DEGRADE, noise_sigma: float = 0.0, seed: int = 0) -> Restoration:
         """Degrade ``image`` (C x H x W) with the task's operator and restore it, or (``mode=
         "measurement"``) restore it as the measurement itself (super-resolution, a snapshot). A gray
-        network restores a colour image channel by channel; PSNR/SSIM are over all channels."""
+        network restores a colour image by its task's colour policy, as ``lorun restore`` does
+        (:mod:`lorun_peft.data.colour`); PSNR/SSIM as the task scores (SR: on Y, the border shaved)."""
         if self.net is None:
             raise InvalidArgumentError("choose a task first")
         if mode not in (DEGRADE, MEASUREMENT):
@@ -224,28 +228,35 @@ class Playground:
             raise InvalidArgumentError(f"a {task.name} measurement is not an image ({task.summary}): "
                                        "choose 'degrade' for this task")
         start = time.perf_counter()
-        colour = image.shape[0] == 3 and getattr(operator, "channels", None) == 1
-        batch = image[:, None] if colour else image[None]  # the colour channels as a batch of gray images
-        truth = torch.stack([task.fit_image(operator, x) for x in batch]) if mode == DEGRADE else None
+        truth = task.fit_image(operator, image)[None] if mode == DEGRADE else None
+        # the page's largest sides (Limits) fit the memory whole, but a small machine tiles beyond its budget
+        large = may_need_tiles(image.shape[-2] * image.shape[-1] * image.shape[-3])
+        runner = TiledNetwork(net, progress=True) if large and tiling_refusal(net) is None else net
         try:
-            _, initial, restored, stages = measure_and_restore(net, truth, noise_sigma, torch.Generator().manual_seed(seed),
-                                                               y=batch if truth is None else None)
+            _, initial, restored, stages = measure_and_restore(runner, truth, noise_sigma, torch.Generator().manual_seed(seed),
+                                                               y=image[None] if truth is None else None)
         except (InvalidArgumentError, RuntimeError) as err:
             raise InvalidArgumentError(f"this image does not fit the task's operator: {err}") from None
-        def whole(x: torch.Tensor) -> torch.Tensor:  # back to one 1 x C x H x W image, in [0, 1]
-            return x.clamp(0, 1).reshape(1, -1, *x.shape[-2:])
+        scoring = task.metric_options(operator)
+
+        def scored(x: torch.Tensor) -> torch.Tensor:  # what PSNR/SSIM compare (SR: the luma, the border shaved)
+            x = rgb_to_y(x) if scoring["y_channel"] and x.shape[1] == 3 else x
+            return shave(x.clamp(0, 1), scoring["border"])
 
         def picture(x: torch.Tensor) -> np.ndarray:
-            return whole(x)[0].permute(1, 2, 0).squeeze(-1).float().numpy()
+            return x.clamp(0, 1)[0].permute(1, 2, 0).squeeze(-1).float().numpy()
 
         result = Restoration(None if truth is None else picture(truth), picture(initial), picture(restored))
+        policy = colour_policy(net, image[None])
+        where = "on Y" if scoring["y_channel"] else "over R, G and B"
+        result.colour = f"{POLICY_TEXT[policy]}; PSNR/SSIM {where}" if policy else ""
         for name, x in zip(net.adapter_names, stages):
-            score = f"  {float(psnr(whole(x), whole(truth))):.2f} dB" if truth is not None else ""
+            score = f"  {float(psnr(scored(x), scored(truth))):.2f} dB" if truth is not None else ""
             result.stages.append((picture(x), name + score))
         if truth is not None:
             for label, x in (("initial", initial), ("restored", restored)):
-                result.metrics[f"{label} PSNR (dB)"] = round(float(psnr(whole(x), whole(truth))), 2)
-                result.metrics[f"{label} SSIM"] = round(float(ssim(whole(x), whole(truth))), 4)
+                result.metrics[f"{label} PSNR (dB)"] = round(float(psnr(scored(x), scored(truth))), 2)
+                result.metrics[f"{label} SSIM"] = round(float(ssim(scored(x), scored(truth))), 4)
         result.seconds = time.perf_counter() - start
         return result
 

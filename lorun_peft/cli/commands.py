@@ -23,15 +23,18 @@ import torch
 
 from ..persistence import bundle
 from .. import zoo
-from ..data.images import load_image
+from ..data.colour import POLICY_TEXT, as_gray_batch, from_gray_batch
+from ..data.images import image_channels, load_image
+from ..metrics import psnr, shave
 from ..denoisers import DENOISERS, build_denoiser
-from ..errors import CorruptFileError, InvalidArgumentError
+from ..errors import InvalidArgumentError
 from ..training.evaluation import Evaluation, evaluate
 from ..persistence.atomic import atomic_write
 from ..operators import fit_operator, operator_from_config
 from ..plots import lora_norm_figure, lora_update_figure, stage_chart
 from ..training.pretrain import choose_noise_schedule
 from ..training.recipe import PAPER, RECIPE, train_two_phase
+from .datasets import cmd_data, named_data
 from .inputs import (
     as_input,
     evaluation_images,
@@ -39,8 +42,11 @@ from .inputs import (
     folder_images,
     is_main,
     make_operator,
+    measurement_colour,
     metric_options,
+    read_channels,
     read_measurement,
+    record_settings,
     write_measurement,
     say,
     task_channels,
@@ -52,8 +58,9 @@ from .inputs import (
 from ..config import UnfoldConfig
 from ..resolve import describe, load_network, run_model_folder
 from ..persistence.networks import NETWORK_CONFIG
-from ..unfold import UnfoldedNetwork, unfold
+from ..unfold import UnfoldedNetwork, colour_policy, measure_and_restore, unfold
 from ..export import OnnxNetwork, is_onnx, to_int8, to_onnx
+from ..export.tiles import TiledNetwork, may_need_tiles, tiling_refusal
 from ..data.images import center_crop, modcrop
 from ..tasks import task_of
 
@@ -173,7 +180,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     }
     if args.base is not None:
         training["base"] = args.base
-    _record_settings(args.out / "checkpoints", {**config, "training": training}, fresh=args.fresh)
+    record_settings(args.out / "checkpoints", {**config, "training": training}, fresh=args.fresh)
     data, val = training_data(args, config, net.operator)
     if args.init is None and getattr(net.operator, "q", None) is not None:
         net.operator.fit_initial_estimate(whole_images(data))
@@ -211,49 +218,29 @@ def cmd_train(args: argparse.Namespace) -> None:
     say(f"model: {path}")
 
 
-SETTINGS_FILE = "settings.json"
-
-
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        return {k: v for key, item in value.items() for k, v in _flatten(item, f"{prefix}{key}.").items()}
-    return {prefix.rstrip("."): value}
-
-
-def _record_settings(folder: Path, settings: dict[str, Any], fresh: bool) -> None:
-    """Resume only a run with exactly these settings: compare them with the ones recorded when the
-    checkpoints in ``folder`` were started, and refuse naming each difference; record them for a new
-    run (or with ``fresh``, after removing the old checkpoints)."""
-    record = folder / SETTINGS_FILE
-    settings = json.loads(json.dumps(settings))  # the JSON form, as it is recorded
-    if fresh and folder.is_dir():
-        for old in folder.rglob("*"):
-            if old.is_file():
-                old.unlink()
-    elif record.is_file():
-        try:
-            before = json.loads(record.read_text())
-        except (OSError, ValueError) as err:
-            raise CorruptFileError(f"{record} cannot be read ({err}); start over with --fresh") from err
-        old, new = _flatten(before), _flatten(settings)
-        differ = [f"{key}: recorded {old.get(key)!r}, now {new.get(key)!r}" for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
-        if differ:
-            raise InvalidArgumentError(
-                f"{folder.parent} holds a run started with other settings ({'; '.join(differ)}); rerun with the "
-                "recorded settings to resume it, or add --fresh to start over"
-            )
-        return
-    elif folder.is_dir() and any(folder.rglob("*.pt")):
-        raise InvalidArgumentError(f"{folder} holds checkpoints without recorded settings (an older lorun); add --fresh to start over")
-    with atomic_write(record) as f:
-        f.write(json.dumps(settings, indent=2).encode())
-
-
 def _evaluate_model(net: UnfoldedNetwork, config: dict[str, Any], args: argparse.Namespace, **extra: Any) -> Evaluation:
-    images, names = evaluation_images(config, net.operator, args.data, getattr(args, "luma", False))
+    images, names = evaluation_images(config, net.operator, args.data, getattr(args, "luma", False), getattr(args, "gray", False))
     images = _onnx_fit(net, images)
-    return evaluate(net, images, names=names, noise_sigma=args.noise_sigma, seed=args.seed,
+    colour = next((p for p in (colour_policy(net, x[None]) for x in images) if p), None)
+    if colour:
+        say(f"{POLICY_TEXT[colour]}; PSNR {_psnr_where(metric_options(config, net.operator, args))}")
+    return evaluate(tiled(net, args, max(x.numel() for x in images)), images, names=names, noise_sigma=args.noise_sigma, seed=args.seed,
                     **metric_options(config, net.operator, args), **extra)
+
+
+def tiled(net: Any, args: argparse.Namespace, pixels: int) -> Any:
+    """``net`` restoring images (of at most ``pixels`` pixels) tile by tile where they may not fit
+    the memory (``--tile`` sets the side; :class:`lorun_peft.export.tiles.TiledNetwork`), where its
+    task tiles; else ``net``."""
+    tile = getattr(args, "tile", None)
+    if tile is None and not may_need_tiles(pixels):
+        return net
+    refusal = tiling_refusal(net)
+    if refusal is None:
+        return TiledNetwork(net, tile=tile)
+    if getattr(args, "tile", None) is not None:
+        raise InvalidArgumentError(f"--tile: {refusal}")
+    return net
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -280,7 +267,10 @@ def cmd_restore(args: argparse.Namespace) -> None:
     reference = next(net.parameters())
     operator = net.operator
     if args.measurement:
-        y = read_measurement(args.input, config, operator).to(reference)
+        y = read_measurement(args.input, config, operator, args.gray).to(reference)
+        colour_file = measurement_colour(args.input)  # R, G and B measured one by one (lorun measure of a colour image)
+        if colour_file and task_of(operator).measurement_is_image:
+            y, colour_file = from_gray_batch(y), False  # one colour image again: restored by the task's colour policy
         if getattr(args, "real_scale", False):
             from ..data.spectral import scale_real_measurement
 
@@ -288,20 +278,39 @@ def cmd_restore(args: argparse.Namespace) -> None:
         size = task_of(operator).measurement_size(operator, y) or getattr(operator, "image_size", None)
         with fit_operator(operator, size) if size else contextlib.nullcontext():
             try:
-                x_hat = net(y).clamp(0, 1)
+                pixels = (size[0] * size[1] if size else y.shape[-2] * y.shape[-1]) * y.shape[0] * 3  # colour: 3 images
+                x_hat = measure_and_restore(tiled(net, args, pixels), None, y=y, stages=False)[2].clamp(0, 1)
             except InvalidArgumentError as err:
                 raise InvalidArgumentError(f"measurement {args.input} does not fit the model: {err}") from err
+        if colour_file:
+            x_hat = from_gray_batch(x_hat)
         write_output(args.output, as_input(x_hat[0], args.input, config))
-        print(f"restored {args.input} ({tuple(y.shape[1:])}) -> {args.output} ({tuple(x_hat.shape[1:])})")
+        policy = "channels" if colour_file else colour_policy(net, y) if task_of(operator).measurement_is_image else None
+        print(f"restored {args.input} (y of shape {tuple(y.shape)}) -> {args.output} ({tuple(x_hat.shape[1:])})"
+              + (f"; {POLICY_TEXT[policy]}" if policy else ""))
         return
-    x = task_of(operator).load_input(args.input, config["channels"])
+    x = task_of(operator).load_input(args.input, read_channels(config, operator, args.gray))
     x = _onnx_fit(net, fit_images(config, operator, [x]))[0].to(reference)[None]
-    result = evaluate(net, x, names=[args.input.name], noise_sigma=args.noise_sigma, seed=args.seed,
-                      keep_outputs=True, **metric_options(config, operator, args))
+    result = evaluate(tiled(net, args, x.numel()), x, names=[args.input.name], noise_sigma=args.noise_sigma, seed=args.seed,
+                      keep_outputs=True, stages=False, **metric_options(config, operator, args))
     write_output(args.output, as_input(result.restored[0], args.input, config))
     row = result.table.rows[0][1]
     print(f"{args.input} -> {args.output}: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f} "
           f"(initial estimate {row['x0_psnr']:.2f} dB)")
+    options = metric_options(config, operator, args)
+    policy = colour_policy(net, x)
+    if policy:
+        restored, truth = (shave(image[None], options["border"]) for image in (result.restored[0], x[0].cpu()))
+        per_channel = ", ".join(f"{c} {float(psnr(restored[:, i:i + 1], truth[:, i:i + 1])):.2f}" for i, c in enumerate("RGB"))
+        print(f"{POLICY_TEXT[policy]}; PSNR {_psnr_where(options)}; per channel: {per_channel} dB")
+    elif args.gray and image_channels(args.input) == 3 and config["channels"] == 1:
+        print("gray: the colour image was read as gray (--gray)")
+
+
+def _psnr_where(options: dict[str, Any]) -> str:
+    """On which channels ``evaluate`` computes PSNR for a colour image."""
+    where = "on Y (the luma)" if options["y_channel"] else "over R, G and B"
+    return where + (f", {options['border']} border pixels shaved" if options["border"] else "")
 
 
 def _onnx_fit(net: Any, images: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -352,13 +361,16 @@ def cmd_measure(args: argparse.Namespace) -> None:
     task = task_of(operator)
     if not task.simulates_files:
         raise InvalidArgumentError(f"lorun measure does not simulate {task.name} measurements: a {task.name} model restores real ones")
-    x = fit_images(config, operator, [load_image(args.input, config["channels"])])[0].to(next(net.parameters()))[None]
+    image = load_image(args.input, read_channels(config, operator, args.gray))
+    x = fit_images(config, operator, [image])[0].to(next(net.parameters()))[None]
+    policy = colour_policy(net, x)
     with fit_operator(operator, x.shape[-2:]):
-        y = task.simulate(operator, x, args.noise_sigma, torch.Generator().manual_seed(args.seed))
-    write_measurement(args.output, y, operator)
+        y = task.simulate(operator, as_gray_batch(x) if policy else x, args.noise_sigma, torch.Generator().manual_seed(args.seed))
+    write_measurement(args.output, y, operator, colour=bool(policy))
     sampling = getattr(operator, "sampling_fingerprint", None)
-    print(f"measured {args.input} ({tuple(x.shape[1:])}) -> {args.output} ({tuple(y.shape[1:])})"
-          + (f", sampling {sampling}" if sampling else ""))
+    print(f"measured {args.input} ({tuple(x.shape[1:])}) -> {args.output} (y of shape {tuple(y.shape)})"
+          + (f", sampling {sampling}" if sampling else "")
+          + ("; colour: R, G and B measured one by one" if policy else ""))
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
@@ -445,11 +457,12 @@ def run_bundle_command(args: argparse.Namespace) -> int:
 
 # ==================================================================================== run
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "restore": cmd_restore, "measure": cmd_measure, "export": cmd_export,
-            "inspect": cmd_inspect, "plot": cmd_plot, "convert": cmd_convert}
+            "inspect": cmd_inspect, "plot": cmd_plot, "convert": cmd_convert, "data": cmd_data}
 
 
 def run(args: argparse.Namespace) -> None:
     """Run the parsed command ``args``; raises LorunError subclasses (and FileNotFoundError) on failure."""
+    named_data(args)  # --data set5: the folder of the test set's images
     if args.command == "push" and (run_model_folder(args.folder) / NETWORK_CONFIG).is_file():
         args.folder = run_model_folder(args.folder)  # a `lorun train --out` folder: push its network
     if args.command == "push" and zoo.is_zoo(args.folder):  # the whole zoo folder, unchanged

@@ -13,6 +13,7 @@ torch.Size([3, 32, 34])
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,11 @@ __all__ = [
     "folder_images",
     "is_main",
     "make_operator",
+    "measurement_colour",
     "metric_options",
+    "read_channels",
     "read_measurement",
+    "record_settings",
     "write_measurement",
     "say",
     "task_channels",
@@ -109,27 +113,35 @@ def builtin_eval_images(config: dict[str, Any], operator: Any, seed: int = 1000)
     return images, [f"{task.builtin_name}_{i}" for i in range(len(images))]
 
 
+def read_channels(config: dict[str, Any], operator: Any, gray: bool = False) -> int | None:
+    """The channels to read images with: None (as each file holds) where a gray model restores
+    colour by its task's colour policy (:mod:`lorun_peft.data.colour`) and ``gray`` (``--gray``) is
+    not asked; else the model's own (colour converted to gray, gray replicated)."""
+    task = task_of(operator) if operator is not None else task_named(config["task"])
+    return None if config["channels"] == 1 and not gray and task.colour != "none" else config["channels"]
+
+
 def folder_images(config: dict[str, Any], folder: Path | list[Path], luma: bool = False,
-                  operator: Any = None) -> tuple[list[torch.Tensor], list[str]]:
+                  operator: Any = None, gray: bool = False) -> tuple[list[torch.Tensor], list[str]]:
     """The images (or cubes) of a folder, or of a list of files, whole, as the task reads them
-    (CASSI: cubes, or cubes generated from photographs). ``luma`` (a gray model): each image's
-    luma, the Y of YCbCr in [16, 235] / 255 that SR papers restore and score, instead of its gray
-    conversion (full-range luma)."""
+    (CASSI: cubes, or cubes generated from photographs; colour stays colour for a gray model, see
+    :func:`read_channels`, unless ``gray``). ``luma`` (a gray model): each image's luma, the Y of
+    YCbCr in [16, 235] / 255 that SR papers restore and score, restored as a gray image."""
     if luma:
         if config["channels"] != 1:
             raise InvalidArgumentError(f"--luma restores the luma channel with a gray model; this model has {config['channels']} channels")
         data: Any = ImageFolder(folder, channels=3, augment=False)
         return [rgb_to_y(data.full(i)[None])[0] for i in range(len(data))], data.names
     task = task_of(operator) if operator is not None else task_named(config["task"])
-    data = task.image_set(folder, config["channels"])
+    data = task.image_set(folder, read_channels(config, operator, gray))
     return [data.full(i) for i in range(len(data))], data.names
 
 
 def evaluation_images(config: dict[str, Any], operator: Any, folder: Path | list[Path] | None,
-                      luma: bool = False) -> tuple[list[torch.Tensor], list[str]]:
-    """(images, names) to evaluate on, fitted to the operator: a folder's (``luma``: see
+                      luma: bool = False, gray: bool = False) -> tuple[list[torch.Tensor], list[str]]:
+    """(images, names) to evaluate on, fitted to the operator: a folder's (``luma``, ``gray``: see
     :func:`folder_images`) or the built-in ones."""
-    images, names = folder_images(config, folder, luma, operator) if folder else builtin_eval_images(config, operator)
+    images, names = folder_images(config, folder, luma, operator, gray) if folder else builtin_eval_images(config, operator)
     fitted = []
     for x, name in zip(images, names):
         try:
@@ -146,16 +158,16 @@ def training_data(args: argparse.Namespace, config: dict[str, Any], operator: An
     size = task.training_patch(operator, args.patch)
     if args.data is None:
         data = task.builtin_images(operator, config["channels"], 128, size, args.seed, training=True)
-        return data, evaluation_images(config, operator, args.val)[0]
+        return data, evaluation_images(config, operator, args.val, gray=True)[0]
     files = list_files(args.data, task.file_suffixes(args.data))
     held = 0 if args.val or len(files) < 2 else min(4, max(1, len(files) // 10))
     data = task.image_set(files[: len(files) - held], config["channels"], patch_size=size, seed=args.seed)
     if args.val:
-        return data, evaluation_images(config, operator, args.val)[0]
+        return data, evaluation_images(config, operator, args.val, gray=True)[0]
     if not held:
         return data, None
     say(f"validating on {held} image(s) held out of {args.data}: {', '.join(p.name for p in files[-held:])} (or give --val DIR)")
-    return data, evaluation_images(config, operator, files[-held:])[0]
+    return data, evaluation_images(config, operator, files[-held:], gray=True)[0]
 
 
 def metric_options(config: dict[str, Any], operator: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -169,13 +181,14 @@ def metric_options(config: dict[str, Any], operator: Any, args: argparse.Namespa
 # ================================================================================ files
 MEASUREMENT_SUFFIXES = (".npy", ".npz", ".mat")  # besides images
 
-def read_measurement(path: Path, config: dict[str, Any], operator: Any = None) -> torch.Tensor:
-    """A measurement y for ``lorun restore --measurement``: an image, or an array in .npy/.mat, or
+def read_measurement(path: Path, config: dict[str, Any], operator: Any = None, gray: bool = False) -> torch.Tensor:
+    """A measurement y for ``lorun restore --measurement``: an image (colour kept for a gray model
+    unless ``gray``, see :func:`read_channels`), or an array in .npy/.mat, or
     an .npz written by ``lorun measure`` (``y`` and what the task records of its operator, checked
     by the task: block CS refuses a measurement of another sampling matrix)."""
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
-        return load_image(path, config["channels"] if task_of(operator).measurement_is_image else 1)[None]
+        return load_image(path, read_channels(config, operator, gray) if task_of(operator).measurement_is_image else 1)[None]
     if suffix not in MEASUREMENT_SUFFIXES:
         raise InvalidArgumentError(f"measurement {path} must be an image, .npy, .npz or .mat file")
     if not path.is_file():
@@ -211,19 +224,37 @@ def read_measurement(path: Path, config: dict[str, Any], operator: Any = None) -
     return y
 
 
-def write_measurement(path: Path, y: torch.Tensor, operator: Any) -> None:
+COLOUR_KEY = "colour_channels"  # in a .npz: y holds R, G, B of each image in turn (gray measurements of a colour image)
+
+
+def write_measurement(path: Path, y: torch.Tensor, operator: Any, colour: bool = False) -> None:
     """Write a measurement atomically: .npz with ``y`` and what the task records of its operator
     (block CS: the sampling matrix's fingerprint, its rows and one fingerprint per row, so that a
-    model of fewer rows of the same nested basis can restore it), or a bare .npy."""
+    model of fewer rows of the same nested basis can restore it), or a bare .npy. ``colour``: y's
+    batch holds the R, G and B measurements of each image in turn (recorded as ``colour_channels``
+    = 3 in a .npz; refused for .npy, which could not say so)."""
     suffix = path.suffix.lower()
     if suffix not in (".npz", ".npy"):
         raise InvalidArgumentError(f"a measurement is written as .npz (with its sampling) or .npy, got {path}")
+    if colour and suffix == ".npy":
+        raise InvalidArgumentError(f"{path}: the measurement of a colour image is written as .npz (which records its "
+                                   "channels), or measure a gray image (--gray)")
     array = y.detach().cpu().float().numpy()
+    record = {**task_of(operator).measurement_record(operator), **({COLOUR_KEY: np.int64(3)} if colour else {})}
     with atomic_write(path) as f:
         if suffix == ".npy":
             np.save(f, array)
         else:
-            np.savez(f, y=array, **task_of(operator).measurement_record(operator))
+            np.savez(f, y=array, **record)
+
+
+def measurement_colour(path: Path) -> bool:
+    """Whether a measurement file holds the R, G, B measurements of colour images (a .npz of
+    :func:`write_measurement` with ``colour=True``)."""
+    if path.suffix.lower() != ".npz":
+        return False
+    with np.load(path, allow_pickle=False) as contents:
+        return COLOUR_KEY in contents.files and int(contents[COLOUR_KEY]) == 3
 
 
 def write_output(path: Path, x: torch.Tensor) -> None:
@@ -243,3 +274,42 @@ def as_input(x: torch.Tensor, path: Path, config: dict[str, Any]) -> torch.Tenso
     """A gray input image restored by a colour model (its channels replicated) comes back gray."""
     gray_in = path.suffix.lower() in IMAGE_SUFFIXES and image_channels(path) == 1
     return x.mean(dim=0, keepdim=True) if gray_in and x.shape[0] == 3 else x
+
+
+# ======================================================================== run settings
+SETTINGS_FILE = "settings.json"
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _flatten(item, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): value}
+
+
+def record_settings(folder: Path, settings: dict[str, Any], fresh: bool) -> None:
+    """Resume only a run with exactly these settings: compare them with the ones recorded when the
+    checkpoints in ``folder`` were started, and refuse naming each difference; record them for a new
+    run (or with ``fresh``, after removing the old checkpoints)."""
+    record = folder / SETTINGS_FILE
+    settings = json.loads(json.dumps(settings))  # the JSON form, as it is recorded
+    if fresh and folder.is_dir():
+        for old in folder.rglob("*"):
+            if old.is_file():
+                old.unlink()
+    elif record.is_file():
+        try:
+            before = json.loads(record.read_text())
+        except (OSError, ValueError) as err:
+            raise CorruptFileError(f"{record} cannot be read ({err}); start over with --fresh") from err
+        old, new = _flatten(before), _flatten(settings)
+        differ = [f"{key}: recorded {old.get(key)!r}, now {new.get(key)!r}" for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+        if differ:
+            raise InvalidArgumentError(
+                f"{folder.parent} holds a run started with other settings ({'; '.join(differ)}); rerun with the "
+                "recorded settings to resume it, or add --fresh to start over"
+            )
+        return
+    elif folder.is_dir() and any(folder.rglob("*.pt")):
+        raise InvalidArgumentError(f"{folder} holds checkpoints without recorded settings (an older lorun); add --fresh to start over")
+    with atomic_write(record) as f:
+        f.write(json.dumps(settings, indent=2).encode())

@@ -34,9 +34,24 @@ from ..tasks import Option, registered_tasks, task_named, task_names
 __all__ = ["main", "build_parser", "add_bundle_commands", "DENOISER_NAMES"]
 
 DENOISER_NAMES = ("transformer", "unet")  # lorun_peft.denoisers.DENOISERS, named here so --help needs no torch
+TESTSET_NAMES = "set5, set14, bsd100, urban100, cbsd68, set11, set12, bsd68"  # lorun_peft.data.testsets, named here: no torch
 MODEL_HELP = ("a `lorun train --out` folder, a folder written by save_pretrained, a task bundle folder (with its base: "
               "--base, or base/ beside it), a Hub repo id (with --subfolder, --revision), or a shipped zoo bundle: "
               "zoo:cs-0.25 (see `lorun_peft.zoo.list()`)")
+INFERENCE_COMMANDS = ("restore", "eval", "measure", "plot", "app")  # --threads defaults to every core for these
+
+
+def default_threads(command: str) -> int:
+    """``--threads`` when not given: every core this process may use for restoring, 1 for training."""
+    if command not in INFERENCE_COMMANDS:
+        return 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+TILE_HELP = ("restore larger images tile by tile, tiles of this side in pixels (default: the largest the available "
+             "memory allows; an image that fits is restored whole)")
+GRAY_HELP = ("read colour images as gray (by default a gray model restores colour in colour: cs, deblurring and "
+             "inpainting channel by channel, sr the luma with the chroma from the operator's cubic estimate)")
 
 
 def _model_options(p: argparse.ArgumentParser, required: bool = True, sources: bool = True) -> None:
@@ -79,8 +94,12 @@ def _network_options(p: argparse.ArgumentParser) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1: fastest for small tensors on a shared CPU)")
+    p.add_argument("--seed", type=int, default=0, help="random seed that makes a run repeatable (default 0): it fixes the "
+                   "noise drawn for --noise-sigma and, where the command draws them, a new operator's random mask or "
+                   "sampling matrix, the training crops and batch order and the adapters' first values (a saved model "
+                   "keeps its own operator)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: every core this process may use for "
+                   f"{', '.join(INFERENCE_COMMANDS)}; 1 for the others, the fastest for training's small tensors on a shared CPU)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default auto: cuda when available)")
 
 
@@ -97,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     _network_options(t)
     g = t.add_argument_group("training")
     g.add_argument("--data", type=Path, help="folder of training images (.npy/.mat cubes for cassi); default built-in images")
-    g.add_argument("--val", type=Path, help="folder of validation images (whole images); default built-in images when --data is not given")
+    g.add_argument("--val", type=Path, help="folder of validation images (whole images), or a standard test set's name "
+                   f"({TESTSET_NAMES}: `lorun data list`); default built-in images when --data is not given")
     g.add_argument("--phase", choices=("recipe", "paper", "denoiser", "backbone", "adapters"), default="recipe",
                    type=_phase,
                    help="recipe (default): pretrain the denoiser as a Gaussian denoiser, set the steps for it on the "
@@ -112,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     g.add_argument("--adapter-lr", type=float, help="learning rate of the adapter phase (default --lr)")
     g.add_argument("--batch-size", type=int, default=8, help="per process (default 8)")
-    g.add_argument("--noise-sigma", type=float, default=0.0, help="measurement noise std (default 0)")
+    g.add_argument("--noise-sigma", type=float, default=0.0, help="std of the Gaussian noise added to every measurement "
+                   "y in training and validation, in image units (pixels in [0, 1]: 0.01 is 2.55/255; default 0, no noise)")
     g.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="the unfolded phases' forward pass under autocast (default fp32; weights stay float32)")
     g.add_argument("--val-every", type=int, default=0, help="validate every N steps (default: at the end of each phase)")
@@ -124,13 +145,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="PSNR / SSIM per image and mean, as a table and optionally CSV / JSON")
     _model_options(e)
-    e.add_argument("--data", type=Path, help="folder of test images (default built-in images)")
-    e.add_argument("--noise-sigma", type=float, default=0.0)
+    e.add_argument("--data", type=Path, help=f"folder of test images, or a standard test set's name ({TESTSET_NAMES}: "
+                   "`lorun data list`; downloaded once into the Hugging Face cache); default built-in images")
+    e.add_argument("--noise-sigma", type=float, default=0.0, help="std of the Gaussian noise added to every measurement "
+                   "y, in image units (pixels in [0, 1]: 0.01 is 2.55/255; default 0, no noise); --seed fixes the draw")
     e.add_argument("--y-channel", action=argparse.BooleanOptionalAction, help="measure RGB on the luma channel (default: on for sr)")
     e.add_argument("--border", type=int, help="pixels shaved before measuring (default: the scale for sr, else 0)")
     e.add_argument("--luma", action="store_true", help="gray model, colour images: degrade and restore each image's luma "
                    "(Y of YCbCr, as SR papers and the README's SR figures do) instead of its gray conversion")
     e.add_argument("--mask", type=Path, help="cassi: evaluate with this coded aperture (.mat key 'mask' or .npy, any size) instead of the training crop")
+    e.add_argument("--gray", action="store_true", help=GRAY_HELP)
+    e.add_argument("--tile", type=int, help=TILE_HELP)
     e.add_argument("--csv", type=Path, help="also write the table as CSV")
     e.add_argument("--json", type=Path, help="also write the table as JSON")
     _common(e)
@@ -143,8 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--mask", type=Path, help="cassi: the full coded aperture of the measurement's system (.mat key 'mask' or .npy), any size")
     r.add_argument("--real-scale", action="store_true", help="cassi: scale a real snapshot as TSA-Net's real-data code does "
                    "(clip to [0, 1], then meas / max * 0.8 * bands / 2, the training scale of this library's CASSI)")
+    r.add_argument("--gray", action="store_true", help=GRAY_HELP)
+    r.add_argument("--tile", type=int, help=TILE_HELP)
     r.add_argument("--measurement", action="store_true", help="INPUT is a measurement y (e.g. a low-resolution image, a CASSI snapshot)")
-    r.add_argument("--noise-sigma", type=float, default=0.0)
+    r.add_argument("--noise-sigma", type=float, default=0.0, help="std of the Gaussian noise added to the measurement "
+                   "y, in image units (pixels in [0, 1]: 0.01 is 2.55/255; default 0, no noise); --seed fixes the draw")
     _common(r)
 
     m = sub.add_parser("measure", help="simulate a measurement of IMAGE with the model's operator (.npz records the sampling)")
@@ -152,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("input", type=Path, help="an image (.png/.tif/.bmp/.jpg)")
     m.add_argument("output", type=Path, help="OUTPUT.npz (y and the sampling matrix's fingerprint; lorun restore --measurement "
                    "refuses it for a model of another sampling) or OUTPUT.npy (y only)")
-    m.add_argument("--noise-sigma", type=float, default=0.0)
+    m.add_argument("--gray", action="store_true", help=GRAY_HELP)
+    m.add_argument("--noise-sigma", type=float, default=0.0, help="std of the Gaussian noise added to the measurement "
+                   "y, in image units (pixels in [0, 1]: 0.01 is 2.55/255; default 0, no noise); --seed fixes the draw")
     _common(m)
 
     x = sub.add_parser("export", help="write a model as one ONNX file for onnxruntime (adapters merged, the operator inside), "
@@ -178,10 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plot", help="per-stage PSNR curve and the LoRA weight-update maps (paper Fig. 12)")
     _model_options(p)
-    p.add_argument("--data", type=Path, help="test images for the PSNR curve (default built-in images)")
+    p.add_argument("--data", type=Path, help=f"test images for the PSNR curve: a folder or a test set's name ({TESTSET_NAMES}; "
+                   "`lorun data list`); default built-in images")
     p.add_argument("--out", type=Path, help="folder for the figures (default: the model's folder; ./zoo-NAME/ for zoo:NAME)")
     p.add_argument("--layers", nargs="+", help="layers to show in lora_updates.png (default: the 4 most changed)")
-    p.add_argument("--noise-sigma", type=float, default=0.0)
+    p.add_argument("--noise-sigma", type=float, default=0.0, help="std of the Gaussian noise added to every measurement "
+                   "y, in image units (pixels in [0, 1]: 0.01 is 2.55/255; default 0, no noise); --seed fixes the draw")
     _common(p)
 
     c = sub.add_parser("convert", help="rewrite a model (an old single-file model.safetensors, a bundle + base, a Hub repo) with save_pretrained")
@@ -197,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--steps", type=int, default=60, help="part 2: training steps of each method (default 60)")
     d.add_argument("--quick", action="store_true", help="part 2 with 20 steps per method")
     d.add_argument("--data", type=Path, help="part 2 on your own image folder (the last fifth is held out for the test)")
-    d.add_argument("--image", type=Path, help="a gray photograph for the zoo part (default: the shipped camera photograph, 256 x 256)")
+    d.add_argument("--image", type=Path, help="a photograph for the zoo part, gray or colour (colour is restored R, G and B one by one; default: the shipped gray camera photograph, 256 x 256)")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     _common(d)
     a = sub.add_parser("app", help="a web page (Gradio) to try task bundles on photographs: pip install 'lorun_peft[app]'")
@@ -208,8 +240,20 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--max-side", type=int, default=1024, help="largest image side in pixels (default 1024)")
     a.add_argument("--open", action="store_true", help="open the page in a browser")
     a.add_argument("--threads", type=int, default=None, help="CPU threads for restoring (default: torch's choice)")
+    _data_commands(sub)
     add_bundle_commands(sub)  # push, pull, and inspect BUNDLE
     return parser
+
+
+def _data_commands(subparsers: Any) -> None:
+    """``lorun data list`` and ``lorun data get NAME...`` (the test sets of :mod:`lorun_peft.data.testsets`)."""
+    p = subparsers.add_parser("data", help="the standard test sets --data and --val take by name: list them, or download them ahead")
+    actions = p.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="each known test set: its source (a Hub dataset or a data folder), cached or not, and where")
+    g = actions.add_parser("get", help="download and extract test sets into the Hugging Face cache now (for use offline later)")
+    g.add_argument("names", nargs="+", metavar="NAME", help=f"test set names ({TESTSET_NAMES})")
+    g.add_argument("--refresh", action="store_true", help="download again and extract anew (e.g. after a damaged download)")
+    g.add_argument("--endpoint", default=None, help="Hub URL (default: HF_ENDPOINT or huggingface.co)")
 
 
 def add_bundle_commands(subparsers: Any) -> None:
@@ -267,6 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if getattr(args, "threads", None):
             torch.set_num_threads(args.threads)
+        elif hasattr(args, "threads"):  # a command with --threads, not given
+            torch.set_num_threads(default_threads(args.command))
         if args.command == "app":
             from ..app.page import serve
             from ..app.playground import Limits

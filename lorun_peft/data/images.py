@@ -309,8 +309,9 @@ class ImageFolder(_PatchDataset):
     Args:
         root: a folder (its files with those suffixes, sorted by name) or a list of image files.
         patch_size: return random ``patch_size`` square patches (None: whole images).
-        channels: 1 (gray; colour images converted, palette TIFFs read through their palette)
-            or 3 (RGB; gray images replicated).
+        channels: 1 (gray; colour images converted, palette TIFFs read through their palette),
+            3 (RGB; gray images replicated) or None (as each file holds: colour stays colour;
+            whole images only, as patches of a batch need one channel count).
         augment: random horizontal flips and 90-degree rotations (the 8 dihedral transforms).
         seed: None: ``dataset[i]`` draws patches from torch's global RNG (what a DataLoader seeds
             per worker); an int: from the dataset's own generator seeded with it (reproducible in
@@ -333,12 +334,12 @@ class ImageFolder(_PatchDataset):
         self,
         root: str | os.PathLike | Sequence[str | os.PathLike],
         patch_size: int | None = None,
-        channels: int = 1,
+        channels: int | None = 1,
         augment: bool = True,
         seed: int | None = None,
     ) -> None:
-        if channels not in (1, 3):
-            raise InvalidArgumentError(f"channels must be 1 (gray) or 3 (RGB), got {channels!r}")
+        if channels not in (1, 3, None) or (channels is None and patch_size is not None):
+            raise InvalidArgumentError(f"channels must be 1 (gray) or 3 (RGB) (or None for whole images), got {channels!r}")
         files = list_files(root, IMAGE_SUFFIXES)
         self.channels = channels
         super().__init__([load_image(p, channels) for p in files], files, patch_size, augment, seed)

@@ -89,6 +89,10 @@ class Task:
     simulates_files: ClassVar[bool] = True
     # how built-in images are named (synthetic_0, ...)
     builtin_name: ClassVar[str] = "synthetic"
+    # how a gray network restores a colour image (lorun_peft.data.colour): "channels" (R, G and B
+    # each measured and restored), "luma" (Y by the network, chroma by the operator's estimate: SR)
+    # or "none" (the channels are not colours: CASSI's bands)
+    colour: ClassVar[str] = "channels"
 
     # ---- which operators ----------------------------------------------------------------
     def handles(self, operator: Any) -> bool:
@@ -130,7 +134,7 @@ class Task:
 
         return IMAGE_SUFFIXES
 
-    def image_set(self, source: Any, channels: int, *, patch_size: int | None = None, seed: int = 0) -> Any:
+    def image_set(self, source: Any, channels: int | None, *, patch_size: int | None = None, seed: int = 0) -> Any:
         """A dataset (``len``, ``.full(i)``, ``.names``) of a folder's or file list's images: random
         patches of ``patch_size`` for training, or whole images (``patch_size=None``)."""
         from ..data.images import ImageFolder

@@ -54,6 +54,7 @@ class SpectralSnapshot(Task):
     operator_types = ("CASSI",)
     simulates_files = False
     builtin_name = "cube"
+    colour = "none"
     options = (
         Option("--mask", "coded aperture, .mat (key 'mask') or .npy (default a random binary mask)", type=Path),
         Option("--bands", "spectral bands (default 28)", type=int, default=28),

@@ -40,6 +40,7 @@ class SuperResolution(Task):
     summary = "super-resolution: blur with a known kernel, then keep every s-th pixel"
     operator_types = ("BlurDownsample",)
     default_channels = 3
+    colour = "luma"
     options = (Option("--scale", "downsampling factor (default 4)", type=int, default=4), *KERNEL_OPTIONS)
 
     def make_operator(self, args: argparse.Namespace, channels: int) -> Any:

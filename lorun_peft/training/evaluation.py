@@ -13,10 +13,12 @@ per image (of the restoration and of the initial estimate) and the mean PSNR aft
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from ..errors import InvalidArgumentError
 from ..metrics import MetricTable, band_psnr, psnr, rgb_to_y, shave, ssim
@@ -54,13 +56,18 @@ def evaluate(
     y_channel: bool = False,
     border: int = 0,
     keep_outputs: bool = False,
+    progress: bool | None = None,
+    stages: bool = True,
 ) -> Evaluation:
     """Degrade each image with the network's operator, restore it, and measure.
 
     Images may have different sizes (each must fit the operator: SR needs sides divisible by
     the scale, CASSI the mask's size). Metrics: RGB images on the luma channel with
     ``y_channel`` (SR papers), ``border`` pixels shaved; images with more than 3 channels
-    (spectral cubes) use the band-averaged PSNR. SSIM is NaN for images under 11 x 11.
+    (spectral cubes) use the band-averaged PSNR. SSIM is NaN for images under 11 x 11. A gray
+    network restores colour images by its task's colour policy (:func:`lorun_peft.unfold.measure_and_restore`).
+    ``progress``: a bar over the images (default: when stderr is a terminal and there are several).
+    ``stages=False``: no per-stage PSNR (``stage_psnr`` empty), and no stage outputs held in memory.
 
     >>> import torch
     >>> from torch import nn
@@ -83,15 +90,16 @@ def evaluate(
     table = MetricTable(["x0_psnr", "x0_ssim", "psnr", "ssim"])
     stage_sums: list[float] = []
     result = Evaluation(table, [])
+    show = progress if progress is not None else len(items) > 1 and sys.stderr.isatty()
     try:
-        for name, x in zip(names, items):
+        for name, x in tqdm(list(zip(names, items)), desc="images", unit="image", disable=not show, leave=False):
             x = x.to(device=reference.device, dtype=reference.dtype)[None]
-            x0, x_hat, stages = restore(net, x, noise_sigma, generator)
+            x0, x_hat, outputs = restore(net, x, noise_sigma, generator, stages=stages)
             measure = lambda a: _measure(a, x, y_channel, border)  # noqa: E731
             p0, s0 = measure(x0)
             p, s = measure(x_hat)
             table.add(name, x0_psnr=p0, x0_ssim=s0, psnr=p, ssim=s)
-            per_stage = [_measure_psnr(stage, x, y_channel, border) for stage in stages]
+            per_stage = [_measure_psnr(stage, x, y_channel, border) for stage in outputs]
             stage_sums = [a + b for a, b in zip(stage_sums, per_stage)] if stage_sums else per_stage
             if keep_outputs:
                 result.restored.append(x_hat[0].cpu())
@@ -125,9 +133,9 @@ def _measure(estimate: torch.Tensor, reference: torch.Tensor, y_channel: bool, b
 
 
 def restore(
-    net: torch.nn.Module, x: torch.Tensor, noise_sigma: float, generator: torch.Generator
+    net: torch.nn.Module, x: torch.Tensor, noise_sigma: float, generator: torch.Generator, stages: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """Simulate y for one image batch x, then (x0, x_hat, per-stage outputs), all clamped to [0, 1]
     (:func:`lorun_peft.unfold.measure_and_restore`, clamped)."""
-    _, x0, x_hat, stages = measure_and_restore(net, x, noise_sigma, generator)
+    _, x0, x_hat, stages = measure_and_restore(net, x, noise_sigma, generator, stages=stages)
     return x0.clamp(0, 1), x_hat.clamp(0, 1), [s.clamp(0, 1) for s in stages]

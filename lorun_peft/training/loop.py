@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..adapters.sharing import inference_engine
 from ..errors import InvalidArgumentError, TrainingError, check_int, check_number
 from ..metrics import psnr
 from ..operators.base import fit_operator
@@ -210,6 +211,7 @@ def train(
 
 
 @torch.no_grad()
+@inference_engine("eager")  # the weights change between validations: nothing to prepare once
 def _validate(net: torch.nn.Module, images: list[torch.Tensor], noise_sigma: float, seed: int) -> float:
     net.eval()
     reference = next(net.parameters())

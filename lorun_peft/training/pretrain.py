@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..adapters.sharing import inference_engine
 from ..errors import InvalidArgumentError, TrainingError, check_int, check_number
 from .evaluation import evaluate
 from ..metrics import psnr
@@ -158,6 +159,7 @@ def denoise_psnr(denoiser: nn.Module, images: Images, sigma: float, seed: int = 
 
 
 @torch.no_grad()
+@inference_engine("eager")  # a handful of small restores: preparing an engine would not pay
 def choose_noise_schedule(
     net: nn.Module,
     images: Images,

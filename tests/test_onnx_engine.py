@@ -1,0 +1,144 @@
+"""The default inference engine (issue #34 item 1): each stage's denoiser on onnxruntime, prepared
+once per set of weights and cached on disk; outputs within 1e-4 of PyTorch; a stale or damaged
+cache entry is rebuilt, never trusted; anything it cannot take stays in PyTorch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+
+from lorun_peft import unfold  # noqa: E402
+from lorun_peft.adapters import engine  # noqa: E402
+from lorun_peft.adapters.sharing import InferenceStages, inference_engine  # noqa: E402
+from lorun_peft.cli import main  # noqa: E402
+from lorun_peft.denoisers import UNet  # noqa: E402
+from lorun_peft.errors import InvalidArgumentError  # noqa: E402
+from lorun_peft.operators import BlockCS, BlurDownsample  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LORUN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("LORUN_ENGINE", "auto")
+    return tmp_path / "cache" / "engine"
+
+
+def network(seed: int = 0, operator=None) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    net = unfold(UNet(1, width=4, depth=1), operator or BlockCS(0.25, block=8), K=2, noise_level=True)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    return net.eval()
+
+
+def restore(net: torch.nn.Module, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """(engine output, PyTorch output) of one measurement."""
+    x = torch.rand(1, 1, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = net.operator.A(x)
+        net.inference = "merged"
+        reference = net(y)
+        net.inference = "fast"
+        return net(y), reference
+
+
+@pytest.mark.parametrize("operator", [BlockCS(0.25, block=8), BlurDownsample(torch.ones(3, 3), scale=2)], ids=["cs", "sr"])
+def test_the_engine_matches_pytorch_and_is_cached(operator, cache):
+    out, reference = restore(network(0, operator))
+    assert float((out - reference).abs().max()) <= 1e-4
+    entries = list(cache.iterdir())
+    assert len(entries) == 1 and sorted(p.name for p in entries[0].iterdir()) == ["manifest.json", "stage_0.onnx", "stage_1.onnx"]
+
+
+def test_a_second_process_reuses_the_cache_without_exporting(cache, monkeypatch):
+    first, _ = restore(network(0))
+    monkeypatch.setattr(engine, "_export", lambda *a: pytest.fail("exported again"))
+    second, _ = restore(network(0))  # the same weights in a new network: the cached files
+    assert torch.equal(first, second)
+
+
+def test_other_weights_or_libraries_get_their_own_entry(cache, monkeypatch):
+    restore(network(0))
+    restore(network(1))
+    assert len(list(cache.iterdir())) == 2
+    monkeypatch.setattr(engine, "ENGINE_VERSION", "test")  # a new engine or library version: never the old file
+    restore(network(0))
+    assert len(list(cache.iterdir())) == 3
+
+
+def test_a_damaged_entry_is_rebuilt_not_run(cache, capsys):
+    restore(network(0))
+    stage = next(cache.iterdir()) / "stage_1.onnx"
+    data = bytearray(stage.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: still a loadable file, perhaps, but not the one written
+    stage.write_bytes(bytes(data))
+    out, reference = restore(network(0))
+    assert "is damaged; rebuilding it" in capsys.readouterr().err
+    assert float((out - reference).abs().max()) <= 1e-4
+
+
+def test_a_network_the_exporter_cannot_take_stays_in_pytorch(cache, monkeypatch, capsys):
+    def refuse(*args):
+        raise RuntimeError("an op the exporter lacks")
+
+    monkeypatch.setattr(engine, "_export", refuse)
+    net = network(0)
+    out, reference = restore(net)
+    assert torch.equal(out, reference) or float((out - reference).abs().max()) <= 1e-6
+    assert "restoring in PyTorch" in capsys.readouterr().err and not cache.exists()
+    restore(net)
+    assert "restoring in PyTorch" not in capsys.readouterr().err  # said once
+
+
+def test_training_gradients_and_the_eager_setting_do_not_prepare_it(cache):
+    net = network(0)
+    y = net.operator.A(torch.rand(1, 1, 32, 32))
+    net(y)  # gradients on: PyTorch
+    with inference_engine("eager"), torch.no_grad():
+        net(y)
+    net.train()
+    with torch.no_grad():
+        net(y)
+    assert not cache.exists()
+
+
+def test_threads_are_followed(cache):
+    net = network(0)
+    y = net.operator.A(torch.rand(1, 1, 32, 32))
+    threads = torch.get_num_threads()
+    try:
+        with torch.no_grad():
+            net(y)
+            assert net._fast._onnx[0].threads == threads
+            torch.set_num_threads(2)
+            net(y)
+            assert net._fast._onnx[0].threads == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_old_entries_are_pruned(cache, monkeypatch):
+    monkeypatch.setattr(engine, "KEEP", 2)
+    for seed in range(3):
+        restore(network(seed))
+    assert len(list(cache.iterdir())) == 2
+
+
+def test_an_unknown_engine_is_refused(monkeypatch):
+    monkeypatch.setenv("LORUN_ENGINE", "tensorrt")
+    with pytest.raises(InvalidArgumentError, match=r"the inference engine must be one of \['auto', 'onnxruntime', 'eager'\], got 'tensorrt'"):
+        InferenceStages().engine_in_use()
+
+
+def test_lorun_restore_runs_on_the_engine(cache, tmp_path, capsys):
+    from PIL import Image
+    import numpy as np
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray((np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8)).save(photo)
+    assert main(["restore", "--model", "zoo:cs-0.25", str(photo), str(tmp_path / "out.png")]) == 0
+    assert len(list(cache.iterdir())) == 1
