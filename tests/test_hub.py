@@ -10,15 +10,8 @@ records the exact calls (repo, folder, path_in_repo, revision, allow/delete patt
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -40,6 +33,7 @@ from lorun_peft import resolve
 from lorun_peft.errors import CorruptFileError, HubError, HubFolderNotFoundError, InvalidArgumentError
 from lorun_peft.operators import BlockCS
 from lorun_peft.unfold import UnfoldedNetwork, unfold
+from olah_server import free_port, git, olah_server
 
 # the HTTP library huggingface_hub is built on (httpx2 in huggingface_hub 2.x, httpx before)
 http = sys.modules[HfHubHTTPError.__mro__[1].__module__.split(".")[0]]
@@ -60,27 +54,15 @@ def restore(net: UnfoldedNetwork) -> torch.Tensor:
         return net(net.operator.A(x))
 
 
-def _git(repo: Path, *args: str) -> str:
-    command = ["git", "-c", "user.name=lorun", "-c", "user.email=lorun@example.com", "-c", "commit.gpgsign=false", *args]
-    return subprocess.run(command, cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     """olah serving one git repo with bundles on main, a tag v1 and a branch dev; yields its settings."""
-    olah = shutil.which("olah-cli") or str(Path(sys.executable).with_name("olah-cli"))
-    if not Path(olah).exists() or shutil.which("git") is None:
-        pytest.skip("olah-cli (pip install olah) and git are needed for the local Hub server")
+    if shutil.which("git") is None:
+        pytest.skip("git is needed for the local Hub server")
     root = tmp_path_factory.mktemp("hub")
     repo = root / "mirrors" / "models" / REPO
     repo.mkdir(parents=True)
-    _git(repo, "init", "-q", "-b", "main")
+    git(repo, "init", "-q", "-b", "main")
 
     torch.manual_seed(0)
     base = UNet(1, width=4, depth=1)
@@ -93,62 +75,32 @@ def server(tmp_path_factory):
     family_net = make_net(family_base, 0.25, 6)
     family_net.save_adapters(repo / "blk-0.25")
     nets["v1"].save_adapters(repo / "cs-0.10", metrics={"psnr": 30.5})
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", "v1")
-    _git(repo, "tag", "v1")
-    v1_commit = _git(repo, "rev-parse", "HEAD")
-    _git(repo, "checkout", "-q", "-b", "dev")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "v1")
+    git(repo, "tag", "v1")
+    v1_commit = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "-b", "dev")
     nets["dev"].save_adapters(repo / "cs-0.10")
-    _git(repo, "commit", "-q", "-am", "dev")
-    _git(repo, "checkout", "-q", "main")
+    git(repo, "commit", "-q", "-am", "dev")
+    git(repo, "checkout", "-q", "main")
     nets["main"].save_adapters(repo / "cs-0.10")
-    _git(repo, "commit", "-q", "-am", "main")
+    git(repo, "commit", "-q", "-am", "main")
     for name, net in nets.items():
         net.save_adapters(local / name)
     # a second repo with whole networks, as save_pretrained writes them
     networks = {"block1": unfold(base, BlockCS(0.25, block=8, seed=5), K=2, share="base").eval(), "lorun": nets["main"]}
     net_repo = root / "mirrors" / "models" / NETWORK_REPO
     net_repo.mkdir(parents=True)
-    _git(net_repo, "init", "-q", "-b", "main")
+    git(net_repo, "init", "-q", "-b", "main")
     for name, net in networks.items():
         net.save_pretrained(net_repo / name)
     networks["block1"].save_pretrained(net_repo / "run1" / "model")  # a `lorun train --out run1` folder, uploaded as it is
-    _git(net_repo, "add", "-A")
-    _git(net_repo, "commit", "-q", "-m", "networks")
+    git(net_repo, "add", "-A")
+    git(net_repo, "commit", "-q", "-m", "networks")
 
-    port = _free_port()
-    (root / "olah.toml").write_text(
-        f'[basic]\nhost = "127.0.0.1"\nport = {port}\nrepos-path = "{root / "repos"}"\n'
-        f'mirror-netloc = "127.0.0.1:{port}"\nmirror-lfs-netloc = "127.0.0.1:{port}"\n'
-        f'mirrors-path = ["{root / "mirrors"}"]\n\n[accessibility]\noffline = true\n'
-    )
-    log = open(root / "olah.log", "wb")
-    proc = subprocess.Popen([olah, "-c", str(root / "olah.toml")], cwd=root, stdout=log, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"{endpoint}/api/models/{REPO}/refs", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                tail = (root / "olah.log").read_text(errors="replace")[-1500:]
-                pytest.skip(f"olah did not start on {endpoint} within 30 s (exit code {proc.poll()}): {tail}")
-            time.sleep(0.25)
+    with olah_server(root, f"models/{REPO}") as endpoint:
         yield SimpleNamespace(endpoint=endpoint, local=local, v1_commit=v1_commit, base=base, networks=networks,
                               family_net=family_net)
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
 
 
 @pytest.fixture
@@ -217,7 +169,7 @@ def test_list_bundles_on_the_hub(server, opts):
 def test_offline_with_a_filled_cache(server, opts, monkeypatch, how):
     reading.read_bundle(REPO, subfolder="cs-0.10", revision="dev", **opts)  # fills the cache
     reading.read_bundle(REPO, subfolder="cs-0.10", **opts)
-    dead = {**opts, "endpoint": f"http://127.0.0.1:{_free_port()}"}  # nothing listens: no request may succeed
+    dead = {**opts, "endpoint": f"http://127.0.0.1:{free_port()}"}  # nothing listens: no request may succeed
     if how == "environment":
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     else:
