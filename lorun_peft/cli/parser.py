@@ -309,6 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         import torch  # torch and the rest load here, after the arguments are known good
 
+        threads_before = torch.get_num_threads()  # given back below: main() called from Python leaves them as they were
         if getattr(args, "threads", None):
             torch.set_num_threads(args.threads)
         elif hasattr(args, "threads"):  # a command with --threads, not given
@@ -337,6 +338,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into a reader that stopped (`lorun inspect | head`)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:
+        if "torch" in sys.modules and "threads_before" in locals():
+            sys.modules["torch"].set_num_threads(threads_before)
     return 0
 
 
