@@ -132,7 +132,8 @@ class UnfoldedNetwork(BundleMethods, nn.Module):
         for k in range(self.K):
             z = self.steps(k, x, y, self.operator)  # data step: PGD gradient step or HQS prox
             x = self._denoise(k, z)  # proximal step: D_k(z) (stage k's adapter)
-            stages.append(x)
+            if return_stages:  # a large image's restore keeps no K stage images
+                stages.append(x)
         return (x, stages) if return_stages else x
 
     def _denoise(self, k: int, z: torch.Tensor) -> torch.Tensor:
