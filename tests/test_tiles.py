@@ -31,6 +31,19 @@ def nets():
     return {name: zoo.load(name) for name in CASES}
 
 
+@pytest.fixture(scope="module")
+def sr(nets):
+    """TiledNetwork(sr-x2-k0, **options), calibrated once for the module."""
+    calibrated = TiledNetwork(nets["sr-x2-k0"])
+    calibrated.receptive_margin(), calibrated.bytes_per_pixel()
+
+    def make(**options):
+        made = TiledNetwork(nets["sr-x2-k0"], **options)
+        made._measured = dict(calibrated._measured)
+        return made
+    return make
+
+
 def photo(size: tuple[int, int], channels: int = 1, name: str = "camera") -> torch.Tensor:
     return photographs([name], channels=channels)[0][None, :, 40:40 + size[0], 30:30 + size[1]]
 
@@ -111,10 +124,10 @@ def test_no_seam_along_tile_borders(nets):
     assert float(jump[:, across].max()) <= 1.5 * float(jump[:, ~across].max())
 
 
-def test_return_stages_are_stitched(nets):
+def test_return_stages_are_stitched(nets, sr):
     net = nets["sr-x2-k0"]
     x = photo((96, 128))
-    tiled = TiledNetwork(net, tile=80)
+    tiled = sr(tile=80)
     with torch.no_grad(), fit_operator(net.operator, x.shape[-2:]):
         y = net.operator.A(x)
         whole, whole_stages = net(y, return_stages=True)
@@ -124,11 +137,10 @@ def test_return_stages_are_stitched(nets):
     assert all(float((a - b).abs().max()) < 4e-3 for a, b in zip(stages, whole_stages))  # within a grey level
 
 
-def test_without_stages_no_stage_image_is_kept(nets):
+def test_without_stages_no_stage_image_is_kept(nets, sr):
     net = nets["sr-x2-k0"]
-    tiled = TiledNetwork(net, tile=80)
+    tiled = sr(tile=80)  # calibrated before
     y = net.operator.A(photo((96, 128)))
-    tiled.receptive_margin(), tiled.bytes_per_pixel()  # calibrated before
     peaks = {}
     for return_stages in (False, True):
         tracker = tiles._LiveBytes()
@@ -139,9 +151,9 @@ def test_without_stages_no_stage_image_is_kept(nets):
     assert peaks[True] - peaks[False] >= (net.K - 2) * image
 
 
-def test_colour_images_and_the_wrapped_interface(nets):
+def test_colour_images_and_the_wrapped_interface(nets, sr):
     net = nets["sr-x2-k0"]
-    tiled = TiledNetwork(net, tile=80)
+    tiled = sr(tile=80)
     assert tiled.K == net.K and tiled.operator is net.operator and tiled.adapter_names == net.adapter_names
     assert tiled.unfold_config() == net.unfold_config() and next(tiled.parameters()) is next(net.parameters())
     assert not tiled.eval().training and not net.training
@@ -174,7 +186,7 @@ def test_a_fixed_inpainting_mask_is_restored_in_tiles(nets):
     net.operator.use_mask(mask)
     try:
         tiled = TiledNetwork(net, tile=80)
-        y, _, whole, _ = restore(net, x)
+        _, _, whole, _ = restore(net, x)
         _, _, parts, _ = restore(tiled, x)
         assert torch.equal(net.operator.mask, mask.to(net.operator.mask)) and not net.operator.follow
         assert float((parts - whole).abs().max()) < 2e-3
@@ -182,45 +194,47 @@ def test_a_fixed_inpainting_mask_is_restored_in_tiles(nets):
         net.operator.mask, net.operator.follow = before
 
 
-def test_the_default_tile_comes_from_the_memory(nets):
+def test_the_default_tile_comes_from_the_memory(nets, sr):
     net = nets["sr-x2-k0"]
     y = net.operator.A(photo((96, 128)))
-    tiled = TiledNetwork(net, memory=1 << 40)
+    tiled = sr(memory=1 << 40)
     assert tiled.layout(y).startswith("1 x 1 tiles")  # plenty of memory: whole
     image, per_tile = tiled.bytes_per_pixel()
     assert 0 < image < per_tile
     memory = int(96 * 128 * (image + 4) + 72**2 * per_tile / tiles.MEMORY_SHARE)  # a default tile of about 72
-    small = TiledNetwork(net, memory=memory)
-    rows, cols = small.plan(y)
+    small = sr(memory=memory)
+    rows, _ = small.plan(y)
     assert len(rows.spans) > 1 and rows.spans[0][1] <= 80
 
 
 # ---- bad input: one line each, saying what fits ------------------------------------------------
-def test_a_tile_too_small_for_the_receptive_field(nets):
+def test_a_tile_too_small_for_the_receptive_field(nets, sr):
     net = nets["sr-x2-k0"]
-    tiled = TiledNetwork(net, tile=32)
+    tiled = sr(tile=32)
     smallest = tiled.smallest_tile()
     with pytest.raises(InvalidArgumentError, match=rf"^tile 32 is too small for this network: its receptive field "
-                       rf"needs a margin of {tiled.receptive_margin()} px on each side; the smallest tile that works is {smallest}$"):
+                       rf"needs a margin of {tiled.receptive_margin()} px on each side; "
+                       rf"the smallest tile that works is {smallest}$"):
         tiled(net.operator.A(photo((96, 128))))
     with torch.no_grad():
-        TiledNetwork(net, tile=smallest)(net.operator.A(photo((96, 128))))  # which works
+        sr(tile=smallest)(net.operator.A(photo((96, 128))))  # which works
 
 
-def test_an_image_too_large_for_the_memory_even_tiled(nets):
+def test_an_image_too_large_for_the_memory_even_tiled(nets, sr):
     net = nets["sr-x2-k0"]
     y = net.operator.A(photo((96, 128)))
     with pytest.raises(InvalidArgumentError, match=r"^restoring 96 x 128 with tile \d+ needs about \d+ MB \(the whole "
                        r"image \d+ MB, a tile \d+ MB\), more than the 0 MB available; the image is too large for the "
                        r"memory even tiled$"):
-        TiledNetwork(net, memory=1000)(y)
-    image, per_tile = TiledNetwork(net).bytes_per_pixel()
+        sr(memory=1000)(y)
+    image, per_tile = sr().bytes_per_pixel()
     memory = int(96 * 128 * (image + 4) + 100**2 * per_tile)
-    with pytest.raises(InvalidArgumentError, match=r"^restoring 96 x 128 with tile 128 needs .*; tile=\d+ would fit$") as info:
-        TiledNetwork(net, tile=128, memory=memory)(y)
+    with pytest.raises(InvalidArgumentError,
+                       match=r"^restoring 96 x 128 with tile 128 needs .*; tile=\d+ would fit$") as info:
+        sr(tile=128, memory=memory)(y)
     fits = int(str(info.value).rsplit("tile=", 1)[1].split()[0])
     with torch.no_grad():
-        TiledNetwork(net, tile=fits, memory=memory)(y)
+        sr(tile=fits, memory=memory)(y)
 
 
 def test_tasks_that_cannot_be_tiled_are_refused():
@@ -240,21 +254,22 @@ def test_bad_arguments(nets):
         TiledNetwork(net, tile=0)
     with pytest.raises(InvalidArgumentError, match=r"^margin must be an int >= 0, got -1$"):
         TiledNetwork(net, margin=-1)
-    with pytest.raises(InvalidArgumentError, match=r"^y must be a tensor shaped \(N, C, h, w\), got torch.Size\(\[48, 64\]\)$"):
+    with pytest.raises(InvalidArgumentError,
+                       match=r"^y must be a tensor shaped \(N, C, h, w\), got torch.Size\(\[48, 64\]\)$"):
         TiledNetwork(net)(torch.rand(48, 64))
 
 
 # ---- progress, interruption ---------------------------------------------------------------------
-def test_progress_only_on_a_terminal(nets, capsys, monkeypatch):
+def test_progress_only_on_a_terminal(nets, sr, capsys, monkeypatch):
     net = nets["sr-x2-k0"]
     y = net.operator.A(photo((96, 128)))
     with torch.no_grad():
-        TiledNetwork(net, tile=80)(y)  # stderr is not a terminal here
+        sr(tile=80)(y)  # stderr is not a terminal here
         assert capsys.readouterr().err == ""
         monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
-        TiledNetwork(net, tile=80)(y)
+        sr(tile=80)(y)
         assert "tiles" in capsys.readouterr().err
-        TiledNetwork(net, tile=80, progress=False)(y)
+        sr(tile=80, progress=False)(y)
         assert capsys.readouterr().err == ""
 
 

@@ -16,15 +16,17 @@ overlapping tiles whose outputs are blended with raised-cosine ramps (weights su
   ONNX exports at a dynamic size; others are refused.
 
 **margin** (image pixels trimmed off each tile side): measured once per wrapper. Two probes (a
-synthetic image and a crop of the shipped ``camera`` photograph) are restored whole and, at each stage, its denoiser is run again on a crop with two interior
-edges (ONNX: the whole network on a cropped measurement); the margin is the distance from the
-edge beyond which the crop's output never differs from the whole image's by more than
-``TOLERANCE`` (half a grey level of 8 bits). **tile** (side in image pixels, margins included): by
-default the largest whose working memory fits ``min(MEMORY_SHARE x (available - what the whole
-image needs), MAX_WORKING)``; available is ``MemAvailable`` (``/proc/meminfo``; ``os.sysconf``
-elsewhere; free memory on CUDA). Bytes per pixel are measured once on the synthetic probe, at two
-sizes, by tracking every tensor allocated (a ``TorchDispatchMode``): the growth of the peak outside
-the denoisers (per image pixel) and within one (per tile pixel), each times ``SAFETY``; ONNX uses
+synthetic image and a crop of the shipped ``camera`` photograph) are restored whole and, at each
+stage, its denoiser is run again on a crop with two interior edges (ONNX: the whole network on a
+cropped measurement); the margin is the distance from the edge beyond which the crop's output
+never differs from the whole image's by more than ``TOLERANCE`` (half a grey level of 8 bits).
+
+**tile** (side in image pixels, margins included): by default the largest whose working memory
+fits ``min(MEMORY_SHARE x (available - what the whole image needs), MAX_WORKING)``; available is
+:func:`~lorun_peft.export.memory.available_memory` (``MemAvailable``, a container's limit, free
+CUDA memory). Bytes per pixel are measured once on the synthetic probe, at two sizes, by tracking
+every tensor allocated (a ``TorchDispatchMode``): the growth of the peak outside the denoisers
+(per image pixel) and within one (per tile pixel), each times ``SAFETY``; ONNX uses
 ``ONNX_BYTES_PER_PIXEL``. Tiles start on multiples of the measurement cell (CS block, SR scale)
 and of the denoiser's grid (a U-Net's ``2**depth``), so a tile sees the whole image's pooling grid.
 
@@ -46,11 +48,13 @@ True
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import sys
 import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -58,11 +62,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from ..errors import InvalidArgumentError, check_int
-from .memory import available_memory, may_need_tiles
 from ..operators.base import fit_operator
-from ..tasks import task_of
+from ..tasks import registered_tasks, task_named, task_of
+from .memory import available_memory, may_need_tiles
 
-__all__ = ["TiledNetwork", "tiling_refusal", "available_memory", "may_need_tiles", "TOLERANCE"]
+__all__ = ["TOLERANCE", "TiledNetwork", "available_memory", "may_need_tiles", "tiling_refusal"]
 
 TOLERANCE = 0.5 / 255  # the most a tile may change a denoiser output beyond the margin
 MEMORY_SHARE = 0.25  # share of the available memory (less the whole image's) a default tile may use
@@ -71,18 +75,18 @@ SAFETY = 2.0  # measured bytes per pixel times this (allocator slack, library wo
 ONNX_BYTES_PER_PIXEL = 4096  # onnxruntime's arena cannot be tracked from here: a generous guess
 RAMP = 8  # width in pixels of the raised-cosine blend between neighbouring tiles
 PROBE, MAX_PROBE = 128, 512  # side of the calibration image (doubled while the margin is unresolved)
-CELLS = {"cs": "block", "sr": "scale", "deblur": None, "inpaint": None}  # tested tasks, their cell
 
 
 def tiling_refusal(net: nn.Module) -> str | None:
     """Why ``net`` cannot be tiled (None if it can)."""
-    task = task_of(net.operator).name
-    if task not in CELLS:
-        return (f"tiling is not supported for task {task!r} (operator {type(net.operator).__name__}); "
-                f"supported: {', '.join(CELLS)}; restore the image whole")
-    if not _has_stages(net) and task != "cs":
+    task = task_of(net.operator)
+    if task.tiles is None:
+        supported = [name for name in registered_tasks() if task_named(name).tiles]
+        return (f"tiling is not supported for task {task.name!r} (operator {type(net.operator).__name__}); "
+                f"supported: {', '.join(supported)}; restore the image whole")
+    if not _has_stages(net) and task.tiles != "measurement":
         name = getattr(getattr(net, "path", None), "name", type(net).__name__)
-        return (f"tiling {name} is not supported for task {task!r}: a network that runs whole tiles exactly only "
+        return (f"tiling {name} is not supported for task {task.name!r}: a network that runs whole tiles exactly only "
                 "block CS measurements (tile the PyTorch model instead: it tiles its denoisers)")
     shape = getattr(getattr(net, "input", None), "shape", None)  # an OnnxNetwork
     if shape is not None and (getattr(net, "simulates", False) or all(isinstance(s, int) for s in shape[2:])):
@@ -175,9 +179,8 @@ class TiledNetwork(nn.Module):
     # ---- geometry and calibration -------------------------------------------------------------
     @property
     def cell(self) -> int:
-        """Image pixels per measurement pixel (CS: the block, SR: the scale, else 1)."""
-        attribute = CELLS[task_of(self.operator).name]
-        return int(getattr(self.operator, attribute)) if attribute else 1
+        """Image pixels per measurement pixel (the task's size multiple: CS's block, SR's scale, else 1)."""
+        return int(task_of(self.operator).size_multiple(self.operator)[0])
 
     @property
     def unit(self) -> int:
@@ -215,7 +218,8 @@ class TiledNetwork(nn.Module):
     def plan(self, y: torch.Tensor, return_stages: bool = False) -> tuple[_Axis, _Axis]:
         """The tiles along each axis, after checking the tile and the memory; nothing is run."""
         if not isinstance(y, torch.Tensor) or y.dim() != 4:
-            raise InvalidArgumentError(f"y must be a tensor shaped (N, C, h, w), got {getattr(y, 'shape', type(y).__name__)}")
+            got = getattr(y, "shape", type(y).__name__)
+            raise InvalidArgumentError(f"y must be a tensor shaped (N, C, h, w), got {got}")
         H, W = self.image_size(y)
         n, channels, unit = y.shape[0], int(getattr(self.operator, "channels", None) or 1), self.unit
         image, per_tile = (n * b for b in self.bytes_per_pixel(channels))
@@ -231,7 +235,8 @@ class TiledNetwork(nn.Module):
             if self.tile is not None:
                 raise InvalidArgumentError(
                     f"tile {self.tile} is too small for this network: its receptive field needs a margin of "
-                    f"{self.receptive_margin()} px on each side; the smallest tile that works is {self.smallest_tile()}")
+                    f"{self.receptive_margin()} px on each side; "
+                    f"the smallest tile that works is {self.smallest_tile()}")
             tile = self.smallest_tile()
         working = (H * W if single else min(tile + unit, H) * min(tile + unit, W)) * per_tile
         if whole + working > memory:
@@ -266,19 +271,20 @@ class TiledNetwork(nn.Module):
         with torch.no_grad(), tqdm(total=tiles * (self.K if staged else 1), disable=not show, desc="tiles",
                                    unit="tile", leave=False) as bar:
             if not staged:
-                outputs = _blend(lambda r0, r1, c0, c1: self._run_whole(y, r0, r1, c0, c1, return_stages), rows, cols, bar)
+                outputs = _blend(functools.partial(self._run_whole, y, return_stages=return_stages), rows, cols, bar)
                 return (outputs[0], outputs[1:]) if return_stages else outputs[0]
             x, stages = net._initial_estimate(y), []
             for k in range(self.K):
                 z = net.steps(k, x, y, net.operator)  # the data step, whole
                 del x
-                x = _blend(lambda r0, r1, c0, c1: [net._denoise(k, z[..., r0:r1, c0:c1])], rows, cols, bar)[0]
+                x = _blend(functools.partial(_denoise_tile, net, k, z), rows, cols, bar)[0]
                 del z
                 if return_stages:
                     stages.append(x)
         return (x, stages) if return_stages else x
 
-    def _run_whole(self, y: torch.Tensor, r0: int, r1: int, c0: int, c1: int, return_stages: bool) -> list[torch.Tensor]:
+    def _run_whole(self, y: torch.Tensor, r0: int, r1: int, c0: int, c1: int, *,
+                   return_stages: bool) -> list[torch.Tensor]:
         """The wrapped network on the measurement of image pixels [r0, r1) x [c0, c1), the operator sized to it."""
         f = self.cell
         with fit_operator(self.operator, (r1 - r0, c1 - c0)):
@@ -289,7 +295,13 @@ class TiledNetwork(nn.Module):
         return f"tile={self.tile or 'auto'}, margin={'auto' if self.margin is None else self.margin}"
 
 
-def _blend(run: Callable[[int, int, int, int], list[torch.Tensor]], rows: _Axis, cols: _Axis, bar: Any) -> list[torch.Tensor]:
+def _denoise_tile(net: nn.Module, k: int, z: torch.Tensor, r0: int, r1: int, c0: int, c1: int) -> list[torch.Tensor]:
+    """Stage k's denoiser on image pixels [r0, r1) x [c0, c1) of ``z``."""
+    return [net._denoise(k, z[..., r0:r1, c0:c1])]
+
+
+def _blend(run: Callable[[int, int, int, int], list[torch.Tensor]], rows: _Axis, cols: _Axis,
+           bar: Any) -> list[torch.Tensor]:
     """Sum of ``run(tile)``'s outputs weighted by the tiles' blending windows."""
     outputs: list[torch.Tensor] = []
     for (r0, r1), wr in zip(rows.spans, rows.weights):
@@ -337,28 +349,19 @@ def _probes(side: int, channels: int = 1) -> list[torch.Tensor]:
 @contextlib.contextmanager
 def _probe(net: nn.Module, x: torch.Tensor) -> Iterator[torch.Tensor]:
     """The measurement of the clean image ``x``, with the operator sized to it (a fixed inpainting
-    mask is swapped for a random one of its size meanwhile), the network in eval mode."""
+    mask is swapped for a random one of its size meanwhile: the task's ``sized_for_probe``), the
+    network in eval mode."""
     operator = net.operator
     reference = next(iter(net.parameters()))
     x = x.to(device=reference.device, dtype=reference.dtype)
     side = x.shape[-1]
     was_training = net.training
     net.eval()
-    if task_of(operator).name == "inpaint":
-        from ..operators.inpainting import random_mask
-
-        saved = operator.mask, operator.follow
-        operator.mask, operator.follow = random_mask(operator.missing, (side, side), operator.seed).to(x), False
-        sized = contextlib.nullcontext()
-    else:
-        saved, sized = None, fit_operator(operator, (side, side))
     try:
-        with torch.no_grad(), sized:
+        with torch.no_grad(), task_of(operator).sized_for_probe(operator, (side, side)):
             yield operator.A(x)
     finally:
         net.train(was_training)
-        if saved is not None:
-            operator.mask, operator.follow = saved
 
 
 def _measure_margin(net: nn.Module, cell: int, unit: int) -> int:
@@ -375,7 +378,8 @@ def _measure_margin(net: nn.Module, cell: int, unit: int) -> int:
                     for k in range(net.K):
                         z = net.steps(k, x, y, net.operator)
                         x = net._denoise(k, z)
-                        worst = torch.maximum(worst, _profile(net._denoise(k, z[..., edge:, edge:]), x[..., edge:, edge:]))
+                        part = net._denoise(k, z[..., edge:, edge:])
+                        worst = torch.maximum(worst, _profile(part, x[..., edge:, edge:]))
                 else:
                     with fit_operator(net.operator, (side - edge, side - edge)):
                         part = net(y[..., edge // cell:, edge // cell:])
@@ -460,6 +464,7 @@ def _measure_bytes(net: nn.Module, unit: int, channels: int) -> tuple[float, flo
                     with tracker.inside():
                         x = net._denoise(k, z)
                     del z
+                del x
             peaks.append((side**2, tracker.peak, tracker.rise))
     finally:
         if inference is not None:

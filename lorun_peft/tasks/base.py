@@ -93,6 +93,10 @@ class Task:
     # each measured and restored), "luma" (Y by the network, chroma by the operator's estimate: SR)
     # or "none" (the channels are not colours: CASSI's bands)
     colour: ClassVar[str] = "channels"
+    # how lorun_peft.export.tiles may restore a large image tile by tile: None (not tested: restored
+    # whole), "stages" (the data steps whole, each stage's denoiser on tiles) or "measurement" (also
+    # a whole network on tiles cut from the measurement: exact where the operator is local, block CS)
+    tiles: ClassVar[str | None] = None
 
     # ---- which operators ----------------------------------------------------------------
     def handles(self, operator: Any) -> bool:
@@ -114,6 +118,13 @@ class Task:
     def channels(self, operator: Any, denoiser_channels: int = 1) -> int:
         """The channels of the images restored (the operator's ``channels``, else the denoiser's)."""
         return getattr(operator, "channels", None) or denoiser_channels
+
+    def sized_for_probe(self, operator: Any, size: tuple[int, int]) -> Any:
+        """A context in which ``operator`` measures a probe image of ``size`` (for calibrations such
+        as the tiles' margin), restored as it was after: :func:`~lorun_peft.operators.base.fit_operator`."""
+        from ..operators.base import fit_operator
+
+        return fit_operator(operator, size)
 
     def use_mask(self, operator: Any, path: Any) -> None:
         """``--mask FILE`` of restore, eval and export."""

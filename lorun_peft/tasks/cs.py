@@ -26,6 +26,7 @@ class CompressiveSensing(Task):
     summary = "block compressive sensing: m random or learned projections of every B x B block"
     operator_types = ("BlockCS",)
     measurement_is_image = False
+    tiles = "measurement"
     options = (
         Option("--ratio", "sampling ratio in (0, 1] (default 0.25)", type=float, default=0.25),
         Option("--block", "block size in pixels (default 32)", type=int, default=32),

@@ -22,6 +22,7 @@ class Deblurring(Task):
     name = "deblur"
     summary = "deblurring with a known kernel (Gaussian or motion)"
     operator_types = ("Blur",)
+    tiles = "stages"
     options = KERNEL_OPTIONS
 
     def make_operator(self, args: argparse.Namespace, channels: int) -> Any:

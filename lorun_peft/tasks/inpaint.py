@@ -10,8 +10,9 @@ holes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .base import Option, Task, register_task
 
@@ -23,6 +24,7 @@ class MissingPixels(Task):
     name = "inpaint"
     summary = "inpainting: a share of the pixels missing at random"
     operator_types = ("Inpainting",)
+    tiles = "stages"
     options = (
         Option("--missing", "share of the pixels missing at random, in [0, 1) (default 0.5)", type=float, default=0.5),
         Option("--mask", "a mask file of the known pixels (1 known, 0 missing; .npy or an image)", type=Path),
@@ -37,6 +39,23 @@ class MissingPixels(Task):
 
     def use_mask(self, operator: Any, path: Path) -> None:
         operator.use_mask(_read_mask(path))
+
+    @contextlib.contextmanager
+    def sized_for_probe(self, operator: Any, size: tuple[int, int]) -> Iterator[None]:
+        """A fixed mask cannot be resized: a random one of ``size`` (the same missing share and seed)
+        stands in meanwhile; a random mask follows the size as usual."""
+        from ..operators.inpainting import random_mask
+
+        if operator.follow:
+            with super().sized_for_probe(operator, size):
+                yield
+            return
+        saved = operator.mask, operator.follow
+        operator.mask, operator.follow = random_mask(operator.missing, tuple(size), operator.seed).to(operator.mask), False
+        try:
+            yield
+        finally:
+            operator.mask, operator.follow = saved
 
     def export_size(self, operator: Any, image_size: Any) -> tuple[int, int] | None:
         """A mask of a fixed size exports at that size; a random mask at any size asked for."""

@@ -41,6 +41,7 @@ class SuperResolution(Task):
     operator_types = ("BlurDownsample",)
     default_channels = 3
     colour = "luma"
+    tiles = "stages"
     options = (Option("--scale", "downsampling factor (default 4)", type=int, default=4), *KERNEL_OPTIONS)
 
     def make_operator(self, args: argparse.Namespace, channels: int) -> Any:
