@@ -57,7 +57,8 @@ def quality(data: Path, tile: int) -> dict:
         options = task.metric_options(net.operator)
         for folder in ("set14", "bsd68"):
             paths = sorted((data / folder).iterdir())
-            images = [task.fit_image(net.operator, load_image(p)) for p in paths if p.suffix.lower() in (".png", ".bmp")]
+            images = [task.fit_image(net.operator, load_image(p))
+                      for p in paths if p.suffix.lower() in (".png", ".bmp")]
             assert all(min(x.shape[-2:]) > tile for x in images), "every image must be tiled"
             times, tables = {}, {}
             for label, model in (("whole", net), ("tiled", tiled)):
@@ -89,7 +90,8 @@ def synthetic_measurement(height: int, width: int) -> torch.Tensor:
     rows = torch.linspace(0, 1, height)[:, None]
     cols = torch.linspace(0, 1, width)[None, :]
     smooth = 0.5 + 0.25 * torch.sin(2 * math.pi * (1.5 * cols + 0.7 * rows)) * torch.cos(2 * math.pi * 2.2 * rows)
-    texture = 0.08 * torch.sin(2 * math.pi * (height / 9) * (rows + 0.6 * cols)) + 0.05 * torch.sin(2 * math.pi * (width / 23) * cols)
+    texture = (0.08 * torch.sin(2 * math.pi * (height / 9) * (rows + 0.6 * cols))
+               + 0.05 * torch.sin(2 * math.pi * (width / 23) * cols))
     edges = 0.15 * ((torch.sin(2 * math.pi * 7 * rows) * torch.sin(2 * math.pi * 11 * cols)) > 0.3).float()
     return (smooth + texture + edges).clamp(0, 1)[None, None]
 
@@ -134,10 +136,12 @@ def child(height: int, width: int, whole: bool, crop: Path | None = None, tile: 
 def memory(sizes: list[tuple[int, int, bool]]) -> dict:
     result = {}
     for height, width, whole in sizes:
-        command = [sys.executable, "-m", "benchmarks.tiles", "child", str(height), str(width)] + (["--whole"] if whole else [])
+        command = [sys.executable, "-m", "benchmarks.tiles", "child", str(height), str(width)]
+        command += ["--whole"] if whole else []
         if not whole and (height, width) == max((h, w) for h, w, _ in sizes):
             command += ["--crop", str(RESULTS / "tile_border.png")]
-        run = subprocess.run(command, capture_output=True, text=True, check=True, env={"OMP_NUM_THREADS": "1", **_env()})
+        run = subprocess.run(command, capture_output=True, text=True, check=True,
+                             env={"OMP_NUM_THREADS": "1", **_env()})
         row = json.loads(run.stdout.strip().splitlines()[-1])
         key = f"{2 * height} x {2 * width} ({4 * height * width / 1e6:.0f} MP) {'whole' if whole else 'tiled'}"
         result[key] = row
@@ -151,9 +155,8 @@ def _env() -> dict:
 
 def border(data: Path | None = None) -> dict:
     """Crop where a tile hands over to its neighbours, of a tiled SR x2 restoration of a photograph, 4x nearest."""
-    import lorun_peft
-    from PIL import Image
 
+    import lorun_peft
     from lorun_peft.data.images import load_image
     from lorun_peft.export.tiles import TiledNetwork
 
@@ -178,7 +181,8 @@ def border(data: Path | None = None) -> dict:
     return info
 
 
-def save_panel(shown: torch.Tensor, difference: torch.Tensor | None, axes: tuple, corner: tuple[int, int], path: Path) -> None:
+def save_panel(shown: torch.Tensor, difference: torch.Tensor | None, axes: tuple, corner: tuple[int, int],
+               path: Path) -> None:
     """``shown`` (a crop) beside ``difference`` scaled to its maximum (white), 4x nearest-neighbour,
     with strips above and left marking where tiles overlap: grey where two tiles' outputs are
     blended, black where a tile's margin (its discarded border) begins."""
@@ -220,6 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
     q.add_argument("--tile", type=int, default=192)
     m = sub.add_parser("memory")
     m.add_argument("--megapixels", type=float, nargs="+", default=[3, 12, 24])
+    m.add_argument("--no-whole", action="store_true", help="only the tiled runs, added to the results saved before")
     b = sub.add_parser("border")
     b.add_argument("data", type=Path, nargs="?")
     c = sub.add_parser("child")
@@ -243,7 +248,13 @@ def main(argv: list[str] | None = None) -> dict:
             if i == 0:
                 sizes.append((height, width, True))
             sizes.append((height, width, False))
-        payload = {"memory": memory(sizes)}
+        if args.no_whole:
+            sizes = [size for size in sizes if not size[2]]
+        measured = memory(sizes)
+        previous = RESULTS / "tiles_memory.json"
+        if args.no_whole and previous.is_file():  # add to the sizes measured before
+            measured = {**json.loads(previous.read_text()).get("memory", {}), **measured}
+        payload = {"memory": measured}
     else:
         payload = {"border": border(args.data)}
     save(f"tiles_{args.what}", payload)
