@@ -129,11 +129,12 @@ class UnfoldedNetwork(BundleMethods, nn.Module):
         """Restore from measurement ``y``; with ``return_stages`` also the K per-stage outputs."""
         x = self._initial_estimate(y)
         stages = []
-        for k in range(self.K):
-            z = self.steps(k, x, y, self.operator)  # data step: PGD gradient step or HQS prox
-            x = self._denoise(k, z)  # proximal step: D_k(z) (stage k's adapter)
-            if return_stages:  # a large image's restore keeps no K stage images
-                stages.append(x)
+        with self._fast.one_restoration():  # the prepared inference weights are checked once
+            for k in range(self.K):
+                z = self.steps(k, x, y, self.operator)  # data step: PGD gradient step or HQS prox
+                x = self._denoise(k, z)  # proximal step: D_k(z) (stage k's adapter)
+                if return_stages:  # a large image's restore keeps no K stage images
+                    stages.append(x)
         return (x, stages) if return_stages else x
 
     def _denoise(self, k: int, z: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ from lorun_peft.adapters.sharing import InferenceStages, inference_engine  # noq
 from lorun_peft.cli import main  # noqa: E402
 from lorun_peft.denoisers import UNet  # noqa: E402
 from lorun_peft.errors import InvalidArgumentError  # noqa: E402
-from lorun_peft.operators import BlockCS, BlurDownsample  # noqa: E402
+from lorun_peft.operators import Blur, BlockCS, BlurDownsample  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -79,6 +79,69 @@ def test_a_damaged_entry_is_rebuilt_not_run(cache, capsys):
     out, reference = restore(network(0))
     assert "is damaged; rebuilding it" in capsys.readouterr().err
     assert float((out - reference).abs().max()) <= 1e-4
+
+
+def measured(net: torch.nn.Module, height: int, width: int) -> torch.Tensor:
+    x = torch.rand(1, 1, height, width, generator=torch.Generator().manual_seed(height * width))
+    with torch.no_grad():
+        return net.operator.A(x)
+
+
+def test_odd_sides_after_a_first_call_on_the_denoisers_grid(cache, capsys):
+    """A U-Net pads to its grid (2**depth): the graph must take every size, whatever size came first."""
+    torch.manual_seed(0)
+    net = unfold(UNet(1, width=4, depth=3), Blur(torch.ones(3, 3) / 9), K=2).eval()
+    with torch.no_grad():
+        for height, width in ((32, 40), (29, 35), (17, 64), (41, 23)):  # the first a multiple of 8
+            y = measured(net, height, width)
+            out = net(y)
+            with inference_engine("eager"):
+                reference = net(y)
+            assert float((out - reference).abs().max()) <= 1e-4, (height, width)
+            assert net._fast._onnx is not None and not net._fast._ort_refused  # onnxruntime ran every size
+    assert "PyTorch" not in capsys.readouterr().err
+
+
+def test_a_size_onnxruntime_refuses_is_restored_in_pytorch(cache, monkeypatch, capsys):
+    net = network(0, Blur(torch.ones(3, 3) / 9))
+    restore(net)  # prepared
+    run = engine.OrtStage.__call__
+
+    def refuse_odd(self, z, *extra):
+        if z.shape[-1] % 2:
+            raise RuntimeError("Non concat axis dimensions must match")
+        return run(self, z, *extra)
+
+    monkeypatch.setattr(engine.OrtStage, "__call__", refuse_odd)
+    y = measured(net, 24, 27)
+    with torch.no_grad():
+        out = net(y)
+        net.inference = "merged"
+        reference = net(y)
+        net.inference = "fast"
+        net(y)
+    assert float((out - reference).abs().max()) <= 1e-5
+    err = capsys.readouterr().err
+    assert err.count("lorun_peft: note: restoring (1, 1, 24, 27) in PyTorch (the onnxruntime engine refused it: "
+                     "RuntimeError: Non concat axis dimensions must match)") == 1  # said once
+    assert net._fast._ort_refused == {(1, 1, 24, 27)}
+
+
+def test_the_weights_are_checked_once_per_restoration(cache, monkeypatch):
+    net = network(0)
+    y = measured(net, 32, 32)
+    checks = []
+    key = InferenceStages._weights_key
+    monkeypatch.setattr(InferenceStages, "_weights_key", staticmethod(lambda d: checks.append(1) or key(d)))
+    with torch.no_grad():
+        first = net(y)
+        assert len(checks) == 1  # not once per stage (K = 2)
+        next(p for name, p in net.named_parameters() if "lora_B" in name).add_(0.1)  # between restorations
+        second = net(y)
+        net.inference = "merged"
+        reference = net(y)
+    assert len(checks) == 2 and not torch.equal(first, second)
+    assert float((second - reference).abs().max()) <= 1e-4
 
 
 def test_a_network_the_exporter_cannot_take_stays_in_pytorch(cache, monkeypatch, capsys):
