@@ -22,8 +22,11 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def interleaved_times(calls: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
-    """Milliseconds of each call per repeat, the calls taken in turn so background load hits all alike."""
+def interleaved_times(calls: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1,
+                      pause: float = 0.0) -> dict[str, list[float]]:
+    """Milliseconds of each call per repeat, the calls taken in turn so background load hits all alike;
+    ``pause`` seconds idle before each timed call, so that thread pools the previous call left
+    spinning (onnxruntime's, OpenMP's) are asleep and take no core from the next."""
     for _ in range(warmup):
         for call in calls.values():
             call()
@@ -31,6 +34,7 @@ def interleaved_times(calls: dict[str, Callable[[], Any]], repeats: int, warmup:
     for _ in range(repeats):
         for name, call in calls.items():
             sync()
+            time.sleep(pause)
             start = time.perf_counter()
             call()
             sync()

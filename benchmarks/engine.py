@@ -37,6 +37,7 @@ from lorun_peft.operators.base import fit_operator
 from .common import interleaved_times, machine, save
 
 TASKS = ("cs-0.25", "sr-x4-k0")
+PAUSE = 0.5  # s idle before each timed call: a pool the previous engine left spinning would slow the next
 
 
 def measurement(net: Any, size: int) -> torch.Tensor:
@@ -80,7 +81,7 @@ def run(sizes: list[int], threads: list[int], repeats: int, quick: bool, work: P
                     runtime = OnnxNetwork(path, count)
                     calls["onnxruntime (whole file)"] = lambda: runtime(y)
                     diff["onnxruntime (whole file)"] = float((runtime(y) - reference).abs().max())
-                    times = interleaved_times(calls, repeats, warmup=1)
+                    times = interleaved_times(calls, repeats, warmup=1, pause=PAUSE)
                     ms = {name: statistics.median(t) for name, t in times.items()}
                     row = {"task": task, "size": size, "threads": count, "ms": ms, "prep_s": prep, "max_abs_diff": diff}
                     out["rows"].append(row)

@@ -184,6 +184,34 @@ def test_threads_are_followed(cache):
         torch.set_num_threads(threads)
 
 
+def test_the_data_steps_run_on_one_thread_between_onnxruntime_stages(cache, monkeypatch):
+    """PyTorch's OpenMP workers would spin on the cores onnxruntime needs; the count comes back."""
+    net = network(0)
+    y = measured(net, 32, 32)
+    seen = []
+    step = type(net.steps).forward
+    monkeypatch.setattr(type(net.steps), "forward", lambda self, *a: seen.append(torch.get_num_threads()) or step(self, *a))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with torch.no_grad():
+            net(y)
+            assert seen == [2, 1] and torch.get_num_threads() == 2  # stage 0's data step came before onnxruntime
+            assert net._fast._onnx[0].threads == 2
+            monkeypatch.setattr(engine.OrtStage, "__call__", lambda *a: 1 / 0)  # fails mid-restoration: PyTorch
+            seen.clear()
+            out = net(y)
+            assert seen == [2, 2] and torch.get_num_threads() == 2
+            with inference_engine("eager"):
+                assert torch.equal(out, net(y))
+            monkeypatch.setattr(type(net.steps), "forward", lambda *a: 1 / 0)
+            with pytest.raises(ZeroDivisionError):
+                net(y)
+            assert torch.get_num_threads() == 2  # given back, however the restoration ends
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_old_entries_are_pruned(cache, monkeypatch):
     monkeypatch.setattr(engine, "KEEP", 2)
     for seed in range(3):

@@ -155,6 +155,7 @@ class InferenceStages:
     def __init__(self, engine: str | None = None) -> None:
         self.engine = engine  # None: inference_engine's, else $LORUN_ENGINE, else "auto"
         self._pins, self._checked = 0, False  # inside one_restoration; the weights checked there
+        self._threads: int | None = None  # torch's thread count when the outermost restoration began
         self.clear()
 
     def engine_in_use(self) -> str:
@@ -172,15 +173,29 @@ class InferenceStages:
 
     @contextlib.contextmanager
     def one_restoration(self) -> Iterator[None]:
-        """Within, the weights are checked once (at the first stage) instead of at every stage: they
-        cannot change during one restoration, and walking a PEFT model's parameters costs about
-        1.3 ms, 2 % of a 256 x 256 restore if done K times."""
+        """One restoration (``UnfoldedNetwork.forward``). Within it
+
+        - the weights are checked once (at the first stage), not at every stage: they cannot change
+          meanwhile, and walking a PEFT model's parameters costs about 1.3 ms, 2 % of a 256 x 256
+          restore if done K times;
+        - once a stage has run on onnxruntime, PyTorch's work between stages (the data steps, 1-2 %
+          of the time) runs on one thread: with more, PyTorch's OpenMP workers keep spinning on the
+          cores onnxruntime's pool needs (2 threads, 256 x 256: 354 ms a restore, 293 on one).
+          The thread count is given back when the restoration ends, however it ends.
+        """
+        outermost = self._pins == 0
+        if outermost:
+            self._threads = torch.get_num_threads()
         self._pins += 1
         try:
             yield
         finally:
             self._pins -= 1
-            self._checked = self._checked and self._pins > 0
+            if outermost:
+                self._checked = False
+                if torch.get_num_threads() != self._threads:
+                    torch.set_num_threads(self._threads)
+                self._threads = None
 
     @torch.no_grad()
     def stages(self, denoisers: nn.Module) -> list[nn.Module]:
@@ -209,13 +224,13 @@ class InferenceStages:
         self._onnx_failed = False
         self._ort_refused: set[tuple[int, ...]] = set()  # input shapes the onnxruntime graphs failed on
 
-    def _onnx_stages(self, stages: list[nn.Module], args: tuple[torch.Tensor, ...]) -> list[Any] | None:
+    def _onnx_stages(self, stages: list[nn.Module], args: tuple[torch.Tensor, ...],
+                     threads: int) -> list[Any] | None:
         """The onnxruntime stages where the engine applies (see the class docstring), else None."""
         z, wanted = args[0], self.engine_in_use()
         if (wanted == "eager" or self._onnx_failed or z.device.type != "cpu" or z.dtype != torch.float32
                 or torch.compiler.is_compiling() or not engine.available()):
             return None
-        threads = torch.get_num_threads()
         if self._onnx is not None and self._onnx[0].threads == threads:
             return self._onnx
         try:
@@ -229,15 +244,21 @@ class InferenceStages:
 
     def __call__(self, denoisers: nn.Module, k: int, z: torch.Tensor, *extra: Any) -> torch.Tensor:
         stages = self.stages(denoisers)
-        onnx = self._onnx_stages(stages, (z, *extra))
+        threads = self._threads or torch.get_num_threads()
+        onnx = self._onnx_stages(stages, (z, *extra), threads)
         if onnx is not None and tuple(z.shape) not in self._ort_refused:
             try:
-                return onnx[k if len(onnx) > 1 else 0](z, *extra).to(z.device)
+                out = onnx[k if len(onnx) > 1 else 0](z, *extra).to(z.device)
+                if self._pins and threads > 1:
+                    torch.set_num_threads(1)  # the data steps until the next stage (one_restoration)
+                return out
             except Exception as err:  # noqa: BLE001 - a size the graph cannot take: this call in PyTorch
                 if not self._ort_refused:
                     print(f"lorun_peft: note: restoring {tuple(z.shape)} in PyTorch (the onnxruntime engine "
                           f"refused it: {type(err).__name__}: {str(err)[:200]})", file=sys.stderr)
                 self._ort_refused.add(tuple(z.shape))
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)  # a stage in PyTorch gets every thread again
         stage = stages[k] if len(stages) > 1 else stages[0]
         if z.dim() == 4:
             z = z.contiguous(memory_format=torch.channels_last)
