@@ -171,9 +171,9 @@ class InferenceStages:
         """Changes whenever a weight does: in place (its version), replaced (its storage), or moved."""
         return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in [*denoisers.parameters(), *denoisers.buffers()])
 
-    @contextlib.contextmanager
-    def one_restoration(self) -> Iterator[None]:
-        """One restoration (``UnfoldedNetwork.forward``). Within it
+    def one_restoration(self) -> contextlib.AbstractContextManager[None]:
+        """One restoration (``UnfoldedNetwork.forward``): a context in which, where this path runs
+        (gradients off, not under ``torch.compile``, which must not trace it)
 
         - the weights are checked once (at the first stage), not at every stage: they cannot change
           meanwhile, and walking a PEFT model's parameters costs about 1.3 ms, 2 % of a 256 x 256
@@ -183,6 +183,12 @@ class InferenceStages:
           cores onnxruntime's pool needs (2 threads, 256 x 256: 354 ms a restore, 293 on one).
           The thread count is given back when the restoration ends, however it ends.
         """
+        if torch.compiler.is_compiling() or torch.is_grad_enabled():
+            return contextlib.nullcontext()
+        return self._restoring()
+
+    @contextlib.contextmanager
+    def _restoring(self) -> Iterator[None]:
         outermost = self._pins == 0
         if outermost:
             self._threads = torch.get_num_threads()
