@@ -130,12 +130,33 @@ class UnfoldedNetwork(BundleMethods, nn.Module):
         x = self._initial_estimate(y)
         stages = []
         with self._fast.one_restoration():  # the prepared inference weights are checked once
+            whole = None if return_stages else self._as_one_graph(y)
+            if whole is not None:  # block CS at inference: this very loop, run as one onnxruntime graph
+                return whole
             for k in range(self.K):
                 z = self.steps(k, x, y, self.operator)  # data step: PGD gradient step or HQS prox
                 x = self._denoise(k, z)  # proximal step: D_k(z) (stage k's adapter)
                 if return_stages:  # a large image's restore keeps no K stage images
                     stages.append(x)
         return (x, stages) if return_stages else x
+
+    def _as_one_graph(self, y: torch.Tensor) -> torch.Tensor | None:
+        """The restoration as one onnxruntime graph (``InferenceStages.whole``) where the fast
+        path runs and the task's network traces at every size (its exported file is dynamic:
+        block CS); else None."""
+        if (self.training or self.inference != "fast" or torch.is_grad_enabled() or torch.compiler.is_compiling()
+                or not getattr(self.denoisers, "can_merge", True)
+                or task_of(self.operator).dynamic_axes(self.operator, simulate=False) is None):
+            return None
+        settings = getattr(self.operator, "config", None)
+        note = f"whole network {self.config!r} {type(self.operator).__qualname__} {settings() if callable(settings) else ''}"
+        return self._fast.whole(self, y, self._in_pytorch, note)
+
+    def _in_pytorch(self) -> "UnfoldedNetwork":
+        """This network with its stages in PyTorch, sharing its modules (what :meth:`_as_one_graph` traces)."""
+        plain = copy.copy(self)
+        plain._fast = InferenceStages("eager")
+        return plain
 
     def _denoise(self, k: int, z: torch.Tensor) -> torch.Tensor:
         args = (z, self.steps.noise_sigma(k).expand(z.shape[0])) if self.noise_level else (z,)

@@ -1,6 +1,7 @@
-"""The default inference engine (issue #34 item 1): each stage's denoiser on onnxruntime, prepared
-once per set of weights and cached on disk; outputs within 1e-4 of PyTorch; a stale or damaged
-cache entry is rebuilt, never trusted; anything it cannot take stays in PyTorch."""
+"""The default inference engine (issue #34 item 1): each stage's denoiser on onnxruntime (block CS:
+the whole network as one graph), prepared once per set of weights and cached on disk; outputs within
+1e-4 of PyTorch; a stale or damaged cache entry is rebuilt, never trusted; anything it cannot take
+stays in PyTorch."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def cache(tmp_path, monkeypatch):
 
 def network(seed: int = 0, operator=None) -> torch.nn.Module:
     torch.manual_seed(seed)
-    net = unfold(UNet(1, width=4, depth=1), operator or BlockCS(0.25, block=8), K=2, noise_level=True)
+    net = unfold(UNet(1, width=4, depth=1), operator or Blur(torch.ones(3, 3) / 9), K=2, noise_level=True)
     with torch.no_grad():
         for name, p in net.named_parameters():
             if "lora_B" in name:
@@ -46,12 +47,68 @@ def restore(net: torch.nn.Module, size: int = 32) -> tuple[torch.Tensor, torch.T
         return net(y), reference
 
 
-@pytest.mark.parametrize("operator", [BlockCS(0.25, block=8), BlurDownsample(torch.ones(3, 3), scale=2)], ids=["cs", "sr"])
+@pytest.mark.parametrize("operator", [Blur(torch.ones(3, 3) / 9), BlurDownsample(torch.ones(3, 3), scale=2)], ids=["deblur", "sr"])
 def test_the_engine_matches_pytorch_and_is_cached(operator, cache):
     out, reference = restore(network(0, operator))
     assert float((out - reference).abs().max()) <= 1e-4
     entries = list(cache.iterdir())
     assert len(entries) == 1 and sorted(p.name for p in entries[0].iterdir()) == ["manifest.json", "stage_0.onnx", "stage_1.onnx"]
+
+
+def test_block_cs_runs_as_one_graph_at_every_size(cache):
+    """Its exported file takes any size, so the whole restoration is one onnxruntime graph."""
+    net = network(0, BlockCS(0.25, block=8))
+    with torch.no_grad():
+        for height, width in ((32, 32), (24, 40), (64, 16)):
+            y = measured(net, height, width)
+            out = net(y)
+            with inference_engine("eager"):
+                reference, stages = net(y, return_stages=True)
+            assert float((out - reference).abs().max()) <= 1e-4, (height, width)
+            assert net._fast._whole is not None and net._fast._onnx is None and not net._fast._whole_refused
+        x, stages = net(y, return_stages=True)  # the stage images: stage by stage
+        assert len(stages) == 2 and net._fast._onnx is not None and float((x - out).abs().max()) <= 1e-4
+    entries = list(cache.iterdir())
+    assert len(entries) == 2 and sum(len(list(e.glob("*.onnx"))) for e in entries) == 3  # one graph, two stages
+
+
+@pytest.mark.parametrize("change", ["adapter", "step", "operator"])
+def test_the_one_graph_follows_every_weight(cache, change):
+    net = network(0, BlockCS(0.25, block=8))
+    y = measured(net, 32, 32)
+    with torch.no_grad():
+        first = net(y)
+        if change == "adapter":
+            next(p for name, p in net.named_parameters() if "lora_B" in name).add_(0.1)
+        elif change == "step":
+            next(net.steps.parameters()).add_(0.5)
+        else:
+            net.operator = BlockCS(0.25, block=8, seed=1)
+            y = measured(net, 32, 32)
+        second = net(y)
+        with inference_engine("eager"):
+            reference = net(y)
+    assert not torch.equal(first, second) and float((second - reference).abs().max()) <= 1e-4
+    assert len(list(cache.iterdir())) == 2
+
+
+def test_a_network_that_does_not_run_as_one_graph_runs_stage_by_stage(cache, monkeypatch):
+    net = network(0, BlockCS(0.25, block=8))
+    y = measured(net, 32, 32)
+    run = engine.OrtStage.__call__
+    with torch.no_grad():
+        net(y)  # prepared
+        monkeypatch.setattr(engine.OrtStage, "__call__", lambda self, z, *extra: 1 / 0 if z.shape[1] > 1 else run(self, z, *extra))
+        refused = net(y)  # the graph refuses y's shape: this call stage by stage
+        assert net._fast._whole_refused == {tuple(y.shape)} and net._fast._onnx is not None
+        real = engine.onnx_stages
+        monkeypatch.setattr(engine, "onnx_stages", lambda s, *a, **k: 1 / 0 if len(s) == 1 else real(s, *a, **k))
+        net = network(0, BlockCS(0.25, block=8))
+        untraced = net(y)  # no graph at all: stage by stage, quietly
+        assert net._fast._whole_failed and net._fast._onnx is not None
+        with inference_engine("eager"):
+            reference = net(y)
+    assert float((refused - reference).abs().max()) <= 1e-4 and float((untraced - reference).abs().max()) <= 1e-4
 
 
 def test_a_second_process_reuses_the_cache_without_exporting(cache, monkeypatch):

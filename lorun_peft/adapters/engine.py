@@ -3,7 +3,9 @@
 
 Each prepared stage (adapters merged, see :class:`~lorun_peft.adapters.sharing.InferenceStages`) is
 exported with torch's TorchScript ONNX exporter (about 0.1-1 s a stage) at a dynamic batch and size,
-so one file serves every image size; the data steps stay in PyTorch. It is traced on a crop with odd
+so one file serves every image size; the data steps stay in PyTorch (where the whole restoration
+traces at any size, block CS, it is exported as one "stage" instead:
+:meth:`~lorun_peft.adapters.sharing.InferenceStages.whole`). It is traced on a crop with odd
 sides (:data:`TRACE`): a denoiser that pads to its grid (a U-Net's ``2**depth``) then records the
 padding as arithmetic on the size, where a trace at a multiple of the grid leaves it out and fails
 at every other size. The files live in
@@ -68,13 +70,14 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path("~/.cache").expanduser()).expanduser() / "lorun_peft"
 
 
-def engine_key(stages: Sequence[nn.Module], args: Sequence[torch.Tensor]) -> str:
+def engine_key(stages: Sequence[nn.Module], args: Sequence[torch.Tensor], note: str = "") -> str:
     """The cache key of ``stages`` called with arguments like ``args`` (their ranks and channels,
-    not their batch or size): weights, classes and library versions."""
+    not their batch or size): weights, classes, library versions and ``note`` (settings the weights
+    do not show)."""
     import onnxruntime
 
     digest = hashlib.sha256(f"lorun_peft engine {ENGINE_VERSION} {__version__} torch {torch.__version__} "
-                            f"onnxruntime {onnxruntime.__version__} opset {OPSET}\n".encode())
+                            f"onnxruntime {onnxruntime.__version__} opset {OPSET}\n{note}\n".encode())
     digest.update(repr([(a.dim(), a.shape[1] if a.dim() > 1 else None, str(a.dtype)) for a in args]).encode())
     for stage in stages:
         digest.update(f"{type(stage).__module__}.{type(stage).__qualname__}\n".encode())
@@ -162,12 +165,13 @@ def _prune(root: Path) -> None:
 
 @torch.no_grad()
 def onnx_stages(stages: Sequence[nn.Module], args: Sequence[torch.Tensor], threads: int | None = None,
-                progress: bool | None = None) -> list[OrtStage]:
-    """``stages`` on onnxruntime: from the cache, else exported now (a bar on a terminal) and cached.
+                progress: bool | None = None, note: str = "") -> list[OrtStage]:
+    """``stages`` (the stage denoisers, or a whole network as one) on onnxruntime: from the cache,
+    else exported now (a bar on a terminal) and cached; ``note`` goes into the key (:func:`engine_key`).
     Each stage is checked against PyTorch on crops of ``args`` (:data:`PROBES`) before use; raises if
     the export fails or differs by more than :data:`TOLERANCE` (callers then stay in PyTorch)."""
     threads = threads or torch.get_num_threads()
-    key = engine_key(stages, args)
+    key = engine_key(stages, args, note)
     root = cache_root() / "engine"
     folder = root / key
     loaded = _load(folder, len(stages), threads) if (folder / MANIFEST).is_file() else None

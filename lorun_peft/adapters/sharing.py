@@ -17,7 +17,7 @@ import contextvars
 import copy
 import os
 import sys
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -139,6 +139,9 @@ class InferenceStages:
       fastest in on CPU (1.2-1.8x over the functional merged call); also where onnxruntime is
       missing, on GPUs, for other dtypes, or if an export fails (said once).
 
+    Where the whole restoration traces to one graph valid at every size (block CS: the caller
+    says so), :meth:`whole` runs it as ONE onnxruntime graph, data steps included: no hand-over
+    between runtimes at each stage (2 threads, 256 x 256: the speed of ``lorun export``'s file).
     The copies are not submodules: never saved, trained or counted.
 
     >>> import torch
@@ -217,25 +220,62 @@ class InferenceStages:
                 plain = [copy.deepcopy(denoisers.denoiser)]
             else:
                 plain = [copy.deepcopy(d) for d in denoisers.denoisers]
-            self.clear()
+            self._clear_stages()
             self._stages = [m.requires_grad_(False).eval().to(memory_format=torch.channels_last) for m in plain]
             self._key = key
         return self._stages
 
     def clear(self) -> None:
         """Drop the prepared copies (training: they would only hold memory)."""
+        self._clear_stages()
+        self._whole: Any = None  # the whole network on onnxruntime (whole), and the weights it was built from
+        self._whole_key: tuple | None = None
+        self._whole_failed = False
+        self._whole_refused: set[tuple[int, ...]] = set()  # measurement shapes its graph failed on
+
+    def _clear_stages(self) -> None:
         self._key: tuple | None = None
         self._stages: list[nn.Module] = []
         self._onnx: list[Any] | None = None
         self._onnx_failed = False
         self._ort_refused: set[tuple[int, ...]] = set()  # input shapes the onnxruntime graphs failed on
 
+    def __deepcopy__(self, memo: dict) -> "InferenceStages":
+        """A copy of a network prepares its own (onnxruntime sessions cannot be copied)."""
+        return InferenceStages(self.engine)
+
+    def _applies(self, x: torch.Tensor) -> bool:
+        """Whether onnxruntime may run on ``x`` (see the class docstring)."""
+        return (self.engine_in_use() != "eager" and x.device.type == "cpu" and x.dtype == torch.float32
+                and not torch.compiler.is_compiling() and engine.available())
+
+    @torch.no_grad()
+    def whole(self, network: nn.Module, y: torch.Tensor, traced: Callable[[], nn.Module], note: str) -> torch.Tensor | None:
+        """``network(y)`` as one onnxruntime graph, or None where it does not apply or fails (the
+        caller then runs the stages). ``traced()`` builds the module to export (``network`` with
+        its stages in PyTorch), once per set of weights (``network``'s parameters and buffers: the
+        operator's and the steps' too); ``note`` describes what the weights do not (the settings)."""
+        if self._whole_failed or not self._applies(y) or tuple(y.shape) in self._whole_refused:
+            return None
+        threads = self._threads or torch.get_num_threads()
+        key = self._weights_key(network)
+        if self._whole is None or self._whole_key != key or self._whole.threads != threads:
+            try:
+                self._whole = engine.onnx_stages([traced()], (y,), threads, note=note)[0]
+            except Exception:  # noqa: BLE001 - a network that does not trace whole runs stage by stage
+                self._whole_failed = True
+                return None
+            self._whole_key = key
+        try:
+            return self._whole(y).to(y.device)
+        except Exception:  # noqa: BLE001 - a size the graph cannot take: this call stage by stage
+            self._whole_refused.add(tuple(y.shape))
+            return None
+
     def _onnx_stages(self, stages: list[nn.Module], args: tuple[torch.Tensor, ...],
                      threads: int) -> list[Any] | None:
         """The onnxruntime stages where the engine applies (see the class docstring), else None."""
-        z, wanted = args[0], self.engine_in_use()
-        if (wanted == "eager" or self._onnx_failed or z.device.type != "cpu" or z.dtype != torch.float32
-                or torch.compiler.is_compiling() or not engine.available()):
+        if self._onnx_failed or not self._applies(args[0]):
             return None
         if self._onnx is not None and self._onnx[0].threads == threads:
             return self._onnx
