@@ -81,7 +81,9 @@ def run(sizes: list[int], threads: list[int], repeats: int, quick: bool, work: P
                     runtime = OnnxNetwork(path, count)
                     calls["onnxruntime (whole file)"] = lambda: runtime(y)
                     diff["onnxruntime (whole file)"] = float((runtime(y) - reference).abs().max())
-                    times = interleaved_times(calls, repeats, warmup=1, pause=PAUSE)
+                    # a smaller image repeats more, so that each cell's median rests on a like time
+                    # (one call varies by 5-10 %, more at times, on this VM)
+                    times = interleaved_times(calls, repeats * max(1, max(sizes) // size), warmup=1, pause=PAUSE)
                     ms = {name: statistics.median(t) for name, t in times.items()}
                     row = {"task": task, "size": size, "threads": count, "ms": ms, "prep_s": prep, "max_abs_diff": diff}
                     out["rows"].append(row)
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1024])
     parser.add_argument("--threads", type=int, nargs="+", default=sorted({1, os.cpu_count() or 1}))
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="at the largest size; a size n times smaller: n times as many")
     parser.add_argument("--quick", action="store_true", help="2 repeats, no torch.compile (a smoke run)")
     parser.add_argument("--out", default="engine", help="results/NAME.json")
     args = parser.parse_args(argv)

@@ -127,12 +127,11 @@ class UnfoldedNetwork(BundleMethods, nn.Module):
     # ---- the stage loop -------------------------------------------------------------------
     def forward(self, y: torch.Tensor, return_stages: bool = False):
         """Restore from measurement ``y``; with ``return_stages`` also the K per-stage outputs."""
-        x = self._initial_estimate(y)
-        stages = []
         with self._fast.one_restoration():  # the prepared inference weights are checked once
             whole = None if return_stages else self._as_one_graph(y)
-            if whole is not None:  # block CS at inference: this very loop, run as one onnxruntime graph
+            if whole is not None:  # block CS at inference: the lines below, run as one onnxruntime graph
                 return whole
+            x, stages = self._initial_estimate(y), []
             for k in range(self.K):
                 z = self.steps(k, x, y, self.operator)  # data step: PGD gradient step or HQS prox
                 x = self._denoise(k, z)  # proximal step: D_k(z) (stage k's adapter)
@@ -143,11 +142,13 @@ class UnfoldedNetwork(BundleMethods, nn.Module):
     def _as_one_graph(self, y: torch.Tensor) -> torch.Tensor | None:
         """The restoration as one onnxruntime graph (``InferenceStages.whole``) where the fast
         path runs and the task's network traces at every size (its exported file is dynamic:
-        block CS); else None."""
+        block CS); else None. Only y's checks run in PyTorch: their threads would spin on the cores
+        onnxruntime needs (a size the graph refuses goes on to the stages, which explain it)."""
         if (self.training or self.inference != "fast" or torch.is_grad_enabled() or torch.compiler.is_compiling()
                 or not getattr(self.denoisers, "can_merge", True)
                 or task_of(self.operator).dynamic_axes(self.operator, simulate=False) is None):
             return None
+        self._check_measurement(y)
         settings = getattr(self.operator, "config", None)
         note = f"whole network {self.config!r} {type(self.operator).__qualname__} {settings() if callable(settings) else ''}"
         return self._fast.whole(self, y, self._in_pytorch, note)
@@ -178,8 +179,9 @@ class UnfoldedNetwork(BundleMethods, nn.Module):
             )
         return out
 
-    def _initial_estimate(self, y: torch.Tensor) -> torch.Tensor:
-        """x_0 from the operator (its ``initial_estimate`` or A^T y), after checking y."""
+    def _check_measurement(self, y: torch.Tensor) -> None:
+        """Raise for a y this network cannot take: not floating point, another dtype or device than
+        the network's, NaN or Inf."""
         if not isinstance(y, torch.Tensor) or not y.is_floating_point():
             raise InvalidArgumentError(f"y must be a floating-point tensor, got {type(y).__name__} {getattr(y, 'dtype', '')}")
         reference = self.steps.parameters().__next__()
@@ -195,10 +197,14 @@ class UnfoldedNetwork(BundleMethods, nn.Module):
                         f"the operator holds {t.dtype} on {t.device} but the network's step parameters are "
                         f"{reference.dtype} on {reference.device}; move the whole network with net.to(...)"
                     )
-        if torch.compiler.is_compiling():  # the value checks below would break the compiled graph
-            return initial_estimate(self.operator, y)
-        if not bool(torch.isfinite(y).all()):
+        if not torch.compiler.is_compiling() and not bool(torch.isfinite(y).all()):  # a value check breaks a compiled graph
             raise InvalidArgumentError("y contains NaN or Inf values")
+
+    def _initial_estimate(self, y: torch.Tensor) -> torch.Tensor:
+        """x_0 from the operator (its ``initial_estimate`` or A^T y), after checking y."""
+        self._check_measurement(y)
+        if torch.compiler.is_compiling():  # the shape check below would break the compiled graph
+            return initial_estimate(self.operator, y)
         try:
             x0 = initial_estimate(self.operator, y)
             with torch.no_grad():

@@ -28,6 +28,7 @@ from . import engine
 __all__ = ["SharedDenoiser", "IndependentDenoisers", "InferenceStages", "inference_engine", "SHARE_MODES", "call_stage"]
 
 SHARE_MODES = ("lora", "base", "none")
+WHOLE_SAMPLE = (4, 6)  # the corner of y (in its own units: block CS's blocks) a whole network is prepared on
 
 
 def call_stage(denoiser: nn.Module, weights: dict[str, torch.Tensor], args: tuple[Any, ...], region: bool = True) -> torch.Tensor:
@@ -260,8 +261,9 @@ class InferenceStages:
         threads = self._threads or torch.get_num_threads()
         key = self._weights_key(network)
         if self._whole is None or self._whole_key != key or self._whole.threads != threads:
-            try:
-                self._whole = engine.onnx_stages([traced()], (y,), threads, note=note)[0]
+            try:  # traced and probed on a corner of y: a block-CS y of 32 x 32 blocks is a 1024 x 1024 image
+                sample = y[:1, ..., :WHOLE_SAMPLE[0], :WHOLE_SAMPLE[1]]
+                self._whole = engine.onnx_stages([traced()], (sample,), threads, note=note)[0]
             except Exception:  # noqa: BLE001 - a network that does not trace whole runs stage by stage
                 self._whole_failed = True
                 return None
