@@ -22,8 +22,10 @@ its family (adapters and steps only, resumable) and exported into the zoo with i
     python -m benchmarks.families export inpaint-80 --data ../shared/data --base DIR
 
 Variants that are measured but not shipped (``--work`` elsewhere, ``export --score-only`` writes
-``test_figures.json`` there and leaves the zoo alone): a longer schedule (``train --steps 1200``)
-and the higher noise (``train deblur-motion --noise 7.65``, in grey levels of 255).
+``test_figures.json`` there and leaves the zoo alone): a longer schedule (``train --steps 1200``),
+the higher noise (``train deblur-motion --noise 7.65``, in grey levels of 255), and Block-1 or
+Block-9 over the same base (``train --share base|none --lr 1e-4``: every weight trained, the
+ceiling of what adapters over this base could reach).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import numpy as np
 import torch
 
 import lorun_peft
+from lorun_peft import UnfoldedNetwork
 from lorun_peft.data.images import ImageFolder
 from lorun_peft.metrics import psnr
 from lorun_peft.operators import Blur, Inpainting
@@ -142,8 +145,10 @@ def train(args: argparse.Namespace) -> dict:
     """Train ``args.task``'s bundle over the base in ``args.base`` (resumable: run again to go on)."""
     op, noise = operator(args.task, args.data)
     noise = args.noise / 255 if args.noise is not None else noise
-    recipe = zoo.overridden({**RECIPE, "noise_sigma": noise}, steps=args.steps)
-    net = lorun_peft.unfold(load_base(args.base), op, K, algorithm="hqs", gamma=recipe["gamma"], noise_level=True)
+    variant = {"share": args.share} if args.share != "lora" else {}  # the zoo's recipes stay as they were
+    recipe = zoo.overridden({**RECIPE, "noise_sigma": noise, **variant}, steps=args.steps, lr=args.lr)
+    net = lorun_peft.unfold(load_base(args.base), op, K, algorithm="hqs", gamma=recipe["gamma"], noise_level=True,
+                            share=args.share)
     return zoo.train_task(args.task, net, recipe, args.data, args.work, steps_grid=recipe["mu"], firsts=FIRSTS,
                           lasts=LASTS, time_limit=args.minutes * 60 if args.minutes else None)
 
@@ -156,7 +161,12 @@ def export(args: argparse.Namespace) -> dict:
     figures only, into the work folder's ``test_figures.json``)."""
     folder = args.work / args.task
     base = load_base(args.base)
-    net = lorun_peft.load(base, folder / "bundle")
+    if (folder / "network").is_dir():  # a Block-1 or Block-9 variant
+        if not args.score_only:
+            raise SystemExit(f"{folder} holds a Block-1 or Block-K network, not a LoRun bundle: only --score-only scores it")
+        net = UnfoldedNetwork.from_pretrained(folder / "network")
+    else:
+        net = lorun_peft.load(base, folder / "bundle")
     op, noise = net.operator, json.loads((folder / "recipe.json").read_text())["noise_sigma"]
     init = json.loads((folder / "step_init.json").read_text())
     pnp = lorun_peft.unfold(base, operator(args.task, args.data)[0], K, algorithm="hqs", share="base", noise_level=True).eval()
@@ -208,6 +218,9 @@ def main(argv: list[str] | None = None) -> None:
             p.add_argument("--minutes", type=float, help="stop (checkpointed) after this long; run again to go on")
             p.add_argument("--noise", type=float, help="measurement noise sigma in grey levels of 255 "
                            "(default: 2.55 for deblurring, 0 for inpainting)")
+            p.add_argument("--share", choices=("lora", "base", "none"), default="lora",
+                           help="base: Block-1, none: Block-9 (every weight trained; measured, not shipped)")
+            p.add_argument("--lr", type=float, help=f"learning rate (default {RECIPE['lr']:g}; Block-1/9: try 1e-4)")
         else:
             p.add_argument("--score-only", action="store_true", help="the test figures only: the zoo is left alone")
     for p in sub.choices.values():

@@ -244,7 +244,8 @@ def train_task(name: str, net, recipe: dict, data: Path, work: Path, steps_grid:
                time_limit: float | None = None) -> dict:
     """Choose the step initialisation on the validation images (once; kept in step_init.json), then
     train the adapters and steps over the frozen base (resumable; ``time_limit`` seconds in this
-    run at most, then checkpointed), then save the bundle."""
+    run at most, then checkpointed), then save the bundle (Block-1 or Block-K: the whole network,
+    ``network/``)."""
     folder = work / name
     folder.mkdir(parents=True, exist_ok=True)
     keep_recipe(folder, recipe)
@@ -274,7 +275,10 @@ def train_task(name: str, net, recipe: dict, data: Path, work: Path, steps_grid:
         print(f"{name}: stopped at step {result.step} of {recipe['steps']} (time limit); run again to continue", flush=True)
         return summary
     net.eval().cpu()
-    net.save_adapters(folder / "bundle")
+    if net.share == "lora":
+        net.save_adapters(folder / "bundle")
+    else:  # Block-1 or Block-K, measured beside LoRun: the whole network
+        net.save_pretrained(folder / "network")
     return summary
 
 
