@@ -142,16 +142,22 @@ class UnfoldedNetwork(BundleMethods, nn.Module):
     def _as_one_graph(self, y: torch.Tensor) -> torch.Tensor | None:
         """The restoration as one onnxruntime graph (``InferenceStages.whole``) where the fast
         path runs and the task's network traces at every size (its exported file is dynamic:
-        block CS); else None. Only y's checks run in PyTorch: their threads would spin on the cores
-        onnxruntime needs (a size the graph refuses goes on to the stages, which explain it)."""
+        block CS); else None. Like that file, the graph is size-free: it serves an operator fitted
+        to any multiple of the task's size (``Task.size_multiple``), and the stages serve the rest.
+        Only y's checks run in PyTorch: their threads would spin on the cores onnxruntime needs (a
+        size the graph refuses, or a y that does not fit, goes on to the stages, which explain it)."""
+        task, fitted = task_of(self.operator), getattr(self.operator, "image_size", None)
         if (self.training or self.inference != "fast" or torch.is_grad_enabled() or torch.compiler.is_compiling()
                 or not getattr(self.denoisers, "can_merge", True)
-                or task_of(self.operator).dynamic_axes(self.operator, simulate=False) is None):
+                or task.dynamic_axes(self.operator, simulate=False) is None
+                or (fitted is not None and any(side % task.size_multiple(self.operator)[0] for side in fitted))):
             return None
         self._check_measurement(y)
-        settings = getattr(self.operator, "config", None)
-        note = f"whole network {self.config!r} {type(self.operator).__qualname__} {settings() if callable(settings) else ''}"
-        return self._fast.whole(self, y, self._in_pytorch, note)
+        with fit_operator(self.operator, None):
+            settings = getattr(self.operator, "config", None)
+            note = f"whole network {self.config!r} {type(self.operator).__qualname__} {settings() if callable(settings) else ''}"
+            x = self._fast.whole(self, y, self._in_pytorch, note)
+        return None if x is None or (fitted is not None and tuple(x.shape[-2:]) != tuple(fitted)) else x
 
     def _in_pytorch(self) -> "UnfoldedNetwork":
         """This network with its stages in PyTorch, sharing its modules (what :meth:`_as_one_graph` traces)."""

@@ -231,7 +231,7 @@ class InferenceStages:
         self._clear_stages()
         self._whole: Any = None  # the whole network on onnxruntime (whole), and the weights it was built from
         self._whole_key: tuple | None = None
-        self._whole_failed = False
+        self._whole_failed: set[tuple] = set()  # the keys that did not trace whole
         self._whole_refused: set[tuple[int, ...]] = set()  # measurement shapes its graph failed on
 
     def _clear_stages(self) -> None:
@@ -256,16 +256,18 @@ class InferenceStages:
         caller then runs the stages). ``traced()`` builds the module to export (``network`` with
         its stages in PyTorch), once per set of weights (``network``'s parameters and buffers: the
         operator's and the steps' too); ``note`` describes what the weights do not (the settings)."""
-        if self._whole_failed or not self._applies(y) or tuple(y.shape) in self._whole_refused:
+        if not self._applies(y) or tuple(y.shape) in self._whole_refused:
             return None
         threads = self._threads or torch.get_num_threads()
-        key = self._weights_key(network)
+        key = (self._weights_key(network), note)  # the settings too: an operator fitted to another image size
+        if key in self._whole_failed:
+            return None
         if self._whole is None or self._whole_key != key or self._whole.threads != threads:
             try:  # traced and probed on a corner of y: a block-CS y of 32 x 32 blocks is a 1024 x 1024 image
                 sample = y[:1, ..., :WHOLE_SAMPLE[0], :WHOLE_SAMPLE[1]]
                 self._whole = engine.onnx_stages([traced()], (sample,), threads, note=note)[0]
             except Exception:  # noqa: BLE001 - a network that does not trace whole runs stage by stage
-                self._whole_failed = True
+                self._whole_failed.add(key)
                 return None
             self._whole_key = key
         try:

@@ -61,14 +61,16 @@ def initial_estimate(operator: Any, y: torch.Tensor) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def fit_operator(operator: Any, size: Sequence[int]) -> Iterator[Any]:
-    """Temporarily set ``operator.image_size`` to ``size`` for operators that have one (BlockCS
-    needs it for images whose sides are not multiples of its block); others are left alone."""
-    if not hasattr(operator, "image_size") or operator.image_size == tuple(size):
+def fit_operator(operator: Any, size: Sequence[int] | None) -> Iterator[Any]:
+    """Temporarily set ``operator.image_size`` to ``size`` (None: any size the operator takes) for
+    operators that have one (BlockCS needs it for images whose sides are not multiples of its
+    block); others are left alone."""
+    size = None if size is None else tuple(int(s) for s in size)
+    if not hasattr(operator, "image_size") or operator.image_size == size:
         yield operator
         return
     before = operator.image_size
-    operator.image_size = tuple(int(s) for s in size)
+    operator.image_size = size
     try:
         yield operator
     finally:
