@@ -142,7 +142,7 @@ class InferenceStages:
 
     Where the whole restoration traces to one graph valid at every size (block CS: the caller
     says so), :meth:`whole` runs it as ONE onnxruntime graph, data steps included: no hand-over
-    between runtimes at each stage (2 threads, 256 x 256: the speed of ``lorun export``'s file).
+    between runtimes at each stage (2 threads, 256 x 256: 1.01-1.06x of ``lorun export``'s file).
     The copies are not submodules: never saved, trained or counted.
 
     >>> import torch
