@@ -147,9 +147,7 @@ class UnfoldedNetwork(BundleMethods, nn.Module):
         Only y's checks run in PyTorch: their threads would spin on the cores onnxruntime needs (a
         size the graph refuses, or a y that does not fit, goes on to the stages, which explain it)."""
         task, fitted = task_of(self.operator), getattr(self.operator, "image_size", None)
-        if (self.training or self.inference != "fast" or torch.is_grad_enabled() or torch.compiler.is_compiling()
-                or not getattr(self.denoisers, "can_merge", True)
-                or task.dynamic_axes(self.operator, simulate=False) is None
+        if (not self._runs_fast() or task.dynamic_axes(self.operator, simulate=False) is None
                 or (fitted is not None and any(side % task.size_multiple(self.operator)[0] for side in fitted))):
             return None
         self._check_measurement(y)
@@ -158,6 +156,12 @@ class UnfoldedNetwork(BundleMethods, nn.Module):
             note = f"whole network {self.config!r} {type(self.operator).__qualname__} {settings() if callable(settings) else ''}"
             x = self._fast.whole(self, y, self._in_pytorch, note)
         return None if x is None or (fitted is not None and tuple(x.shape[-2:]) != tuple(fitted)) else x
+
+    def _runs_fast(self) -> bool:
+        """Whether this call takes the prepared inference path (``adapters.sharing.InferenceStages``):
+        eval mode, ``inference="fast"``, gradients off, not under ``torch.compile``, mergeable stages."""
+        return (not self.training and self.inference == "fast" and not torch.is_grad_enabled()
+                and not torch.compiler.is_compiling() and getattr(self.denoisers, "can_merge", True))
 
     def _in_pytorch(self) -> "UnfoldedNetwork":
         """This network with its stages in PyTorch, sharing its modules (what :meth:`_as_one_graph` traces)."""
@@ -170,8 +174,7 @@ class UnfoldedNetwork(BundleMethods, nn.Module):
         if self.checkpoint and self.training and torch.is_grad_enabled():
             # The adapter is switched inside the checkpointed call, so recomputation uses stage k.
             out = torch.utils.checkpoint.checkpoint(self.denoisers, k, *args, use_reentrant=False)
-        elif (not self.training and self.inference == "fast" and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
-              and getattr(self.denoisers, "can_merge", True)):
+        elif self._runs_fast():
             out = self._fast(self.denoisers, k, *args)
         elif not self.training and self.inference in ("fast", "merged") and getattr(self.denoisers, "can_merge", False):
             out = self.denoisers.merged_forward(k, *args)
