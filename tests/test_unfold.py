@@ -184,7 +184,7 @@ def test_hqs_step_without_prox_solves_the_normal_equations(operator):
     op = MatrixOperator(shape=(1, 4, 4), m=10).double()
     net = lorun_peft.unfold(TinyDenoiser(), op, K=1, algorithm="hqs", share="base").double()
     net.denoisers.denoiser = nn.Identity()
-    y = op.A(torch.rand(3, 1, 4, 4, dtype=torch.float64))
+    y = op.A(torch.rand(3, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
     w = op.A_adjoint(y).flatten(1)
     mu = 0.5
     normal = op.phi.T @ op.phi + mu * torch.eye(16, dtype=torch.float64)
